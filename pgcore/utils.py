@@ -1,0 +1,126 @@
+"""Seeding, device choice and atomic writes: the plumbing every notebook and run shares.
+
+Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+__all__ = [
+    "set_seed",
+    "get_device",
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "atomic_path",
+    "atomic_dir",
+]
+
+
+def set_seed(seed: int) -> torch.Generator:
+    """Seed Python's `random`, NumPy and torch (CPU and every CUDA device).
+
+    Returns a fresh `torch.Generator` seeded with `seed`, for code that wants its own stream.
+    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
+    """
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    return torch.Generator().manual_seed(seed)
+
+
+def get_device(prefer: str | torch.device | None = None) -> torch.device:
+    """The device to compute on: `prefer` if given, else CUDA when present, else CPU.
+
+    Never hard-code "cpu": the same notebook then uses a learner's GPU when there is one.
+    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
+    """
+    if prefer is not None:
+        device = torch.device(prefer)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(prefer)!r} requested but CUDA is not available; use 'cpu' or None")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file path beside `path`; on success rename it over `path` atomically.
+
+    On an exception the temporary file is removed and `path` is left as it was, so a crash
+    never leaves a half-written output. Use it for writers that want a filename
+    (`fig.savefig(tmp)`, `torch.save(obj, tmp)`, `df.to_csv(tmp)`).
+    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically (temp file, fsync, rename). Returns the path.
+
+    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
+    """
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `path` atomically. Returns the path.
+
+    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
+    """
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside `path`; on success it replaces `path` as a whole.
+
+    For multi-file products (a checkpoint folder, a `save_pretrained` model): a reader sees the
+    old folder or the complete new one, never a mix. On an exception the temporary folder is
+    deleted and `path` is untouched.
+    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.rmdir(old)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

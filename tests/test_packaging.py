@@ -1,0 +1,43 @@
+"""The install surfaces agree with each other, and `import pgcore` stays light."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[; ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"]}
+    wanted |= {_name(r) for r in project["optional-dependencies"]["dev"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_list = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    have = {_name(r) for r in pip_list if not r.startswith("-e")}
+    assert have == wanted, f"only in environment.yml: {sorted(have - wanted)}; only in pyproject: {sorted(wanted - have)}"
+    assert "-e ." in pip_list, "environment.yml must install the course package itself"
+
+
+def test_import_pgcore_does_not_import_transformers():
+    code = "import sys, pgcore; pgcore.pg_loss; pgcore.utils; print('transformers' in sys.modules, 'matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"], f"import pgcore pulled heavy modules: transformers={out[0]}, matplotlib={out[1]}"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, flags=re.S)
+    commands = [line.strip() for b in blocks for line in b.splitlines()]
+    assert "pytest --nbval" in commands, "README must show the test command"
+    assert "\npytest --nbval\n" in ci, ".ci/run must run exactly the README's test command"
+    assert "torch==2.13.0" in ci.split("-e \".[dev]\"")[0], ".ci/run must pin the CPU torch before the project install"
