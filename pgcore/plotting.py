@@ -4,13 +4,11 @@ Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 
-__all__ = ["set_theme", "plot_band", "plot_grad_hist", "PALETTE"]
+__all__ = ["set_theme", "plot_band", "plot_grad_hist", "legend_outside", "PALETTE"]
 
 PALETTE = sns.color_palette("colorblind")
 
@@ -85,6 +83,9 @@ def plot_grad_hist(
     return ax
 
 
-def legend_outside(ax, labels: Sequence[str] | None = None):
-    """Put the legend to the right of the axes so it never hides a curve."""
+def legend_outside(ax):
+    """Put the legend to the right of the axes so it never hides a curve.
+
+    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
+    """
     return ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)

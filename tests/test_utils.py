@@ -1,0 +1,99 @@
+"""pgcore.utils: seeding, device choice, atomic writes."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+import pgcore as pg
+from pgcore.utils import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text, get_device, set_seed
+
+
+def _draw():
+    return random.random(), np.random.rand(3).tolist(), torch.rand(3).tolist()
+
+
+def test_set_seed_makes_every_rng_reproducible():
+    gen = set_seed(123)
+    first, g_first = _draw(), torch.rand(2, generator=gen).tolist()
+    gen = set_seed(123)
+    assert _draw() == first
+    assert torch.rand(2, generator=gen).tolist() == g_first
+    set_seed(124)
+    other = _draw()
+    assert all(a != b for a, b in zip(other, first)), "a different seed must change every stream"
+
+
+def test_set_seed_accepts_numpy_ints_and_rejects_non_ints():
+    set_seed(np.int64(7))
+    a = _draw()
+    set_seed(7)
+    assert _draw() == a
+    for bad in (1.5, "3", True, None):
+        with pytest.raises(ValueError, match="seed must be an int"):
+            set_seed(bad)
+
+
+def test_get_device_is_cuda_iff_available():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert get_device().type == expected
+    assert pg.get_device is get_device
+    assert get_device("cpu") == torch.device("cpu")
+
+
+def test_get_device_both_branches(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert get_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert get_device() == torch.device("cpu")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        get_device("cuda")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        get_device(torch.device("cuda", 0))
+
+
+def test_atomic_write_text_and_bytes(tmp_path):
+    target = tmp_path / "sub" / "out.txt"
+    assert atomic_write_text(target, "héllo\n") == target
+    assert target.read_text(encoding="utf-8") == "héllo\n"
+    atomic_write_bytes(target, b"\x00\x01")  # overwrite
+    assert target.read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"], "no temp files may be left"
+
+
+def test_atomic_path_success_and_failure(tmp_path):
+    target = tmp_path / "metrics.csv"
+    target.write_text("old")
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target
+        tmp.write_text("new")
+        assert target.read_text() == "old", "the target changes only when the block succeeds"
+    assert target.read_text() == "new"
+
+    with pytest.raises(RuntimeError, match="crash"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half-writ")
+            raise RuntimeError("crash")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv"]
+
+
+def test_atomic_dir_replaces_whole_folder_or_nothing(tmp_path):
+    target = tmp_path / "checkpoint-10"
+    with atomic_dir(target) as tmp:
+        (tmp / "a.txt").write_text("1")
+        (tmp / "b.txt").write_text("2")
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt", "b.txt"]
+
+    with atomic_dir(target) as tmp:  # replace: old files must not survive
+        (tmp / "c.txt").write_text("3")
+    assert sorted(p.name for p in target.iterdir()) == ["c.txt"]
+
+    with pytest.raises(RuntimeError, match="crash"):
+        with atomic_dir(target) as tmp:
+            (tmp / "d.txt").write_text("4")
+            raise RuntimeError("crash")
+    assert sorted(p.name for p in target.iterdir()) == ["c.txt"] and (target / "c.txt").read_text() == "3"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10"], "no temp folders may be left"
