@@ -1,0 +1,207 @@
+"""pgcore.reinforce: the batch lines up with the estimator, train learns (short corridor),
+uses pg_loss, is deterministic, and rejects bad configs with one-line ValueErrors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import pgcore.reinforce as rf
+from pgcore.envs import ShortCorridor, make_env, short_corridor_optimum, short_corridor_value
+from pgcore.pg import pg_loss
+from pgcore.policies import MLPPolicy, ValueNet, mlp
+from pgcore.reinforce import ReinforceConfig, collect_rollout, compute_advantages, compute_weights, evaluate, train
+
+FAST = dict(num_envs=4, max_env_steps=1500)
+
+
+def _p_right(policy) -> float:
+    with torch.no_grad():
+        return float(policy(torch.ones(1, 1)).probs[0, 1])
+
+
+def test_pg_loss_gradient_on_a_rollout_equals_the_per_episode_reinforce_sum():
+    """grad of pg_loss(logp[mask], G[mask]) == -(1/num_steps) sum_episodes sum_t G_t grad log pi(a_t|s_t)."""
+    torch.manual_seed(0)
+    policy = MLPPolicy(4, 2, (16,))
+    with torch.no_grad():  # a less uniform policy than the init, so the gradient is not tiny
+        policy.logits_net[-2].weight.normal_()
+    envs = make_env("CartPole-v1", num_envs=3, seed=0)
+    batch = collect_rollout(envs, policy, 6, generator=torch.Generator().manual_seed(0))
+    dist = policy(batch.obs)
+    assert torch.allclose(dist.log_prob(batch.act)[batch.mask], batch.logp[batch.mask], atol=1e-5)
+
+    weights = compute_weights(batch, 0.9, "reward_to_go")
+    adv = compute_advantages(batch, weights, baseline="none", normalize_adv=False)
+    logp = policy(batch.obs[batch.mask]).log_prob(batch.act[batch.mask])
+    grads = torch.autograd.grad(pg_loss(logp, adv), list(policy.parameters()))
+
+    total = [torch.zeros_like(p) for p in policy.parameters()]
+    for n in range(3):  # brute force: walk each column's episodes, reward-to-go by a Python sum
+        steps = torch.nonzero(batch.mask[:, n]).flatten().tolist()
+        episodes, cur = [], []
+        for t in steps:
+            cur.append(t)
+            if batch.done[t, n]:
+                episodes.append(cur)
+                cur = []
+        assert not cur and len(episodes) == 2
+        for ep in episodes:
+            for i, t in enumerate(ep):
+                g = sum(0.9 ** (j - i) * float(batch.rew[ep[j], n]) for j in range(i, len(ep)))
+                lp = policy(batch.obs[t, n][None]).log_prob(batch.act[t, n][None])[0]
+                for acc, gr in zip(total, torch.autograd.grad(lp, list(policy.parameters()))):
+                    acc -= g * gr / batch.num_steps
+    for a, b in zip(grads, total):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_advantage_modes():
+    envs = make_env("CartPole-v1", num_envs=4, seed=1)
+    batch = collect_rollout(envs, MLPPolicy(4, 2), generator=torch.Generator().manual_seed(1))
+    w_total = compute_weights(batch, 1.0, "total_return")
+    # with gamma = 1 the total return of a CartPole episode is its length, on every step
+    first = batch.mask.int().argmax(0)
+    assert torch.allclose(w_total[first, torch.arange(4)].double().sort().values,
+                          torch.tensor(np.sort(batch.ep_lengths), dtype=torch.float64))
+    w = compute_weights(batch, 0.99, "reward_to_go")
+    adv = compute_advantages(batch, w, baseline="mean", normalize_adv=False)
+    assert adv.shape == (batch.num_steps,) and abs(float(adv.mean())) < 1e-4
+    adv = compute_advantages(batch, w, baseline="none", normalize_adv=True)
+    assert abs(float(adv.mean())) < 1e-4 and abs(float(adv.std()) - 1) < 1e-4
+    value = ValueNet(4, (8,))
+    adv = compute_advantages(batch, w, baseline="value", normalize_adv=False, value_net=value)
+    assert torch.allclose(adv, w[batch.mask] - value(batch.obs[batch.mask]).detach())
+    with pytest.raises(ValueError, match="value_net"):
+        compute_advantages(batch, w, baseline="value")
+
+
+def test_reinforce_learns_the_short_corridor_optimum_from_a_bad_start():
+    p_star, v_star = short_corridor_optimum()
+    start = MLPPolicy(1, 2, hidden_sizes=())  # a linear softmax policy on the constant feature
+    with torch.no_grad():
+        start.logits_net[0].weight.zero_()
+        start.logits_net[0].bias.copy_(torch.tensor([1.1, -1.1]))  # P(right) = 0.1, v = -42
+    assert _p_right(start) == pytest.approx(0.1, abs=0.01)
+    cfg = ReinforceConfig(lr=0.03, gamma=1.0, num_envs=16, hidden_sizes=(), max_env_steps=20_000)
+    result = train(ShortCorridor(), seed=0, config=cfg, progress=False, policy=start)
+    p = _p_right(result.policy)
+    assert _p_right(start) == pytest.approx(0.1, abs=0.01)  # the starting policy was not modified
+    # v(p) is flat near p* (v(0.5) = -12), so "near" is judged on both p and the value
+    assert abs(p - p_star) < 0.08, p
+    assert short_corridor_value(p) > v_star - 0.3, (p, short_corridor_value(p))
+    df = result.history_df()
+    assert df.return_mean.iloc[:3].mean() < -25 and df.return_mean.iloc[-20:].mean() > -13.5
+    assert result.env_steps >= cfg.max_env_steps and not result.solved  # no threshold: the budget ends it
+
+
+def test_train_calls_pg_loss_and_its_gradient_moves_the_policy(monkeypatch):
+    calls = []
+
+    def spy(logp, adv, mask=None):
+        calls.append((logp.requires_grad, adv.requires_grad, logp.shape == adv.shape))
+        return pg_loss(logp, adv, mask)
+
+    monkeypatch.setattr(rf, "pg_loss", spy)
+    result = train("CartPole-v1", seed=0, config=ReinforceConfig(**FAST), progress=False)
+    assert len(calls) == len(result.history) >= 2
+    assert all(c == (True, False, True) for c in calls)
+
+    def zero_loss(logp, adv, mask=None):
+        return 0.0 * logp.sum()
+
+    monkeypatch.setattr(rf, "pg_loss", zero_loss)
+    torch.manual_seed(0)
+    start = MLPPolicy(4, 2, (32,))
+    frozen = train("CartPole-v1", seed=0, config=ReinforceConfig(**FAST), progress=False, policy=start)
+    for a, b in zip(start.parameters(), frozen.policy.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_same_seed_same_history_and_global_rng_untouched():
+    cfg = ReinforceConfig(**FAST)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = train("CartPole-v1", seed=3, config=cfg, progress=False)
+    assert torch.equal(torch.rand(1), before)  # train did not consume the global torch RNG
+    b = train("CartPole-v1", seed=3, config=cfg, progress=False)
+    c = train("CartPole-v1", seed=4, config=cfg, progress=False)
+
+    def table(result):
+        return result.history_df().drop(columns="seconds")
+
+    assert table(a).equals(table(b))  # NaN (no value net, no confirmation) compare equal here
+    assert not table(a).equals(table(c))
+    for p, q in zip(a.policy.parameters(), b.policy.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_history_and_value_baseline_on_acrobot():
+    cfg = ReinforceConfig(num_envs=2, max_env_steps=900, baseline="value", value_iters=3)
+    result = train("Acrobot-v1", seed=0, config=cfg, progress=False)
+    df = result.history_df()
+    expected = {"update", "env_steps", "episodes", "return_mean", "return_std", "return_min", "return_max",
+                "length_mean", "loss", "grad_norm", "entropy", "value_loss", "eval_return", "seconds"}
+    assert expected <= set(df.columns)
+    assert result.policy(torch.zeros(5, 6)).probs.shape == (5, 3)
+    assert isinstance(result.value_net, ValueNet) and np.isfinite(df.value_loss).all()
+    assert df.env_steps.iloc[-1] == result.env_steps >= 900
+    assert (df.episodes.diff().dropna() == 2).all()
+
+
+def test_evaluate_fresh_env_and_fixed_policy():
+    start = MLPPolicy(1, 2, hidden_sizes=())  # P(right) = 0.5 -> v = -12
+    rets = evaluate(start, "ShortCorridor-v0", episodes=200, seed=0)
+    assert rets.shape == (200,) and abs(rets.mean() + 12) < 4 * rets.std() / np.sqrt(200)
+    policy = MLPPolicy(4, 2)
+    cart = evaluate(policy, "CartPole-v1", episodes=5, seed=0)
+    assert np.array_equal(cart, evaluate(policy, "CartPole-v1", episodes=5, seed=0))
+    assert (cart >= 8).all() and (cart < 200).all()  # a near-uniform policy drops the pole fast
+
+
+@pytest.mark.parametrize("changes, word", [
+    (dict(lr=0.0), "lr"), (dict(lr=-1e-3), "lr"), (dict(lr=float("nan")), "lr"),
+    (dict(gamma=0.0), "gamma"), (dict(gamma=1.01), "gamma"),
+    (dict(num_envs=0), "num_envs"), (dict(max_env_steps=-5), "max_env_steps"),
+    (dict(hidden_sizes=(0,)), "hidden_sizes"), (dict(activation="sigmoid"), "activation"),
+    (dict(weighting="G0"), "weighting"), (dict(baseline="critic"), "baseline"),
+    (dict(ent_coef=-0.1), "ent_coef"), (dict(max_grad_norm=0), "max_grad_norm"),
+    (dict(confirm_episodes=-1), "confirm_episodes"),
+])
+def test_bad_config_raises_one_line_value_error(changes, word):
+    with pytest.raises(ValueError, match=word) as info:
+        ReinforceConfig(**changes)
+    assert "\n" not in str(info.value) and "accepted" in str(info.value)
+
+
+@pytest.mark.parametrize("env, word", [
+    ("NoSuchEnv-v0", "unknown Gymnasium env id"),
+    ("Pendulum-v1", "Discrete action space"),
+    ("MountainCarContinuous-v0", "Discrete action space"),
+])
+def test_bad_env_raises_value_error(env, word):
+    with pytest.raises(ValueError, match=word) as info:
+        train(env, config=ReinforceConfig(**FAST), progress=False)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_train_arguments():
+    with pytest.raises(ValueError, match="config"):
+        train("CartPole-v1", config={"lr": 1e-2}, progress=False)
+    with pytest.raises(ValueError, match="seed"):
+        train("CartPole-v1", seed=1.5, progress=False)
+    with pytest.raises(ValueError, match="actions"):
+        train("CartPole-v1", config=ReinforceConfig(**FAST), policy=MLPPolicy(4, 3), progress=False)
+    with pytest.raises(ValueError, match="sizes"):
+        mlp([4])
+
+
+def test_defaults_solve_cartpole():
+    """The course's claim: default REINFORCE solves CartPole-v1 (>= 475 over 20 fresh episodes) in < 100k steps."""
+    result = train("CartPole-v1", seed=0, progress=False)
+    assert result.solved and result.env_steps <= 100_000, (result.solved, result.env_steps)
+    score = evaluate(result.policy, "CartPole-v1", episodes=20, seed=12345).mean()
+    assert score >= 475, score
+    df = result.history_df()
+    assert df.return_mean.iloc[:3].mean() < 60  # it started as a near-random policy
