@@ -59,6 +59,8 @@ class ReinforceConfig:
 
     lr: float = 2e-2
     """learning rate of the policy's Adam optimizer (> 0)"""
+    anneal_lr: bool = False
+    """decay the learning rate linearly from lr to 0 over max_env_steps (as CleanRL's anneal_lr)"""
     gamma: float = 0.99
     """discount factor, in (0, 1]"""
     num_envs: int = 8
@@ -126,6 +128,8 @@ class ReinforceConfig:
             bad("weighting", ", ".join(WEIGHTINGS))
         if self.baseline not in BASELINES:
             bad("baseline", ", ".join(BASELINES))
+        if not isinstance(self.anneal_lr, bool):
+            bad("anneal_lr", "True or False")
         if not isinstance(self.normalize_adv, bool):
             bad("normalize_adv", "True or False")
         if not is_num(self.ent_coef) or self.ent_coef < 0:
@@ -587,6 +591,9 @@ def train(
                 entropy = dist.entropy().mean()
                 loss = pg_loss(logp, adv) - cfg.ent_coef * entropy
                 # 5. a gradient step
+                if cfg.anneal_lr:
+                    for group in optimizer.param_groups:
+                        group["lr"] = cfg.lr * max(0.0, 1.0 - env_steps / cfg.max_env_steps)
                 optimizer.zero_grad()
                 loss.backward()
                 max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")

@@ -160,3 +160,31 @@ def test_make_env_choices_and_errors():
         make_env("Pendulum-v1")
     with pytest.raises(ValueError, match="num_envs"):
         make_env("CartPole-v1", num_envs=0)
+
+
+class BalancingController(nn.Module):
+    """A hand-tuned linear controller that keeps the pole up: push the way x + 3v + 10 theta + 5 omega points."""
+
+    def forward(self, obs):
+        x, v, theta, omega = obs.unbind(-1)
+        u = 0.1 * x + 0.3 * v + theta + 0.5 * omega
+        return Categorical(logits=torch.stack([-20 * u, 20 * u], dim=-1))
+
+
+@pytest.mark.parametrize("mode", [NEXT, SAME])
+def test_truncated_episodes_have_exactly_500_steps(mode):
+    """Two 500-step episodes per copy: the autoreset step between them is neither counted nor learned from."""
+    if mode == NEXT:
+        envs = make_env("CartPole-v1", num_envs=4, seed=0)
+    else:
+        envs = make_env(gym.make_vec("CartPole-v1", num_envs=4, vectorization_mode="sync",
+                                     vector_kwargs={"autoreset_mode": SAME}), seed=0)
+    batch = collect_rollout(envs, BalancingController(), num_episodes=8, generator=torch.Generator().manual_seed(0))
+    assert batch.ep_lengths.tolist() == [500] * 8 and batch.ep_returns.tolist() == [500.0] * 8
+    assert int((batch.done & ~batch.terminated).sum()) == 8  # all ended by the time limit
+    T = batch.mask.shape[0]
+    if mode == NEXT:  # step 500 of every copy only resets it
+        assert T == 1001 and not batch.mask[500].any() and batch.mask[:500].all() and batch.mask[501:].all()
+    else:
+        assert T == 1000 and batch.mask.all()
+    assert batch.done[499].all() and batch.done[-1].all() and int(batch.done.sum()) == 8

@@ -1,0 +1,110 @@
+"""Benchmark of `pgcore.lm`: does the default tiny tier learn, and how fast? (printed, never asserted)
+
+    python benchmarks/lm.py                        # tiny + tiny-sentiment, LMConfig defaults (200 steps)
+    python benchmarks/lm.py --smollm2 --smollm2-steps 60   # also SmolLM2-135M-Instruct + vader
+
+Targets (issue "pgcore.lm"): tiny tier reward rise >= 0.30 (mean of the last 20 steps minus the first
+10) within 200 steps and <= 2 minutes on a 2-core CPU; SmolLM2-135M + vader: +0.3 within 60 steps.
+Prints steps/s, completion tokens/s, peak memory and the split of each step's time between sampling,
+reward scoring and the update. Judge CPU time (user+sys / threads) on a busy machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from pgcore.lm.trainer import LMConfig, train  # noqa: E402
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def bench(label: str, config: LMConfig, target_rise: float, target_seconds: float | None) -> dict:
+    from pgcore.lm.models import load_policy
+    from pgcore.lm.rewards import load_reward
+
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    policy = load_policy(config.model)
+    reward = load_reward(config.reward_model, label=config.reward_label, device=next(policy.model.parameters()).device)
+    load_s = time.perf_counter() - t0
+    t1, c1 = time.perf_counter(), cpu_seconds()
+    result = train(config, policy=policy, reward=reward, progress=sys.stderr.isatty())
+    wall, cpu = time.perf_counter() - t1, cpu_seconds() - c1
+    h = result.history
+    step_time = sum(r["time"] for r in h)
+    split = {k: sum(r[f"time_{k}"] for r in h) / step_time for k in ("generate", "reward", "update")}
+    rise = result.reward_rise
+    row = {
+        "tier": label,
+        "steps": len(h),
+        "reward first10": float(np.mean([r["reward_mean"] for r in h[:10]])),
+        "reward last20": float(np.mean([r["reward_mean"] for r in h[-20:]])),
+        "rise": rise,
+        "target rise": target_rise,
+        "wall s": wall,
+        "cpu s": cpu,
+        "cpu s / threads": cpu / torch.get_num_threads(),
+        "load s": load_s,
+        "steps/s": len(h) / step_time,
+        "tokens/s": sum(r["tokens"] for r in h) / step_time,
+        "generate %": 100 * split["generate"],
+        "reward %": 100 * split["reward"],
+        "update %": 100 * split["update"],
+        "peak MB": peak_memory_mb(),
+        "ok": rise >= target_rise and (target_seconds is None or min(wall, cpu / torch.get_num_threads()) <= target_seconds),
+    }
+    return row
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=LMConfig().steps, help="tiny tier steps (default: LMConfig)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smollm2", action="store_true", help="also run SmolLM2-135M-Instruct with vader")
+    p.add_argument("--smollm2-steps", type=int, default=60)
+    p.add_argument("--skip-tiny", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        places = dict(output_dir=f"{tmp}/out", checkpoint_dir=f"{tmp}/ckpt", model_dir=f"{tmp}/models", save_every=0)
+        if not args.skip_tiny:
+            cfg = LMConfig(reward_model="tiny-sentiment", steps=args.steps, seed=args.seed, **places)
+            rows.append(bench("tiny + tiny-sentiment", cfg, 0.30, 120.0))
+        if args.smollm2:
+            cfg = LMConfig(model="smollm2-135m", reward_model="vader", steps=args.smollm2_steps, seed=args.seed,
+                           batch_size=4, num_samples=4, max_new_tokens=24, lr=1e-5, warmup_steps=3, **places)
+            rows.append(bench("smollm2-135m + vader", cfg, 0.30, None))
+    import pandas as pd
+
+    pd.set_option("display.width", 200)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device "
+          f"{'cuda' if torch.cuda.is_available() else 'cpu'}")
+    print(pd.DataFrame(rows).set_index("tier").T.to_string(float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

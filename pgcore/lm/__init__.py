@@ -1,0 +1,41 @@
+"""Language-model policy gradient: sample completions, score them with a reward model, update.
+
+Submodules (each loads on first use, so `python -m pgcore.lm --help` stays fast and transformers is
+imported only when a model is actually needed):
+
+- `models`: `load_policy("tiny" | "smollm2-135m" | path | hub name) -> Policy`, `format_prompts`, `load_prompts`
+- `rewards`: `load_reward("tiny-sentiment" | "vader" | path | hub name, label=None) -> RewardModel`
+- `sampling`: left-padded batched generation and the completion mask
+- `logprobs`: per-token log-probs of a completion
+- `trainer`: the training loop; `__main__`: the command line (`python -m pgcore.lm`, `pgcore-lm`)
+
+Introduced in notebooks/04_lm_policy_gradient.ipynb.
+"""
+from __future__ import annotations
+
+import importlib
+
+_SUBMODULES = ("models", "rewards", "sampling", "logprobs", "trainer")
+_NAMES = {
+    "Policy": "models", "TinyConfig": "models", "load_policy": "models", "format_prompts": "models",
+    "load_prompts": "models", "read_reviews": "models",
+    "RewardModel": "rewards", "VaderReward": "rewards", "HFClassifierReward": "rewards",
+    "SentimentConfig": "rewards", "load_reward": "rewards", "pick_label": "rewards", "permute_labels": "rewards",
+}
+
+__all__ = [*_SUBMODULES, *_NAMES]
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        module = importlib.import_module(f".{name}", __name__)
+    elif name in _NAMES:
+        module = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module 'pgcore.lm' has no attribute {name!r}")
+    globals()[name] = module
+    return module
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,221 @@
+"""Command line: train a causal LM with the policy gradient against a reward model.
+
+    python -m pgcore.lm --reward-model tiny-sentiment            # the tiny tier, ~1 min on a CPU
+    pgcore-lm --model smollm2-135m --reward-model vader --steps 60 --batch-size 4
+    pgcore-lm --reward-model tiny-sentiment --resume             # continue from the newest checkpoint
+
+Writes output/policy_gradient_metrics/ (training_metrics.csv, log_history.json, summary.json,
+training_curves.png), checkpoints/checkpoint-<step>/ and the final model in models/<run-name>/.
+Exit status: 0 done, 2 bad input (one line on stderr, nothing written), 1 the loss became NaN/inf
+(the last good checkpoint is kept), 130 interrupted by Ctrl-C (a checkpoint and the outputs are saved).
+
+Introduced in notebooks/04_lm_policy_gradient.ipynb.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+
+PROG = "pgcore-lm"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message):  # noqa: D401
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show "(default: X)" only when there is a default worth showing."""
+
+    def _get_help_string(self, action):
+        if action.default is None or isinstance(action.default, bool) or action.required:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; accepted: an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not positive; accepted: an integer >= 1")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; accepted: an integer >= 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative; accepted: an integer >= 0")
+    return value
+
+
+def _float(lower: float, strict: bool):
+    def parse(text: str) -> float:
+        accepted = f"a number {'>' if strict else '>='} {lower:g}"
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; accepted: {accepted}") from None
+        if not math.isfinite(value) or value < lower or (strict and value == lower):
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range; accepted: {accepted}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (defaults come from `LMConfig`)."""
+    from .trainer import ADVANTAGES, KL_ESTIMATORS, LMConfig
+
+    d = LMConfig()
+    p = _Parser(
+        prog=PROG,
+        description="Train a causal language model with the policy gradient (REINFORCE with RLOO / group / mean "
+                    "baselines) against a reward model. Offline by default: the tiny tier builds itself from data/.",
+        formatter_class=_Formatter,
+        epilog="exit status: 0 done; 1 the loss became NaN/inf (the last good checkpoint is kept); 2 bad input "
+               "(nothing written); 130 interrupted with Ctrl-C (a checkpoint and the outputs are saved: --resume)",
+    )
+    m = p.add_argument_group("models and data")
+    m.add_argument("--reward-model", required=True, metavar="NAME_OR_PATH",
+                   help="reward: tiny-sentiment (small classifier trained on data/), vader (rule-based), or an HF "
+                        "sequence-classification model name / local path")
+    m.add_argument("--reward-label", default=None, metavar="NAME",
+                   help="the classifier label whose probability is the reward (default: the label named "
+                        "positive/pos; required when the model has several outputs and no such label)")
+    m.add_argument("--model", default=d.model, metavar="NAME_OR_PATH",
+                   help="policy: tiny, smollm2-135m (chat template applied), an HF causal-LM name or local path")
+    m.add_argument("--prompts", default=None, metavar="FILE",
+                   help="text file with one prompt per line (default: data/prompts.txt)")
+    t = p.add_argument_group("the policy-gradient loop")
+    t.add_argument("--steps", type=_positive_int, default=d.steps,
+                   help="optimizer steps (total, counting resumed ones)")
+    t.add_argument("--seed", type=_nonneg_int, default=d.seed, help="seed of prompts, sampling and everything else")
+    t.add_argument("--lr", type=_float(0, strict=True), default=d.lr, help="AdamW learning rate")
+    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="prompts per step")
+    t.add_argument("--num-samples", type=_positive_int, default=d.num_samples,
+                   help="completions per prompt (>= 2 for rloo and group)")
+    t.add_argument("--max-new-tokens", type=_positive_int, default=d.max_new_tokens, help="longest completion")
+    t.add_argument("--temperature", type=_float(0, strict=True), default=d.temperature,
+                   help="sampling temperature (the log-probs use the same one)")
+    t.add_argument("--advantage", choices=ADVANTAGES, default=d.advantage,
+                   help="none: raw reward; mean: minus batch mean; rloo: minus the mean of the prompt's other "
+                        "samples; group: normalized within the prompt's samples (GRPO)")
+    t.add_argument("--kl-coef", type=_float(0, strict=False), default=d.kl_coef,
+                   help="weight of the KL(policy || initial policy) penalty subtracted from each completion's reward "
+                        "(0: no penalty; the KL is logged anyway)")
+    t.add_argument("--kl-estimator", choices=KL_ESTIMATORS, default=d.kl_estimator,
+                   help="per-token KL estimate in the penalty: k1 = log(pi/ref) (unbiased gradient), k3 = ref/pi - 1 "
+                        "- log(ref/pi) (lower-variance value, but a biased gradient when used as a reward)")
+    t.add_argument("--entropy-coef", type=_float(0, strict=False), default=d.entropy_coef,
+                   help="weight of the entropy bonus")
+    t.add_argument("--max-grad-norm", type=_float(0, strict=True), default=d.max_grad_norm,
+                   help="clip the gradient norm to this")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--output-dir", default=d.output_dir, metavar="DIR",
+                   help="training_metrics.csv, log_history.json, summary.json, training_curves.png go here")
+    o.add_argument("--checkpoint-dir", default=d.checkpoint_dir, metavar="DIR",
+                   help="checkpoint-<step>/ folders go here")
+    o.add_argument("--model-dir", default=d.model_dir, metavar="DIR",
+                   help="the final model + tokenizer (save_pretrained) go to DIR/RUN_NAME/")
+    o.add_argument("--run-name", default=d.run_name, help="folder name of the final model inside --model-dir")
+    o.add_argument("--save-every", type=_nonneg_int, default=d.save_every,
+                   help="checkpoint every N steps (and at the end); 0: only at the end")
+    o.add_argument("--keep-last", type=_nonneg_int, default=d.keep_last, help="keep the newest N checkpoints (0: all)")
+    o.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
+                   help="continue from a checkpoint: the newest checkpoint-<step>/ in --checkpoint-dir, or PATH; "
+                        "the other settings must match the checkpoint's (only --steps and output places may change)")
+    o.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    o.add_argument("--threads", type=_positive_int, default=None,
+                   help="CPU threads for torch (default: torch's choice); tiny models run fastest on 1, and on a "
+                        "busy machine extra threads mostly wait for each other")
+    o.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def _fail(message: str) -> "SystemExit":
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI. Returns the exit status (argparse errors and bad input raise SystemExit(2))."""
+    args = build_parser().parse_args(argv)
+    from .trainer import LMConfig, NonFiniteLossError, Trainer
+
+    fields = {f.name for f in dataclasses.fields(LMConfig)}
+    try:
+        config = LMConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "resume"})
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    if args.resume is True and not Path(config.checkpoint_dir).is_dir():
+        raise _fail(f"--resume: checkpoint dir {config.checkpoint_dir!r} does not exist; accepted: a folder "
+                    "holding checkpoint-<step>/ folders, or --resume PATH")
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    # Everything is loaded and checked before any file is written: bad input changes nothing.
+    try:
+        trainer = Trainer(config, resume=args.resume)
+    except (ValueError, OSError) as e:
+        raise _fail(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted while loading; nothing written", file=sys.stderr)
+        return 130
+
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    label = getattr(trainer.reward, "label", None)
+    say(f"policy: {trainer.policy.name} ({sum(p.numel() for p in trainer.model.parameters()):,} parameters) "
+        f"on {trainer.device}")
+    say(f"reward: {getattr(trainer.reward, 'name', config.reward_model)}"
+        + (f" (label {label!r})" if label is not None else " (no label: the score itself)"))
+    if trainer.resumed_from:
+        say(f"resumed from {trainer.resumed_from} at step {trainer.global_step}")
+    every = max(1, config.steps // 20)
+    start, first_step = time.perf_counter(), trainer.global_step
+
+    def report(tr, row):
+        if row["step"] % every == 0 or row["step"] == config.steps:
+            say(f"step {row['step']:>5}/{config.steps}  reward {row['reward_mean']:+.3f} ± {row['reward_std']:.3f}  "
+                f"kl {row['kl']:.4f}  entropy {row['entropy']:.3f}  len {row['completion_len']:.1f}  "
+                f"{time.perf_counter() - start:.0f} s")
+
+    try:
+        result = trainer.train(callbacks=[report])
+    except KeyboardInterrupt:
+        if trainer.global_step == first_step:
+            print(f"{PROG}: interrupted before step {first_step + 1} finished; nothing written", file=sys.stderr)
+        else:
+            where = f"; checkpoint {trainer.last_checkpoint}" if trainer.last_checkpoint else ""
+            print(f"{PROG}: interrupted at step {trainer.global_step}{where}; outputs in {config.output_dir}; "
+                  "continue with --resume", file=sys.stderr)
+        return 130
+    except NonFiniteLossError as e:
+        where = f"; last good checkpoint: {trainer.last_checkpoint}" if trainer.last_checkpoint else ""
+        print(f"{PROG}: error: {e}; stopped{where}", file=sys.stderr)
+        return 1
+    if result.history:
+        say(f"reward {result.summary['reward_first10_mean']:+.3f} (first 10 steps) -> "
+            f"{result.summary['reward_last20_mean']:+.3f} (last 20 steps)")
+    if result.output_dir:
+        say(f"metrics: {result.output_dir}")
+    if result.last_checkpoint:
+        say(f"checkpoint: {result.last_checkpoint}")
+    if result.model_path:
+        say(f"model: {result.model_path}  (load with AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

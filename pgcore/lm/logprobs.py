@@ -1,0 +1,118 @@
+"""Per-token log-probabilities (and entropies) of a completion under a causal LM, TRL style.
+
+For a sampled completion y = (y_1, ..., y_T) after prompt x, the policy's log-probability is a sum
+over tokens, log pi(y|x) = sum_t log pi(y_t | x, y_<t), so the policy gradient of an LM is the
+estimator of notebook 01 applied token by token. One forward pass over prompt + completion gives
+all T terms at once: the logits at position i predict token i + 1.
+
+Introduced in notebooks/04_lm_policy_gradient.ipynb.
+"""
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+__all__ = ["selective_log_softmax", "entropy_from_logits", "position_ids_from_mask", "per_token_logps"]
+
+
+def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[..., index] without materializing the full (..., V) log-softmax.
+
+    logits: (..., V); index: (...) token ids. Returns (...) float.
+    Naive twin (same values, V times more memory):
+        torch.log_softmax(logits, dim=-1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    Here: the chosen logit minus logsumexp over the vocabulary, computed one row at a time
+    (TRL's `selective_log_softmax`). Half precision goes through log_softmax row by row, where
+    logsumexp would lose too much.
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    if logits.shape[:-1] != index.shape:
+        raise ValueError(f"index shape {tuple(index.shape)} must equal the logits shape without the vocab dim, "
+                         f"{tuple(logits.shape[:-1])}")
+    if logits.dtype in (torch.float32, torch.float64):
+        selected = torch.gather(logits, dim=-1, index=index.unsqueeze(-1)).squeeze(-1)  # (...)
+        lse = torch.stack([torch.logsumexp(row, dim=-1) for row in logits])  # (...), one row at a time
+        return selected - lse
+    return torch.stack(
+        [torch.log_softmax(row, dim=-1).gather(-1, idx.unsqueeze(-1)).squeeze(-1) for row, idx in zip(logits, index)]
+    )
+
+
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy H = -sum_v p_v log p_v of softmax(logits) over the last dim. (..., V) -> (...).
+
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions 0, 1, 2, ... counted over real tokens only (left padding gets 0).
+
+    GPT-2 adds a learned position embedding; with left padding, the first real token of a padded
+    row sits at index P - len, yet must get position 0, exactly as `generate` gives it (it builds
+    position_ids from the attention mask the same way). (B, L) -> (B, L) long.
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    position_ids = attention_mask.long().cumsum(dim=-1) - 1
+    return position_ids.masked_fill(attention_mask == 0, 0)
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    inner = getattr(model, "module", model)  # look through a DDP / Accelerate wrapper
+    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+
+
+def per_token_logps(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    logits_to_keep: int,
+    temperature: float = 1.0,
+    *,
+    return_entropy: bool = False,
+    entropy_grad: bool = True,
+):
+    """log pi(y_t | x, y_<t) for the last `logits_to_keep` tokens of every row (the completion).
+
+    Args:
+        model: a causal LM (gradients flow through it unless called under `torch.no_grad()`).
+        input_ids: (B, L) prompt then completion, left-padded (`Batch.input_ids`).
+        attention_mask: (B, L) 1 on real tokens (`Batch.attention_mask`).
+        logits_to_keep: T, the completion length; the last T tokens are scored.
+        temperature: the sampling temperature; the policy that sampled is softmax(logits / temperature),
+            so its log-probs (the ones the estimator needs) use the same division.
+        return_entropy: also return the (B, T) entropy of each next-token distribution.
+        entropy_grad: False computes that entropy without a graph (for logging only: saves the
+            (B, T, V) softmax the backward pass would otherwise keep).
+
+    Returns:
+        per_token_logps (B, T), or (per_token_logps, entropy) with `return_entropy=True`.
+        Entries after EOS are meaningless: multiply by the completion mask.
+
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
+        raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} "
+                         "must both be (B, L)")
+    if not 1 <= logits_to_keep < input_ids.shape[1]:
+        raise ValueError(f"logits_to_keep must be in [1, {input_ids.shape[1] - 1}] (at least one prompt token), "
+                         f"got {logits_to_keep}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    position_ids = position_ids_from_mask(attention_mask)  # (B, L): left padding must not shift positions
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    if _accepts_logits_to_keep(model):
+        # +1: the logit at the last prompt token predicts the first completion token
+        logits = model(**kwargs, logits_to_keep=logits_to_keep + 1).logits  # (B, T+1, V)
+    else:
+        logits = model(**kwargs).logits[:, -(logits_to_keep + 1):]  # (B, T+1, V)
+    logits = logits[:, :-1, :]  # (B, T, V): last position predicts nothing
+    logits = logits / temperature
+    completion_ids = input_ids[:, -logits_to_keep:]  # (B, T): the tokens those logits predict
+    logps = selective_log_softmax(logits, completion_ids)  # (B, T)
+    if return_entropy:
+        return logps, entropy_from_logits(logits if entropy_grad else logits.detach())
+    return logps

@@ -1,0 +1,314 @@
+"""Reward models for LM policy gradient: text in, one number per text out (higher = better).
+
+- `"tiny-sentiment"`: a small GPT-2-architecture sequence classifier trained in seconds on the
+  labeled corpus in `data/`, saved with `save_pretrained` under `models/cache/tiny-sentiment-<fingerprint>/`
+  and then loaded exactly like any Hugging Face reward model. Reward = P(positive) in [0, 1].
+- `"vader"`: the rule-based VADER lexicon; reward = its compound score in [-1, 1].
+- any Hugging Face sequence-classification model (hub name or local folder). Its positive label
+  is found **by name** in `config.id2label` ("positive" / "pos", any case) or given with `label=`
+  (`--reward-label`), never assumed to be index 1: label order differs between models.
+  Reward = softmax probability of that label (sigmoid for multi-label models); a model with a
+  single output is a scalar reward model and its logit is the reward.
+
+Introduced in notebooks/04_lm_policy_gradient.ipynb.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..utils import atomic_dir
+from .models import (BUILD_FILE, CACHE_DIR, DATA_DIR, _batches, _fingerprint, _from_pretrained,
+                     _lazy_transformers, _pad_right, _quiet, _train, read_reviews, train_tokenizer)
+
+__all__ = [
+    "RewardModel", "VaderReward", "HFClassifierReward", "SentimentConfig", "load_reward",
+    "pick_label", "build_tiny_sentiment", "permute_labels", "POSITIVE_NAMES",
+]
+
+POSITIVE_NAMES = ("positive", "pos")
+"""label names (compared lower-case) taken as the positive label when none is given"""
+ACCEPTED = "tiny-sentiment, vader, a local path, or a hub name when online"
+
+
+class RewardModel:
+    """Base class: `score(texts)` returns a float32 CPU tensor (N,), higher = better, no grad.
+
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+
+    name: str = "reward"
+    label: str | None = None
+
+    def score(self, texts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        return self.score(texts)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, label={self.label!r})"
+
+
+class VaderReward(RewardModel):
+    """VADER's compound sentiment score in [-1, 1] (rule-based, CPU, deterministic).
+
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+
+    def __init__(self):
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer  # noqa: PLC0415
+
+        self.name, self.label = "vader", None
+        self._analyzer = SentimentIntensityAnalyzer()
+
+    def score(self, texts: list[str]) -> torch.Tensor:
+        return torch.tensor([self._analyzer.polarity_scores(t)["compound"] for t in texts], dtype=torch.float32)
+
+
+def pick_label(id2label: dict, label: str | None = None, *, model_name: str = "reward model") -> tuple[int, str]:
+    """The (index, name) of the output to reward, chosen **by name**, never by position.
+
+    `label` given: that label (exact, then case-insensitive match). Else the one named "positive"
+    or "pos" (any case). A single-output model needs neither: its only output is the reward.
+    Raises ValueError (naming the labels) when the label is missing or ambiguous.
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    labels = {int(i): str(n) for i, n in id2label.items()}
+    listed = ", ".join(repr(labels[i]) for i in sorted(labels))
+    if label is not None:
+        exact = [i for i, n in labels.items() if n == label]
+        loose = [i for i, n in labels.items() if n.lower() == label.lower()]
+        found = exact or loose
+        if len(found) != 1:
+            raise ValueError(f"reward label {label!r} is not one of {model_name}'s labels; accepted: {listed}")
+        return found[0], labels[found[0]]
+    if len(labels) == 1:
+        (i, n), = labels.items()
+        return i, n
+    found = [i for i, n in labels.items() if n.lower() in POSITIVE_NAMES]
+    if len(found) != 1:
+        raise ValueError(f"{model_name} has no single label named positive/pos (its labels: {listed}); "
+                         "choose one with --reward-label (label=...)")
+    return found[0], labels[found[0]]
+
+
+class HFClassifierReward(RewardModel):
+    """A Hugging Face sequence classifier as a reward: the probability (or logit) of one label.
+
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+
+    def __init__(self, model, tokenizer, *, name: str, label: str | None = None, batch_size: int = 64):
+        self.model, self.tokenizer, self.name, self.batch_size = model, tokenizer, name, batch_size
+        num_labels = model.config.num_labels
+        id2label = model.config.id2label or {i: f"LABEL_{i}" for i in range(num_labels)}
+        self.index, self.label = pick_label(id2label, label, model_name=f"reward model {name!r}")
+        self.single_output = num_labels == 1
+        self.multi_label = model.config.problem_type == "multi_label_classification"
+        limits = [tokenizer.model_max_length, 512]
+        limits += [getattr(model.config, k) for k in ("max_position_embeddings", "n_positions") if
+                   isinstance(getattr(model.config, k, None), int)]
+        self.max_length = min(limits)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, *, label: str | None = None, device=None, name: str | None = None,
+                        batch_size: int = 64) -> "HFClassifierReward":
+        """Load `AutoModelForSequenceClassification` + `AutoTokenizer` from a folder or the hub.
+
+        Introduced in notebooks/04_lm_policy_gradient.ipynb.
+        """
+        model, tokenizer = _from_pretrained(name_or_path, str(name or name_or_path), "classifier", device=device)
+        return cls(model, tokenizer, name=str(name or name_or_path), label=label, batch_size=batch_size)
+
+    @torch.no_grad()
+    def score(self, texts: list[str]) -> torch.Tensor:
+        """(N,) float32 on CPU: P(label) (softmax; sigmoid if multi-label), or the logit of a single output."""
+        device = next(self.model.parameters()).device
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = list(texts[start:start + self.batch_size])
+            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt")
+            if enc["input_ids"].shape[1] == 0:  # every text empty and no special tokens: one pad token each
+                enc = {k: torch.full((len(chunk), 1), self.tokenizer.pad_token_id if k == "input_ids" else 1)
+                       for k in enc}
+            logits = self.model(**{k: v.to(device) for k, v in enc.items()}).logits.float()  # (B, num_labels)
+            if self.single_output:
+                r = logits[:, 0]
+            elif self.multi_label:
+                r = torch.sigmoid(logits[:, self.index])
+            else:
+                r = torch.softmax(logits, dim=-1)[:, self.index]
+            out.append(r.cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+
+# ------------------------------------------------------------------------------- tiny-sentiment
+@dataclass(frozen=True)
+class SentimentConfig:
+    """Architecture and training of the `tiny-sentiment` classifier. Every field enters the fingerprint.
+
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+
+    vocab_size: int = 1536
+    """byte-level BPE vocabulary (its own tokenizer, trained like the tiny policy's)"""
+    n_layer: int = 1
+    """transformer blocks"""
+    n_head: int = 2
+    """attention heads"""
+    n_embd: int = 64
+    """width; the label is read from the last token's final state"""
+    n_positions: int = 128
+    """longest text scored, in tokens (longer texts are truncated)"""
+    steps: int = 200
+    """optimizer steps"""
+    batch_size: int = 32
+    """labeled reviews per step"""
+    lr: float = 3e-3
+    """peak AdamW learning rate (warmup, cosine decay)"""
+    weight_decay: float = 0.01
+    """AdamW weight decay"""
+    holdout: float = 0.1
+    """fraction of the corpus held out to measure accuracy (never trained on)"""
+    seed: int = 0
+    """seeds the split, the initialization and the batch order"""
+
+
+def build_tiny_sentiment(out_dir: str | os.PathLike, config: SentimentConfig | None = None,
+                         corpus: str | os.PathLike | None = None) -> Path:
+    """Train the tiny-sentiment classifier on `data/reviews.tsv`; `save_pretrained` it into `out_dir`.
+
+    A `GPT2ForSequenceClassification` with `id2label={0: "negative", 1: "positive"}`, trained on
+    (1 - holdout) of the reviews; its held-out accuracy is stored in `out_dir/pgcore_build.json`.
+    Seeded and written atomically. Returns `out_dir`.
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    transformers = _lazy_transformers()
+    config = config or SentimentConfig()
+    corpus = Path(corpus) if corpus else DATA_DIR / "reviews.tsv"
+    rows = read_reviews(corpus)
+    start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    n_test = int(len(rows) * config.holdout)
+    test, train = [rows[i] for i in perm[:n_test]], [rows[i] for i in perm[n_test:]]
+    tokenizer = train_tokenizer([t for _, t in train], config.vocab_size)
+    tokenizer.padding_side = "right"  # positions start at 0, as in training
+    tokenizer.model_max_length = config.n_positions
+    pad = tokenizer.pad_token_id
+    label2id = {"negative": 0, "positive": 1}
+    model = transformers.GPT2ForSequenceClassification(transformers.GPT2Config(
+        vocab_size=len(tokenizer), n_positions=config.n_positions, n_embd=config.n_embd, n_layer=config.n_layer,
+        n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, num_labels=2,
+        id2label={i: n for n, i in label2id.items()}, label2id=label2id,
+        bos_token_id=pad, eos_token_id=pad, pad_token_id=pad,
+    ))
+
+    def encode(subset):
+        ids = tokenizer([t for _, t in subset], truncation=True, max_length=config.n_positions)["input_ids"]
+        return ids, torch.tensor([label2id[lab] for lab, _ in subset])
+
+    train_ids, train_y = encode(train)
+
+    def inputs():
+        generator = torch.Generator().manual_seed(config.seed)
+        for idx in _batches([len(s) for s in train_ids], config.batch_size, config.steps, generator):
+            ids, mask = _pad_right([train_ids[i] for i in idx], pad)
+            yield {"input_ids": ids, "attention_mask": mask, "labels": train_y[idx]}
+
+    final_loss = _train(model, inputs(), config.steps, config.lr, config.weight_decay)
+    test_ids, test_y = encode(test)
+    with torch.no_grad():
+        ids, mask = _pad_right(test_ids, pad)
+        accuracy = (model(input_ids=ids, attention_mask=mask).logits.argmax(-1) == test_y).float().mean().item()
+    build = {"kind": "tiny-sentiment", "fingerprint": _fingerprint("tiny-sentiment", corpus, config),
+             "config": asdict(config), "corpus": corpus.name, "parameters": model.num_parameters(),
+             "final_train_loss": round(final_loss, 4), "heldout_accuracy": round(accuracy, 4),
+             "heldout_size": n_test, "train_seconds": round(time.perf_counter() - start, 2)}
+    with atomic_dir(out_dir) as tmp, _quiet():
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / BUILD_FILE).write_text(json.dumps(build, indent=2) + "\n")
+    return Path(out_dir)
+
+
+def tiny_sentiment_dir(config: SentimentConfig | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cached tiny-sentiment folder for `config`, built on first use.
+
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    config = config or SentimentConfig()
+    cache = Path(cache_dir) if cache_dir is not None else CACHE_DIR
+    path = cache / f"tiny-sentiment-{_fingerprint('tiny-sentiment', DATA_DIR / 'reviews.tsv', config)}"
+    if not (path / BUILD_FILE).is_file():
+        build_tiny_sentiment(path, config)
+    return path
+
+
+def load_reward(name_or_path: str, *, label: str | None = None, device=None, cache_dir=None,
+                config: SentimentConfig | None = None) -> RewardModel:
+    """A reward model by name: `"tiny-sentiment"`, `"vader"`, or an HF classifier (folder or hub name).
+
+    Args:
+        name_or_path: which reward model (see the module docstring).
+        label: the classifier label to reward (`--reward-label`); default: the one named positive/pos.
+        device: where the classifier runs; `None` picks `pgcore.get_device()`.
+        cache_dir: folder of built models (default `models/cache/` at the repo root).
+        config: the tiny-sentiment `SentimentConfig` (default `SentimentConfig()`).
+
+    Raises ValueError for unknown names, offline hub misses, and unusable labels.
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
+        raise ValueError(f"reward model {name_or_path!r} is not a name; accepted: {ACCEPTED}")
+    name = str(name_or_path)
+    if name == "vader":
+        if label is not None:
+            raise ValueError(f"reward label {label!r} given but vader is rule-based and has no labels; "
+                             "accepted: no label")
+        return VaderReward()
+    if name == "tiny-sentiment":
+        path = tiny_sentiment_dir(config, cache_dir)
+        return HFClassifierReward.from_pretrained(path, label=label, device=device, name=name)
+    return HFClassifierReward.from_pretrained(name, label=label, device=device)
+
+
+def permute_labels(src: str | os.PathLike, dst: str | os.PathLike, order: list[int]) -> Path:
+    """Save a copy of the classifier in `src` whose output `j` is the original output `order[j]`.
+
+    The classification head's rows (and `id2label`) are permuted together, so the copy computes
+    the same function with its labels in another order: `permute_labels(p, q, [1, 0])` turns
+    {0: negative, 1: positive} into {0: positive, 1: negative}. A reward that picks the label by
+    name is unchanged; one that assumes index 1 now rewards the negative class.
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    transformers = _lazy_transformers()
+    with _quiet():
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(src, dtype=torch.float32)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(src)
+    n = model.config.num_labels
+    if sorted(order) != list(range(n)):
+        raise ValueError(f"order {order!r} is not a permutation of 0..{n - 1}; accepted: each output index once")
+    heads = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == n]
+    if not heads:
+        raise ValueError(f"classifier {str(src)!r} has no linear head with {n} outputs; accepted: a standard "
+                         "sequence-classification model")
+    head = heads[-1]
+    with torch.no_grad():
+        head.weight.copy_(head.weight[order])
+        if head.bias is not None:
+            head.bias.copy_(head.bias[order])
+    id2label = {j: model.config.id2label[order[j]] for j in range(n)}
+    model.config.id2label = id2label
+    model.config.label2id = {name: j for j, name in id2label.items()}
+    with atomic_dir(dst) as tmp, _quiet():
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return Path(dst)

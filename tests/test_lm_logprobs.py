@@ -1,0 +1,111 @@
+"""pgcore.lm.logprobs against its naive twins: log_softmax(...).gather(...), a loop over single
+unpadded sequences, and the log-probs generate actually sampled from."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lm_fakes import make_policy
+from pgcore.lm.logprobs import entropy_from_logits, per_token_logps, position_ids_from_mask, selective_log_softmax
+from pgcore.lm.sampling import generate
+
+PROMPTS = ["the movie", "a", "terrible plot, boring and too", "i loved"]
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return make_policy(seed=1, n_layer=2)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float64, 1e-12), (torch.bfloat16, 0.07)])
+def test_selective_log_softmax_equals_log_softmax_gather(dtype, tol):
+    g = torch.Generator().manual_seed(0)
+    logits = (3 * torch.randn(3, 7, 50, generator=g)).to(dtype)
+    index = torch.randint(0, 50, (3, 7), generator=g)
+    naive = torch.log_softmax(logits, dim=-1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    fast = selective_log_softmax(logits, index)
+    assert fast.dtype == dtype
+    assert torch.allclose(fast.double(), naive.double(), atol=tol, rtol=0)
+
+
+def test_entropy_equals_categorical_entropy():
+    logits = torch.randn(4, 6, 30, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(entropy_from_logits(logits), torch.distributions.Categorical(logits=logits).entropy(), atol=1e-5)
+
+
+def test_position_ids_count_real_tokens_only():
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert torch.equal(position_ids_from_mask(mask), torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4]]))
+
+
+def _single_sequence_logps(model, prompt: list[int], completion: list[int], temperature: float):
+    """Naive twin: one unpadded sequence at a time, positions 0..L-1, full log_softmax."""
+    ids = torch.tensor([prompt + completion])
+    logits = model(input_ids=ids).logits[0].float() / temperature  # (L, V)
+    logp = torch.log_softmax(logits, dim=-1)
+    # logits[i] predicts token i+1: the completion tokens are predicted by positions P-1 .. L-2
+    return torch.stack([logp[len(prompt) - 1 + t, tok] for t, tok in enumerate(completion)])
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_per_token_logps_equal_single_sequence_loop_with_left_padding(policy, temperature):
+    batch = generate(policy, None, PROMPTS, 2, 10, temperature, seed=0)
+    T = batch.completion_ids.shape[1]
+    with torch.no_grad():
+        logps = per_token_logps(policy.model, batch.input_ids, batch.attention_mask, T, temperature)
+    assert logps.shape == batch.completion_ids.shape
+    P = batch.prompt_ids.shape[1]
+    checked = 0
+    for i in range(len(batch)):
+        prompt = batch.prompt_ids[i, P - int(batch.prompt_mask[i].sum()):].tolist()
+        k = int(batch.completion_mask[i].sum())
+        with torch.no_grad():
+            expected = _single_sequence_logps(policy.model, prompt, batch.completion_ids[i, :k].tolist(), temperature)
+        assert torch.allclose(logps[i, :k], expected, atol=1e-5), f"row {i}"
+        checked += k
+    assert checked > 20
+    assert batch.prompt_mask.sum(1).min() < P, "the batch must contain left padding for this test to mean anything"
+
+
+def test_left_padding_without_position_ids_would_be_wrong(policy):
+    """The test above can fail: GPT-2 with default positions (0..L-1 over the padding) gives other log-probs."""
+    batch = generate(policy, None, PROMPTS, 1, 6, seed=0)
+    T = batch.completion_ids.shape[1]
+    with torch.no_grad():
+        right = per_token_logps(policy.model, batch.input_ids, batch.attention_mask, T)
+        logits = policy.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, -T - 1:-1]
+    wrong = torch.log_softmax(logits, -1).gather(-1, batch.completion_ids[..., None]).squeeze(-1)
+    padded = batch.prompt_mask.sum(1) < batch.prompt_ids.shape[1]
+    assert (right[padded] - wrong[padded]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_logps_recomputed_equal_the_ones_generate_sampled_from(policy, temperature):
+    batch = generate(policy, None, PROMPTS, 3, 12, temperature, seed=5, return_logps=True)
+    T = batch.completion_ids.shape[1]
+    with torch.no_grad():
+        logps = per_token_logps(policy.model, batch.input_ids, batch.attention_mask, T, temperature)
+    m = batch.completion_mask.bool()
+    assert torch.allclose(logps[m], batch.sampling_logps[m], atol=1e-5)
+
+
+def test_entropy_output_and_gradients(policy):
+    batch = generate(policy, None, PROMPTS[:2], 2, 6, seed=2)
+    T = batch.completion_ids.shape[1]
+    logps, ent = per_token_logps(policy.model, batch.input_ids, batch.attention_mask, T, return_entropy=True)
+    with torch.no_grad():
+        logits = policy.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                              position_ids=position_ids_from_mask(batch.attention_mask)).logits[:, -T - 1:-1]
+    assert torch.allclose(ent, torch.distributions.Categorical(logits=logits).entropy(), atol=1e-5)
+    (logps * batch.completion_mask).sum().backward()
+    grads = [p.grad for p in policy.model.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)
+    policy.model.zero_grad(set_to_none=True)
+
+
+def test_per_token_logps_rejects_bad_shapes(policy):
+    ids = torch.ones(2, 5, dtype=torch.long)
+    with pytest.raises(ValueError, match="logits_to_keep"):
+        per_token_logps(policy.model, ids, torch.ones_like(ids), 5)
+    with pytest.raises(ValueError, match="attention_mask"):
+        per_token_logps(policy.model, ids, torch.ones(2, 4, dtype=torch.long), 2)
