@@ -65,6 +65,35 @@ def _baseline_lowers_variance(before: str, after: str) -> None:
         f"got {var_before} -> {var_after}:\nbefore: {before}\nafter:  {after}")
 
 
+def _larger_step_more_deterministic(before: str, after: str) -> None:
+    """02: raising the learning rate reruns the same short REINFORCE (same seed): the first batch, played
+    before any update, is unchanged, and after the same budget the larger steps have made the policy
+    more deterministic (lower final entropy). `_number` only parses plain decimals, so every number
+    it reads is finite."""
+    lr_before, lr_after = _number("lr =", before), _number("lr =", after)
+    assert lr_after > 2 * lr_before, f"the first control should raise lr:\nbefore: {before}\nafter:  {after}"
+    assert _number("first batch =", after) == _number("first batch =", before), (
+        f"the first batch is played before any update, so lr cannot change it:\nbefore: {before}\nafter:  {after}")
+    for label in ("final =", "max grad norm ="):
+        _number(label, after)
+    ent_before, ent_after = _number("final entropy =", before), _number("final entropy =", after)
+    assert ent_after < ent_before, (
+        f"a larger step should leave a more deterministic policy (lower entropy), got {ent_before} -> {ent_after}:"
+        f"\nbefore: {before}\nafter:  {after}")
+
+
+def _larger_lambda_more_variance(before: str, after: str) -> None:
+    """03: raising GAE's lambda from 0.95 towards 1 (the Monte Carlo end, G_t - V) on the same precomputed
+    batches raises the measured variance of the gradient estimate (tr Cov): lambda trades the critic's bias
+    for the returns' variance, and above 0.9 the variance side wins (section 2 of the notebook)."""
+    lam_before, lam_after = _number("GAE λ =", before), _number("GAE λ =", after)
+    assert lam_after > lam_before, f"the first control should raise lambda:\nbefore: {before}\nafter:  {after}"
+    var_before, var_after = _number("tr Cov =", before), _number("tr Cov =", after)
+    assert var_after > var_before, (
+        f"a larger lambda above 0.95 should raise the gradient variance, got {var_before} -> {var_after}:"
+        f"\nbefore: {before}\nafter:  {after}")
+
+
 @dataclass(frozen=True)
 class WidgetCheck:
     """How the browser moves a notebook's main panel, and what the lesson says must follow."""
@@ -83,6 +112,12 @@ class WidgetCheck:
 EXPECTATIONS: dict[str, WidgetCheck] = {
     # pgcore/widgets/bandit.py: first control = baseline slider (0 in [-3, 6], step 0.1).
     "01": WidgetCheck(expect=_baseline_lowers_variance, steps=3, direction=+1),
+    # pgcore/widgets/reinforce.py: first control = lr, a log slider (10^-2 in [10^-4, 1], steps of 10^0.25);
+    # 4 steps right = lr 0.1. Each step reruns a ~1 s REINFORCE on CartPole-v1.
+    "02": WidgetCheck(expect=_larger_step_more_deterministic, steps=4, direction=+1, run_timeout=600.0),
+    # pgcore/widgets/variance.py: first control = GAE lambda (0.95 in [0, 1], step 0.01); 3 steps right = 0.98.
+    # Each step recomputes the variance from precomputed batches (< 1 s); Run All trains for about a minute.
+    "03": WidgetCheck(expect=_larger_lambda_more_variance, steps=3, direction=+1, run_timeout=600.0),
 }
 
 
