@@ -9,7 +9,6 @@ import pytest
 import torch
 
 import pgcore as pg
-import pgcore.actor_critic as ac
 from pgcore.actor_critic import ActorCriticConfig, fit_value, n_step_advantage, rollout_advantages, train
 from pgcore.envs import make_env
 from pgcore.pg import gae, td_error

@@ -1,0 +1,460 @@
+"""Notebook 03's measurements and panel: how noisy is each advantage estimator's gradient?
+
+The measurement, at a fixed policy: many batches of episodes, one gradient estimate per batch and
+per estimator, then the spread (trace of the covariance) and the direction (cosine to a
+high-sample reference gradient). To make that fast enough to redo live, the per-step scores
+grad log pi(a_t|s_t) are computed once (`per_step_scores`, one row per step); a batch's estimate
+for any advantage is then a weighted sum of rows (`batch_gradients`).
+
+`VarianceLab` holds what is precomputed once (policy, critic, rollout, scores, reference);
+`variance_stats` is the plain function (tests call it) that turns a setting of lambda, the
+baseline, the PPO epochs and the clip into numbers; `variance_panel` wraps it in ipywidgets.
+`grouped_cartpole` makes the CartPole batches of notebook 03's RLOO / GRPO section: G episodes
+from each start state, as G completions of one prompt.
+
+Introduced in notebooks/03_variance_reduction.ipynb.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from .. import pg as _pg
+from ..reinforce import Rollout, _torch_threads
+from ..returns import reward_to_go
+
+__all__ = [
+    "per_step_scores",
+    "batch_gradients",
+    "gradient_stats",
+    "VarianceLab",
+    "make_lab",
+    "BASELINE_CHOICES",
+    "lab_advantage",
+    "ppo_epochs",
+    "variance_stats",
+    "format_readout",
+    "variance_panel",
+    "grouped_cartpole",
+]
+
+#: what V is in the panel's GAE(lambda): the learned critic, the batch's mean return, or nothing
+BASELINE_CHOICES = {"value": "learned V(s)", "mean": "batch mean of G_t", "none": "none (V = 0)"}
+
+
+def per_step_scores(policy: torch.nn.Module, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    """The score of every step, grad_theta log pi_theta(a_i|s_i), one flattened row per step.
+
+    Args:
+        policy: module, policy(obs (B, obs_dim)) -> Categorical.
+        obs: (S, obs_dim) observations; act: (S,) actions.
+
+    Returns:
+        (S, P) float tensor, P = the number of policy parameters, columns in the order of
+        `policy.parameters()` (each flattened). Computed with torch.func (vmap of grad), on the CPU.
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    from torch.func import functional_call, grad, vmap
+
+    params = {k: v.detach() for k, v in policy.named_parameters()}
+
+    def logp_one(p, o, a):
+        return functional_call(policy, p, (o[None],)).log_prob(a[None])[0]
+
+    rows = vmap(grad(logp_one), in_dims=(None, 0, 0))(params, obs, act)
+    return torch.cat([rows[k].reshape(obs.shape[0], -1) for k in params], dim=1)
+
+
+def batch_gradients(
+    scores: torch.Tensor,
+    adv: torch.Tensor,
+    batch_sizes,
+    episodes_per_batch: int,
+) -> torch.Tensor:
+    """One policy-gradient estimate per batch: g_b = (1/B) sum over the steps i of batch b of adv_i * score_i.
+
+    The textbook estimator: the mean over a batch's B episodes of sum_t A_t grad log pi(a_t|s_t).
+    (`pg_loss` divides by the number of steps instead, a rescaling of each batch.)
+
+    Args:
+        scores: (S, P) from `per_step_scores`, rows grouped by batch: first the steps of batch 0,
+            then those of batch 1, ...
+        adv: (S,) the advantage of each step, in the same order.
+        batch_sizes: (M,) ints, the number of steps of each batch (summing to S).
+        episodes_per_batch: B, the number of episodes in each batch.
+
+    Returns:
+        (M, P) estimates.
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    sizes = [int(n) for n in (batch_sizes.tolist() if isinstance(batch_sizes, torch.Tensor) else batch_sizes)]
+    if adv.shape != scores.shape[:1] or sum(sizes) != scores.shape[0]:
+        raise ValueError(f"adv {tuple(adv.shape)} must be ({scores.shape[0]},) and batch_sizes must sum to {scores.shape[0]}, "
+                         f"got {sum(sizes)}")
+    adv = adv.to(scores.dtype)
+    rows = [a @ s for a, s in zip(adv.split(sizes), scores.split(sizes))]  # (P,) per batch
+    return torch.stack(rows) / episodes_per_batch
+
+
+def gradient_stats(grads: torch.Tensor, reference: torch.Tensor) -> dict:
+    """Spread and direction of M gradient estimates (M, P) against a reference gradient (P,).
+
+    Returns a dict of floats:
+      "trace_cov": tr Cov = sum over parameters of the sample variance across the M estimates;
+      "rel_var": trace_cov / ||mean estimate||^2, scale-free (noise-to-signal of one estimate);
+      "cos": mean over the estimates of cos(g_b, reference): how well one batch points the way;
+      "cos_of_mean": cos(mean estimate, reference): near 1 unless the estimator is biased;
+      "mean_norm": ||mean estimate||.
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    if grads.dim() != 2 or grads.shape[0] < 2 or reference.shape != grads.shape[1:]:
+        raise ValueError(f"grads must be (M >= 2, P) and reference (P,), got {tuple(grads.shape)} and {tuple(reference.shape)}")
+    mean = grads.mean(dim=0)
+    trace = float(grads.var(dim=0).sum())
+    ref = reference.to(grads.dtype)
+    cos = torch.nn.functional.cosine_similarity(grads, ref[None], dim=1)
+    return {
+        "trace_cov": trace,
+        "rel_var": trace / float(mean.norm() ** 2),
+        "cos": float(cos.mean()),
+        "cos_of_mean": float(torch.nn.functional.cosine_similarity(mean, ref, dim=0)),
+        "mean_norm": float(mean.norm()),
+    }
+
+
+@dataclass
+class VarianceLab:
+    """Everything the variance measurement precomputes once (see `make_lab`).
+
+    policy       the fixed policy (obs -> Categorical)
+    value_net    the critic V(s) fitted on separate rollouts
+    batch        a Rollout with one episode per column, num_batches * episodes_per_batch columns
+    gamma        the discount of every return and TD error
+    episodes_per_batch  B: episodes in one batch (columns b*B ... b*B + B - 1 form batch b)
+    num_batches  M
+    scores       (S, P) per-step scores of batch's valid steps, column by column (so batch by batch):
+                 the order of `x.T[batch.mask.T]` for a (T, N) tensor x
+    batch_sizes  (M,) the number of steps in each batch
+    reference    (P,) a high-sample estimate of the gradient (from other episodes)
+    val, next_val  (T, N) V(s_t) and V(s_{t+1}) from value_net
+    rtg          (T, N) the reward-to-go G_t
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+
+    policy: torch.nn.Module
+    value_net: torch.nn.Module
+    batch: Rollout
+    gamma: float
+    episodes_per_batch: int
+    num_batches: int
+    scores: torch.Tensor
+    batch_sizes: torch.Tensor
+    reference: torch.Tensor
+    val: torch.Tensor
+    next_val: torch.Tensor
+    rtg: torch.Tensor
+
+    def steps(self, x: torch.Tensor) -> torch.Tensor:
+        """(T, N) -> (S,): the valid steps of x in the order of `scores` (column by column)."""
+        if x.shape[:2] != self.batch.mask.shape:
+            raise ValueError(f"expected a tensor shaped like the rollout {tuple(self.batch.mask.shape)}, got {tuple(x.shape)}")
+        return x.transpose(0, 1)[self.batch.mask.T]
+
+    def gradients(self, adv: torch.Tensor) -> torch.Tensor:
+        """(M, P) batch estimates for the advantages `adv` (T, N)."""
+        return batch_gradients(self.scores, self.steps(adv), self.batch_sizes, self.episodes_per_batch)
+
+    def stats(self, adv: torch.Tensor) -> dict:
+        """`gradient_stats` of the batch estimates for `adv` against the reference."""
+        return gradient_stats(self.gradients(adv), self.reference)
+
+    def batch_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """(T, N) -> (T, N): each valid step gets the mean of x over its batch's valid steps (0 elsewhere)."""
+        mask = self.batch.mask
+        per_batch = torch.stack([v.mean() for v in self.steps(x).split(self.batch_sizes.tolist())])   # (M,)
+        column_mean = per_batch.repeat_interleave(self.episodes_per_batch)                            # (N,)
+        return torch.where(mask, column_mean.expand_as(x), torch.zeros_like(x))
+
+
+def make_lab(
+    policy: torch.nn.Module,
+    value_net: torch.nn.Module,
+    batch: Rollout,
+    reference: torch.Tensor,
+    gamma: float,
+    episodes_per_batch: int,
+) -> VarianceLab:
+    """Precompute the per-step scores, the critic's values and the batch of every step.
+
+    Args:
+        policy, value_net: the fixed policy and the fitted critic.
+        batch: a Rollout with exactly one episode per column (e.g. `collect_rollout(make_env(..,
+            num_envs=M*B), policy, M*B)`); columns are grouped into M batches of B episodes.
+        reference: (P,) reference gradient, flattened in the order of `policy.parameters()`.
+        gamma: discount in (0, 1].
+        episodes_per_batch: B >= 1, dividing the number of columns.
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    T, N = batch.mask.shape
+    if batch.num_episodes != N:
+        raise ValueError(f"batch must hold one episode per column, got {batch.num_episodes} episodes in {N} columns")
+    if isinstance(episodes_per_batch, bool) or not isinstance(episodes_per_batch, int) or episodes_per_batch < 1 \
+            or N % episodes_per_batch or N // episodes_per_batch < 2:
+        raise ValueError(f"episodes_per_batch={episodes_per_batch!r} must be an int >= 1 dividing {N} columns into >= 2 batches")
+    by_column = batch.mask.T                                                  # (N, T): steps column by column
+    scores = per_step_scores(policy, batch.obs.transpose(0, 1)[by_column], batch.act.T[by_column])
+    steps_per_column = batch.mask.sum(dim=0)                                  # (N,)
+    with torch.no_grad():
+        val = value_net(batch.obs).float()
+        next_val = value_net(batch.next_obs).float()
+    return VarianceLab(
+        policy=policy, value_net=value_net, batch=batch, gamma=float(gamma), episodes_per_batch=episodes_per_batch,
+        num_batches=N // episodes_per_batch, scores=scores,
+        batch_sizes=steps_per_column.reshape(-1, episodes_per_batch).sum(dim=1),
+        reference=reference.detach().reshape(-1).float(), val=val, next_val=next_val,
+        rtg=reward_to_go(batch.rew, float(gamma), batch.done, batch.mask),
+    )
+
+
+def lab_advantage(lab: VarianceLab, lam: float, baseline: str = "value") -> torch.Tensor:
+    """GAE(lambda) on the lab's rollout with V = the critic ("value"), each batch's mean G_t ("mean") or 0 ("none").
+
+    lam = 1 gives G_t - V: the reward-to-go minus that baseline. Returns (T, N), 0 at masked steps.
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    b = lab.batch
+    if baseline == "value":
+        val, next_val = lab.val, lab.next_val
+    elif baseline == "mean":
+        val = lab.batch_mean(lab.rtg)
+        next_val = val  # the same constant for the next state of the same episode
+    elif baseline == "none":
+        val = next_val = torch.zeros_like(lab.rtg)
+    else:
+        raise ValueError(f"unknown baseline {baseline!r}; accepted: {', '.join(BASELINE_CHOICES)}")
+    return _pg.gae(b.rew, val, b.done, lab.gamma, float(lam), next_val=next_val, terminated=b.terminated, mask=b.mask)
+
+
+def ppo_epochs(
+    policy: torch.nn.Module,
+    obs: torch.Tensor,
+    act: torch.Tensor,
+    adv: torch.Tensor,
+    *,
+    epochs: int = 4,
+    clip_eps: float | None = 0.2,
+    lr: float = 1e-2,
+    num_minibatches: int = 4,
+    seed: int = 0,
+) -> dict:
+    """Reuse one batch for `epochs` passes of minibatch Adam steps on `pgcore.pg.ppo_clip_loss`.
+
+    A copy of `policy` is updated; the argument is left unchanged. After every epoch the whole
+    batch is re-scored against the policy that sampled it.
+
+    Args:
+        policy: the policy that sampled the batch (pi_old).
+        obs: (S, obs_dim), act: (S,), adv: (S,) the batch's steps and advantages.
+        epochs: passes over the batch (>= 1); clip_eps: PPO's eps or None (no clip); lr: Adam's step size.
+        num_minibatches: shuffled minibatches per pass; seed: seeds the shuffling.
+
+    Returns:
+        dict of (epochs,) float arrays "approx_kl" (k3 estimate of KL(pi_old || pi)), "ratio_min",
+        "ratio_max", "clip_frac" (fraction of steps with |ratio - 1| > eps; 0 without a clip),
+        each after that epoch, and "policy", the updated copy.
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    new = copy.deepcopy(policy)
+    opt = torch.optim.Adam(new.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        old_logp = policy(obs).log_prob(act)
+    n = obs.shape[0]
+    size = -(-n // num_minibatches)
+    out = {k: [] for k in ("approx_kl", "ratio_min", "ratio_max", "clip_frac")}
+    for _ in range(int(epochs)):
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, size):
+            idx = perm[i:i + size]
+            loss, _ = _pg.ppo_clip_loss(new(obs[idx]).log_prob(act[idx]), old_logp[idx], adv[idx], clip_eps)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            _, s = _pg.ppo_clip_loss(new(obs).log_prob(act), old_logp, adv, clip_eps)
+        for k in out:
+            out[k].append(s[k])
+    result = {k: np.asarray(v) for k, v in out.items()}
+    result["policy"] = new
+    return result
+
+
+def variance_stats(
+    lab: VarianceLab,
+    lam: float = 0.95,
+    baseline: str = "value",
+    epochs: int = 4,
+    clip_eps: float | None = 0.2,
+    *,
+    lr: float = 1e-2,
+    lam_grid=(0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95, 0.98, 1.0),
+    ppo_batches: int = 1,
+) -> dict:
+    """The panel's numbers for one setting (deterministic: everything is precomputed in `lab`).
+
+    Gradient noise of GAE(lam) with the chosen baseline (`lab_advantage`), over the lab's M
+    batches, plus the same along `lam_grid` (a curve); and what `epochs` PPO-style passes with
+    `clip_eps` over the first `ppo_batches` batches (advantages normalized) do to the policy.
+
+    Returns:
+        dict with the arguments and "trace_cov", "rel_var", "cos", "cos_of_mean" (see
+        `gradient_stats`), "lam_grid" and "trace_grid" (arrays), "approx_kl", "ratio_min",
+        "ratio_max", "clip_frac" (per-epoch arrays from `ppo_epochs`), "kl" (after the last epoch).
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
+    lam = round(float(lam), 6)
+    adv = lab_advantage(lab, lam, baseline)
+    stats = lab.stats(adv)
+    grid = np.asarray(lam_grid, dtype=float)
+    trace_grid = np.array([lab.stats(lab_advantage(lab, float(x), baseline))["trace_cov"] for x in grid])
+    # the PPO part: the first batches' steps, their advantages for this setting, normalized
+    b = lab.batch
+    cols = slice(0, ppo_batches * lab.episodes_per_batch)
+    mask = b.mask[:, cols]
+    obs, act = b.obs[:, cols][mask], b.act[:, cols][mask]
+    a = _pg.normalize(adv[:, cols][mask])
+    with _torch_threads(torch.device("cpu")):
+        ppo = ppo_epochs(lab.policy, obs, act, a, epochs=epochs, clip_eps=clip_eps, lr=lr)
+    return {
+        "lam": lam, "baseline": baseline, "epochs": int(epochs), "clip_eps": clip_eps, "lr": lr,
+        **stats,
+        "lam_grid": grid, "trace_grid": trace_grid,
+        "approx_kl": ppo["approx_kl"], "ratio_min": ppo["ratio_min"], "ratio_max": ppo["ratio_max"],
+        "clip_frac": ppo["clip_frac"], "kl": float(ppo["approx_kl"][-1]),
+    }
+
+
+def format_readout(stats: dict) -> str:
+    """One HTML line with the key numbers of `variance_stats`.
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    clip = "no clip" if stats["clip_eps"] is None else f"clip ε = {stats['clip_eps']:.2f}"
+    return (
+        f"<b>GAE λ</b> = {stats['lam']:.2f}, baseline: {BASELINE_CHOICES[stats['baseline']]} &nbsp;|&nbsp; "
+        f"gradient variance tr Cov = {stats['trace_cov']:.1f} (relative {stats['rel_var']:.3f}) &nbsp;|&nbsp; "
+        f"mean cosine to the reference = {stats['cos']:.3f}, cosine of the mean = {stats['cos_of_mean']:.3f}"
+        f" &nbsp;|&nbsp; PPO, {stats['epochs']} epochs, {clip}: approx KL = {stats['kl']:.4f}, "
+        f"ratio in [{stats['ratio_min'][-1]:.2f}, {stats['ratio_max'][-1]:.2f}]"
+    )
+
+
+def variance_panel(lab: VarianceLab, lam: float = 0.95, baseline: str = "value", epochs: int = 4,
+                   clip_eps: float | None = 0.2):
+    """The notebook's main panel (an ipywidgets VBox with class "pg-main-panel").
+
+    First control: GAE's lambda (0 to 1, steps of 0.01). Then the baseline (what V is), the PPO
+    epochs and the clip eps ("off" = no clip). Every change recomputes `variance_stats` from the
+    precomputed lab (well under 2 s) and redraws: tr Cov against lambda with the current point, and
+    the approx KL after each PPO epoch; the readout (class "pg-readout") shows the numbers.
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    style = {"description_width": "150px"}
+    layout = widgets.Layout(width="460px")
+    lam_slider = widgets.FloatSlider(value=lam, min=0.0, max=1.0, step=0.01, description="GAE λ",
+                                     readout_format=".2f", continuous_update=False, style=style, layout=layout)
+    base = widgets.Dropdown(options=[(v, k) for k, v in BASELINE_CHOICES.items()], value=baseline,
+                            description="baseline V", style=style, layout=layout)
+    epoch_slider = widgets.IntSlider(value=epochs, min=1, max=20, description="PPO epochs",
+                                     continuous_update=False, style=style, layout=layout)
+    clip_options = [("off", None), ("0.05", 0.05), ("0.1", 0.1), ("0.2", 0.2), ("0.3", 0.3), ("0.5", 0.5)]
+    clip = widgets.SelectionSlider(options=clip_options, value=clip_eps if clip_eps in dict(clip_options).values() else 0.2,
+                                   description="clip ε", continuous_update=False, style=style, layout=layout)
+    readout = widgets.HTML()
+    readout.add_class("pg-readout")
+    out = widgets.Output()
+
+    def update(*_):
+        stats = variance_stats(lab, lam=lam_slider.value, baseline=base.value, epochs=epoch_slider.value,
+                               clip_eps=clip.value)
+        readout.value = format_readout(stats)
+        with out:
+            out.clear_output(wait=True)
+            fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+            axes[0].plot(stats["lam_grid"], stats["trace_grid"], "o-", markersize=4)
+            axes[0].plot([stats["lam"]], [stats["trace_cov"]], "*", color="C3", markersize=14)
+            axes[0].set(xlabel="GAE λ", ylabel="tr Cov of an 8-episode estimate",
+                        title=f"gradient variance, baseline: {BASELINE_CHOICES[stats['baseline']]}")
+            epochs_x = np.arange(1, stats["epochs"] + 1)
+            axes[1].semilogy(epochs_x, np.maximum(stats["approx_kl"], 1e-8), "o-", color="C3", markersize=4)
+            axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
+            axes[1].set(xlabel="epoch over the same batch", ylabel="approx KL(π_old ‖ π)",
+                        title="PPO: " + ("no clip" if stats["clip_eps"] is None else f"clip ε = {stats['clip_eps']}"))
+            fig.tight_layout()
+            plt.show()
+            plt.close(fig)
+
+    controls = [lam_slider, base, epoch_slider, clip]
+    for c in controls:
+        c.observe(update, names="value")
+    panel = widgets.VBox([*controls, readout, out])
+    panel.add_class("pg-main-panel")
+    update()
+    return panel
+
+
+class _GroupedStarts(gym.vector.VectorWrapper):
+    """After every reset, copies g*G ... g*G + G - 1 of a CartPoleVectorEnv share copy g*G's start state."""
+
+    def __init__(self, env: gym.vector.VectorEnv, group_size: int):
+        super().__init__(env)
+        self.group_size = group_size
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        cart = self.env.unwrapped
+        cart.state = np.repeat(cart.state[:, :: self.group_size], self.group_size, axis=1)  # (4, N)
+        return cart.state.T.astype(np.float32), info
+
+
+def grouped_cartpole(num_groups: int, group_size: int, seed: int = 0) -> gym.vector.VectorEnv:
+    """A CartPole-v1 vector env of num_groups * group_size copies where each group of G copies starts alike.
+
+    Copies g*G ... g*G + G - 1 (G = group_size) start every `reset()` from the same random state,
+    so a `collect_rollout(envs, policy, num_groups * G)` (one episode per copy) gives, per group,
+    G episodes of one start state: the control analogue of G sampled completions of one prompt
+    (RLOO, GRPO). Reshape the per-column returns to (num_groups, G) for `pgcore.pg.rloo` /
+    `group_normalize`. Only episodes that begin at a `reset()` share starts (Gymnasium's autoreset
+    draws a fresh state), so collect one episode per copy.
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    for name, v in (("num_groups", num_groups), ("group_size", group_size)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    envs = gym.make_vec("CartPole-v1", num_envs=int(num_groups) * int(group_size), vectorization_mode="vector_entry_point")
+    envs = _GroupedStarts(envs, int(group_size))
+    envs.reset(seed=int(seed))
+    envs.action_space.seed(int(seed))
+    return envs
