@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "utils", "pg", "bandit", "envs", "returns", "policies", "reinforce",
-    "metrics", "checkpoint", "plotting", "widgets", "lm",
+    "metrics", "checkpoint", "plotting", "widgets", "lm", "actor_critic",
 )
 
 __all__ = ["pg_loss", "set_seed", "get_device", "__version__", *_SUBMODULES]

@@ -12,8 +12,8 @@ The same five steps as `pgcore.reinforce`, the same rollouts (`collect_rollout`)
      reused, `clip_eps` clips it (PPO); clip_eps=None is the plain ratio objective. With one epoch
      and one minibatch the ratio is 1 and the step is REINFORCE's step on `pg_loss`.
 
-So `train(config=ActorCriticConfig(advantage="reward_to_go", baseline="none"))` is REINFORCE
-(it retraces `pgcore.reinforce.train` with the matching `ReinforceConfig`), `advantage="gae"` is
+So `train(config=ActorCriticConfig.from_reinforce(rc))` is REINFORCE (it retraces
+`pgcore.reinforce.train(config=rc)` step for step), `advantage="gae"` is
 an actor-critic (A2C-style, one update per batch), and `update_epochs=4, clip_eps=0.2` makes it PPO.
 
 Introduced in notebooks/03_variance_reduction.ipynb.
@@ -35,6 +35,7 @@ from .pg import gae, normalize, ppo_clip_loss, td_error
 from .policies import ACTIVATIONS, MLPPolicy, ValueNet
 from .reinforce import (
     BASELINES,
+    ReinforceConfig,
     Rollout,
     TrainResult,
     _policy_device,
@@ -187,6 +188,23 @@ class ActorCriticConfig:
     def replace(self, **changes) -> "ActorCriticConfig":
         """A copy with some fields changed (validated again), e.g. `cfg.replace(lam=0.9)`."""
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_reinforce(cls, config: ReinforceConfig | None = None, **changes) -> "ActorCriticConfig":
+        """The settings of a `pgcore.reinforce.ReinforceConfig` (None: its defaults) as an ActorCriticConfig.
+
+        Every shared field is copied, `weighting` becomes `advantage`; one epoch, no clip. With no
+        `changes`, `train` then takes exactly the steps of `pgcore.reinforce.train`.
+
+        Introduced in notebooks/03_variance_reduction.ipynb.
+        """
+        config = ReinforceConfig() if config is None else config
+        if not isinstance(config, ReinforceConfig):
+            raise ValueError(f"config must be a ReinforceConfig or None, got {type(config).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name in names}
+        return cls(**{**shared, "advantage": config.weighting, "update_epochs": 1, "num_minibatches": 1,
+                      "clip_eps": None, **changes})
 
 
 def n_step_advantage(
@@ -377,7 +395,8 @@ def train(
     Returns:
         `pgcore.reinforce.TrainResult` (.policy, .value_net, .env_steps, .history, .history_df()).
         Its history has the keys of `pgcore.reinforce.train` plus, per update, what the update did
-        to the policy on its own batch: "approx_kl" (k3 estimate of KL(pi_old || pi_new)),
+        to the policy on its own batch: "approx_kl" (k3 estimate of KL(pi_old || pi_new); "approx_kl_k1"
+        the k1 estimate),
         "ratio_min", "ratio_max" (of pi_new / pi_old over the batch's steps), "clip_frac" (mean
         over the optimizer steps of the fraction of clipped ratios) and "optimizer_steps".
 
@@ -513,6 +532,7 @@ def train(
                     "value_loss": value_loss,
                     "eval_return": eval_return,
                     "approx_kl": after["approx_kl"],
+                    "approx_kl_k1": after["approx_kl_k1"],
                     "ratio_min": after["ratio_min"],
                     "ratio_max": after["ratio_max"],
                     "clip_frac": float(np.mean(clip_fracs)),

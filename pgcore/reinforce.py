@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from . import envs as _envs
-from .pg import pg_loss
+from .pg import normalize, pg_loss
 from .policies import ACTIVATIONS, MLPPolicy, ValueNet
 from .returns import discounted_return, reward_to_go
 from .utils import get_device
@@ -372,8 +372,6 @@ def compute_advantages(
 
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
-    from .pg import normalize
-
     w = weights[batch.mask]
     if baseline == "none":
         adv = w

@@ -97,6 +97,9 @@ def test_config_bootstrapping_needs_the_critic():
     assert ActorCriticConfig().replace(lam=0.5).lam == 0.5
     with pytest.raises(ValueError, match="config must be an ActorCriticConfig"):
         train("CartPole-v1", config=ReinforceConfig(), progress=False)
+    with pytest.raises(ValueError, match="config must be a ReinforceConfig"):
+        ActorCriticConfig.from_reinforce(ActorCriticConfig())
+    assert ActorCriticConfig.from_reinforce(ReinforceConfig(weighting="total_return"), lr=0.5).advantage == "total_return"
 
 
 def test_rollout_advantages_targets(rollout):
@@ -123,8 +126,9 @@ def test_train_with_reinforce_settings_retraces_reinforce(baseline):
     """advantage="reward_to_go", one epoch, no clip: the ratio objective takes REINFORCE's steps exactly."""
     rc = ReinforceConfig(baseline=baseline, **FAST)
     a = pg.reinforce.train("CartPole-v1", seed=4, config=rc, progress=False)
-    b = train("CartPole-v1", seed=4, progress=False, config=ActorCriticConfig(
-        lr=rc.lr, advantage="reward_to_go", baseline=baseline, **FAST))
+    cfg = ActorCriticConfig.from_reinforce(rc)
+    assert (cfg.advantage, cfg.baseline, cfg.lr, cfg.hidden_sizes) == (rc.weighting, baseline, rc.lr, rc.hidden_sizes)
+    b = train("CartPole-v1", seed=4, progress=False, config=cfg)
     assert [h["return_mean"] for h in a.history] == [h["return_mean"] for h in b.history]
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(a.policy.parameters(), b.policy.parameters()))
     assert a.env_steps == b.env_steps and isinstance(b, pg.reinforce.TrainResult)
@@ -185,7 +189,8 @@ def test_fit_value_regresses():
     y = x @ torch.tensor([1.0, -2.0, 0.5]) + 3.0
     torch.manual_seed(0)
     v = ValueNet(3, (16,))
-    before = float(((v(x) - y) ** 2).mean())
+    with torch.no_grad():
+        before = float(((v(x) - y) ** 2).mean())
     after = fit_value(v, x, y, iters=50, lr=3e-2, batch_size=64, generator=g)
     assert after < 0.05 * before
     with pytest.raises(ValueError, match="iters"):
