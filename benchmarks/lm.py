@@ -82,6 +82,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smollm2", action="store_true", help="also run SmolLM2-135M-Instruct with vader")
     p.add_argument("--smollm2-steps", type=int, default=60)
+    p.add_argument("--smollm2-lr", type=float, default=3e-5)
+    p.add_argument("--smollm2-max-new-tokens", type=int, default=16)
     p.add_argument("--skip-tiny", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     args = p.parse_args(argv)
@@ -95,7 +97,8 @@ def main(argv=None) -> int:
             rows.append(bench("tiny + tiny-sentiment", cfg, 0.30, 120.0))
         if args.smollm2:
             cfg = LMConfig(model="smollm2-135m", reward_model="vader", steps=args.smollm2_steps, seed=args.seed,
-                           batch_size=4, num_samples=4, max_new_tokens=24, lr=1e-5, warmup_steps=3, **places)
+                           batch_size=4, num_samples=4, max_new_tokens=args.smollm2_max_new_tokens,
+                           lr=args.smollm2_lr, **places)
             rows.append(bench("smollm2-135m + vader", cfg, 0.30, None))
     import pandas as pd
 
