@@ -11,6 +11,7 @@ Introduced in notebooks/04_lm_policy_gradient.ipynb.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
@@ -134,6 +135,18 @@ def _plain_generation_config(model) -> Iterator[None]:
         yield
     finally:
         model.generation_config = saved
+
+
+class _DropPaddingMaskWarning(logging.Filter):
+    """GPT-2's forward warns "We strongly recommend passing in an `attention_mask`" inside `generate`'s
+    cached decoding steps once a finished row is fed its pad (= EOS) token, although `generate` was given
+    the mask. That false alarm would only confuse a learner; every other transformers message passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "recommend passing in an `attention_mask`" not in record.getMessage()
+
+
+logging.getLogger("transformers.modeling_utils").addFilter(_DropPaddingMaskWarning())
 
 
 def generate(
