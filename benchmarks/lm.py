@@ -84,6 +84,8 @@ def main(argv=None) -> int:
     p.add_argument("--smollm2-steps", type=int, default=60)
     p.add_argument("--smollm2-lr", type=float, default=3e-5)
     p.add_argument("--smollm2-max-new-tokens", type=int, default=16)
+    p.add_argument("--smollm2-prompts", default=str(Path(__file__).resolve().parents[1] / "data" / "chat_prompts.txt"),
+                   help="prompt file of the SmolLM2 run (default: data/chat_prompts.txt, review requests)")
     p.add_argument("--skip-tiny", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     args = p.parse_args(argv)
@@ -98,7 +100,7 @@ def main(argv=None) -> int:
         if args.smollm2:
             cfg = LMConfig(model="smollm2-135m", reward_model="vader", steps=args.smollm2_steps, seed=args.seed,
                            batch_size=4, num_samples=4, max_new_tokens=args.smollm2_max_new_tokens,
-                           lr=args.smollm2_lr, **places)
+                           lr=args.smollm2_lr, prompts=args.smollm2_prompts, **places)
             rows.append(bench("smollm2-135m + vader", cfg, 0.30, None))
     import pandas as pd
 

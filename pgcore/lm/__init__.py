@@ -8,6 +8,7 @@ imported only when a model is actually needed):
 - `sampling`: left-padded batched generation and the completion mask
 - `logprobs`: per-token log-probs of a completion
 - `trainer`: the training loop; `__main__`: the command line (`python -m pgcore.lm`, `pgcore-lm`)
+- `distributed`: `AccelerateTrainer`, the loop data-parallel on several processes (`accelerate launch -m pgcore.lm`)
 
 Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
@@ -15,12 +16,13 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("models", "rewards", "sampling", "logprobs", "trainer")
+_SUBMODULES = ("models", "rewards", "sampling", "logprobs", "trainer", "distributed")
 _NAMES = {
     "Policy": "models", "TinyConfig": "models", "load_policy": "models", "format_prompts": "models",
     "load_prompts": "models", "read_reviews": "models",
     "RewardModel": "rewards", "VaderReward": "rewards", "HFClassifierReward": "rewards",
     "SentimentConfig": "rewards", "load_reward": "rewards", "pick_label": "rewards", "permute_labels": "rewards",
+    "AccelerateTrainer": "distributed",
 }
 
 __all__ = [*_SUBMODULES, *_NAMES]

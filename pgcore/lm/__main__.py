@@ -3,11 +3,15 @@
     python -m pgcore.lm --reward-model tiny-sentiment            # the tiny tier, ~1 min on a CPU
     pgcore-lm --model smollm2-135m --reward-model vader --steps 60 --batch-size 4
     pgcore-lm --reward-model tiny-sentiment --resume             # continue from the newest checkpoint
+    torchrun --nproc_per_node 2 -m pgcore.lm --reward-model tiny-sentiment      # data parallel (or accelerate launch)
 
 Writes output/policy_gradient_metrics/ (training_metrics.csv, log_history.json, summary.json,
 training_curves.png), checkpoints/checkpoint-<step>/ and the final model in models/<run-name>/.
 Exit status: 0 done, 2 bad input (one line on stderr, nothing written), 1 the loss became NaN/inf
 (the last good checkpoint is kept), 130 interrupted by Ctrl-C (a checkpoint and the outputs are saved).
+Launched on several processes (`accelerate launch`, `torchrun`: WORLD_SIZE > 1), it trains data-parallel
+with `pgcore.lm.distributed.AccelerateTrainer`: every process exits with the same status, only the main
+process prints progress and writes files, and an error is printed once per machine.
 
 Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +32,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a bad argument is one line on stderr (no usage block), exit status 2."""
 
     def error(self, message):  # noqa: D401
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {message}\n" if _speaks() else None)
 
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -142,9 +147,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _speaks() -> bool:
+    """False on the 2nd, 3rd, ... process of a machine under a launcher (LOCAL_RANK > 0): errors that
+    every process meets alike are printed once per machine, not once per process."""
+    return os.environ.get("LOCAL_RANK", "0").strip() in ("", "0")
+
+
 def _fail(message: str) -> "SystemExit":
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    if _speaks():
+        print(f"{PROG}: error: {message}", file=sys.stderr)
     return SystemExit(2)
+
+
+def _world_size() -> int:
+    """Processes started by accelerate launch / torchrun (WORLD_SIZE); 1 for a plain run."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,19 +185,24 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    make_trainer = Trainer
+    if _world_size() > 1:  # several processes: data parallel with Accelerate (imported only then)
+        from .distributed import AccelerateTrainer as make_trainer
     # Everything is loaded and checked before any file is written: bad input changes nothing.
     try:
-        trainer = Trainer(config, resume=args.resume)
+        trainer = make_trainer(config, resume=args.resume)
     except (ValueError, OSError) as e:
         raise _fail(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted while loading; nothing written", file=sys.stderr)
+        if _speaks():
+            print(f"{PROG}: interrupted while loading; nothing written", file=sys.stderr)
         return 130
 
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    main_process = trainer.is_main_process
+    say = (lambda *a: None) if args.quiet or not main_process else (lambda *a: print(*a, flush=True))
     label = getattr(trainer.reward, "label", None)
     say(f"policy: {trainer.policy.name} ({sum(p.numel() for p in trainer.model.parameters()):,} parameters) "
-        f"on {trainer.device}")
+        f"on {trainer.device}" + (f", {trainer.num_processes} processes" if trainer.num_processes > 1 else ""))
     say(f"reward: {getattr(trainer.reward, 'name', config.reward_model)}"
         + (f" (label {label!r})" if label is not None else " (no label: the score itself)"))
     if trainer.resumed_from:
@@ -194,7 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = trainer.train(callbacks=[report])
     except KeyboardInterrupt:
-        if trainer.global_step == first_step:
+        if not main_process:
+            pass
+        elif trainer.global_step == first_step:
             print(f"{PROG}: interrupted before step {first_step + 1} finished; nothing written", file=sys.stderr)
         else:
             where = f"; checkpoint {trainer.last_checkpoint}" if trainer.last_checkpoint else ""
@@ -203,8 +230,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except NonFiniteLossError as e:
         where = f"; last good checkpoint: {trainer.last_checkpoint}" if trainer.last_checkpoint else ""
-        print(f"{PROG}: error: {e}; stopped{where}", file=sys.stderr)
+        if main_process:
+            print(f"{PROG}: error: {e}; stopped{where}", file=sys.stderr)
+        _end(trainer)
         return 1
+    _end(trainer)
     if result.history:
         say(f"reward {result.summary['reward_first10_mean']:+.3f} (first 10 steps) -> "
             f"{result.summary['reward_last20_mean']:+.3f} (last 20 steps)")
@@ -215,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     if result.model_path:
         say(f"model: {result.model_path}  (load with AutoModelForCausalLM.from_pretrained)")
     return 0
+
+
+def _end(trainer) -> None:
+    """A distributed run: wait for every process, then close the process group (nothing for one process)."""
+    if hasattr(trainer, "end"):
+        trainer.end()
 
 
 if __name__ == "__main__":

@@ -365,8 +365,9 @@ class Trainer:
             # token-level mean over *all* processes: DDP averages gradients, so weigh by the local share
             tokens_all = self.gather(mask.sum().reshape(1).float()).sum()
             loss = loss * mask.sum().clamp(min=1) * self.num_processes / tokens_all.clamp(min=1)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"loss is {loss.item()} at step {step}")
+        loss_all = self.gather(loss.detach().reshape(1))  # (num_processes,): their mean is the batch's loss
+        if not torch.isfinite(loss_all).all():  # checked on every process alike, so all stop together
+            raise NonFiniteLossError(f"loss is {loss_all.mean().item()} at step {step}")
         self.optimizer.zero_grad(set_to_none=True)
         self.backward(loss)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -383,11 +384,12 @@ class Trainer:
             t3 = time.perf_counter()
             row = {
                 "step": step,
-                "loss": loss.item(),
+                "loss": loss_all.mean().item(),
                 "reward_mean": rew_all.mean().item(),
                 "reward_std": rew_all.std().item() if rew_all.numel() > 1 else 0.0,
                 "kl": kl_all.mean().item(),
-                "entropy": self.gather(entropy_mean.detach().reshape(1)).mean().item(),
+                "entropy": (self.gather((entropy.detach() * mask.to(entropy.dtype)).sum().reshape(1)).sum()
+                            / lengths_all.sum().clamp(min=1.0)).item(),  # token mean over all processes
                 "completion_len": lengths_all.mean().item(),
                 "grad_norm": grad_norm.item(),
                 "lr": lr,

@@ -1,0 +1,229 @@
+"""Data-parallel `pgcore.lm` on 2 CPU processes (gloo): `accelerate launch` of the real tiny tier,
+exact resume on 2 processes, one writer, the world-size rule, errors on every rank, and the averaged
+gradient of 2 processes against the single-process gradient on the concatenated batch."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lm_fakes import LetterReward, make_policy
+from pgcore.lm.__main__ import main
+from pgcore.metrics import read_csv
+
+TIME_COLUMNS = ["time", "time_generate", "time_reward", "time_update"]
+RUN = ["--reward-model", "tiny-sentiment", "--steps", "4", "--batch-size", "2", "--num-samples", "2",
+       "--max-new-tokens", "4", "--save-every", "2", "--keep-last", "0", "--seed", "5"]
+ONE_THREAD = ["--threads", "1"]  # per process: 2 processes share 2 cores
+PLACES = ["--output-dir", "out", "--checkpoint-dir", "ckpt", "--model-dir", "models"]  # relative to each rank's cwd
+LAUNCH_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+               "ACCELERATE_USE_CPU")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    env.update(OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", **extra)  # 2 processes on 2 cores: 1 thread each
+    return env
+
+
+def metrics(out: Path):
+    return read_csv(out / "training_metrics.csv").set_index("step").drop(columns=TIME_COLUMNS)
+
+
+def run_ranks(args: list[str], cwds: list[Path], timeout: float = 300) -> list[subprocess.CompletedProcess]:
+    """What torchrun does, by hand: one `python -m pgcore.lm` per rank (each in its own folder), so
+    every rank's exit status, output and files can be checked on their own."""
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, "-m", "pgcore.lm", *args], cwd=cwd, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=clean_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(len(cwds)),
+                                            LOCAL_WORLD_SIZE=str(len(cwds)), MASTER_ADDR="127.0.0.1",
+                                            MASTER_PORT=str(port)))
+             for r, cwd in enumerate(cwds)]
+    try:
+        deadline = time.monotonic() + timeout
+        outs = [p.communicate(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    return [subprocess.CompletedProcess(p.args, p.returncode, o, e) for p, (o, e) in zip(procs, outs)]
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+    """`accelerate launch` with 2 CPU processes, 4 steps, checkpoints at 2 and 4."""
+    root = tmp_path_factory.mktemp("launched")
+    # on a machine without GPUs, --multi_gpu starts torch's elastic launcher and Accelerate falls back to gloo
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "--main_process_port", str(free_port()), "-m", "pgcore.lm", *RUN, *ONE_THREAD, *PLACES]
+    proc = subprocess.run(cmd, cwd=root, env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root, proc
+
+
+def test_accelerate_launch_two_processes_writes_one_set_of_outputs(launched):
+    root, proc = launched
+    assert proc.stdout.count("policy: tiny") == 1 and proc.stdout.count("step     4/4") == 1, proc.stdout
+    assert "2 processes" in proc.stdout and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in root.iterdir()) == ["ckpt", "models", "out"]
+    assert {p.name for p in (root / "out").iterdir()} == {"training_metrics.csv", "log_history.json",
+                                                          "summary.json", "training_curves.png"}
+    summary = json.loads((root / "out" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["status"] == "completed" and summary["steps"] == 4
+    assert list(metrics(root / "out").index) == [1, 2, 3, 4]
+    assert sorted(p.name for p in (root / "ckpt").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert (root / "models" / "policy_gradient" / "config.json").exists()
+
+
+def test_resume_on_two_processes_reproduces_the_run_and_only_rank_0_writes(launched, tmp_path):
+    root, _ = launched
+    cwds = [tmp_path / "rank0", tmp_path / "rank1"]
+    for d in cwds:
+        d.mkdir()
+    procs = run_ranks([*RUN, *ONE_THREAD, *PLACES, "--resume", str(root / "ckpt" / "checkpoint-2")], cwds)
+    for r, p in enumerate(procs):
+        assert p.returncode == 0, f"rank {r}: {p.stderr[-3000:]}"
+        assert "Traceback" not in p.stderr
+    assert "resumed from" in procs[0].stdout and procs[1].stdout == ""
+    assert list(cwds[1].iterdir()) == [], "rank 1 wrote files"
+    a, b = metrics(root / "out"), metrics(cwds[0] / "out")
+    assert a.equals(b), a.compare(b)  # steps 3-4 recomputed on 2 processes; 1-2 from the checkpoint
+    from safetensors.torch import load_file
+
+    wa = load_file(root / "models" / "policy_gradient" / "model.safetensors")
+    wb = load_file(cwds[0] / "models" / "policy_gradient" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_two_process_checkpoint_does_not_resume_on_one_process(launched, tmp_path, capsys):
+    root, _ = launched
+    with pytest.raises(SystemExit) as exc:
+        main([*RUN, "--output-dir", str(tmp_path / "out"), "--checkpoint-dir", str(tmp_path / "ckpt"),
+              "--model-dir", str(tmp_path / "models"), "--resume", str(root / "ckpt" / "checkpoint-4")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "world_size=2" in err and "this run has world_size=1" in err, err  # a plain run is one process
+    assert not any(tmp_path.iterdir()), "nothing may be written"
+
+
+# ------------------------------------------------------------------ the gradient, on a fixed sample
+PROMPTS = ["the movie", "a", "terrible plot", "i loved this", "the food was"]
+
+
+def grad_config():
+    from pgcore.lm.trainer import LMConfig
+
+    return LMConfig(steps=4, batch_size=4, num_samples=2, max_new_tokens=6, lr=1e-2, kl_coef=0.1, entropy_coef=0.01,
+                    max_grad_norm=1e9, output_dir=None, checkpoint_dir=None, model_dir=None)
+
+
+def rows(batch, start: int, stop: int):
+    s = slice(start, stop)
+    return dataclasses.replace(batch, prompt_ids=batch.prompt_ids[s], prompt_mask=batch.prompt_mask[s],
+                               completion_ids=batch.completion_ids[s], completion_mask=batch.completion_mask[s],
+                               texts=batch.texts[s], prompts=batch.prompts[s], sampling_logps=None)
+
+
+def one_step(trainer_cls, batch, monkeypatch_generate):
+    """One step on `batch` instead of sampling; the gradient (after backward) and the metrics row."""
+    monkeypatch_generate(lambda *a, **k: batch)
+    tr = trainer_cls(grad_config(), policy=make_policy(seed=0), reward=LetterReward("e"), prompts=PROMPTS)
+    row = tr.step()
+    return tr, [p.grad.detach().clone() for p in tr.unwrapped_model.parameters()], row
+
+
+def _worker(rank: int, port: int, batch, out: str) -> None:
+    """Rank `rank` of 2 (gloo): one step on its half of `batch`, then the command line with a
+    --prompts file that only rank 0 has. Results go to <out>/rank<rank>.pt."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    import contextlib
+    import io
+
+    import pgcore.lm.trainer as trainer_mod
+    from pgcore.lm.distributed import AccelerateTrainer
+
+    half = len(batch) // 2
+    tr, grads, row = one_step(AccelerateTrainer, rows(batch, rank * half, (rank + 1) * half),
+                              lambda fake: setattr(trainer_mod, "generate", fake))
+    work = Path(out) / f"cli{rank}"
+    work.mkdir()
+    if rank == 0:
+        (work / "prompts.txt").write_text("The movie was\nThe food was\n")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            code = main([*RUN, *ONE_THREAD, "--output-dir", str(work / "out"), "--checkpoint-dir", str(work / "ckpt"),
+                         "--model-dir", str(work / "models"), "--prompts", str(work / "prompts.txt")])
+    except SystemExit as e:
+        code = e.code
+    torch.save({"grads": grads, "row": row, "world": tr.num_processes, "code": code, "stdout": stdout.getvalue(),
+                "stderr": stderr.getvalue(), "files": sorted(p.name for p in work.iterdir())}, f"{out}/rank{rank}.pt")
+    tr.end()
+
+
+@pytest.fixture(scope="module")
+def workers(tmp_path_factory):
+    """2 spawned processes; the fixed batch (4 prompts x 2 samples) they split; their results."""
+    import torch.multiprocessing as mp
+
+    from pgcore.lm.sampling import generate
+
+    out = tmp_path_factory.mktemp("workers")
+    policy = make_policy(seed=0)
+    batch = generate(policy.model, policy.tokenizer, PROMPTS[:4], 2, 6, 1.0, seed=11)  # (8, T)
+    batch.completion_mask[6:, 2:] = 0  # rank 1's share gets fewer tokens: the token-level mean must weigh it
+    assert batch.completion_mask[:4].sum() != batch.completion_mask[4:].sum()
+    ctx = mp.start_processes(_worker, args=(free_port(), batch, str(out)), nprocs=2, join=False,
+                             start_method="spawn")
+    deadline = time.monotonic() + 240
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("the 2-process workers did not finish")
+    return batch, [torch.load(out / f"rank{r}.pt") for r in range(2)]
+
+
+def test_two_process_gradient_equals_the_single_process_gradient_on_the_whole_batch(workers, monkeypatch):
+    import pgcore.lm.trainer as trainer_mod
+    from pgcore.lm.trainer import Trainer
+
+    batch, results = workers
+    _, grads_1, row_1 = one_step(Trainer, batch, lambda fake: monkeypatch.setattr(trainer_mod, "generate", fake))
+    assert all(r["world"] == 2 for r in results)
+    assert any(g.abs().max() > 0 for g in grads_1)
+    for r in results:
+        assert len(r["grads"]) == len(grads_1)
+        for g2, g1 in zip(r["grads"], grads_1):
+            assert torch.allclose(g2, g1, rtol=1e-4, atol=1e-7), (g2 - g1).abs().max()
+        for key in ("loss", "reward_mean", "reward_std", "kl", "entropy", "completion_len", "tokens", "grad_norm"):
+            assert r["row"][key] == pytest.approx(row_1[key], rel=1e-5, abs=1e-7), key  # metrics of the whole batch
+
+
+def test_an_error_on_one_rank_exits_2_on_every_rank_with_one_line(workers):
+    """Rank 1 has no --prompts file: neither rank may wait forever for the other; both exit 2, rank 0
+    prints one line naming rank 1's error, rank 1 (a second process on the machine) prints nothing."""
+    _, (r0, r1) = workers
+    assert (r0["code"], r1["code"]) == (2, 2), (r0["stderr"], r1["stderr"])
+    lines = r0["stderr"].strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pgcore-lm: error: process 1 of 2:") and "cli1" in lines[0], lines
+    assert r1["stderr"] == "" and r0["stdout"] == r1["stdout"] == ""
+    assert r0["files"] == ["prompts.txt"] and r1["files"] == [], "nothing may be written"
