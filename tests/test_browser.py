@@ -94,6 +94,18 @@ def _larger_lambda_more_variance(before: str, after: str) -> None:
         f"\nbefore: {before}\nafter:  {after}")
 
 
+def _kl_penalty_keeps_policy_close(before: str, after: str) -> None:
+    """04: raising the KL coefficient beta from 0 reruns the same short LM run (same seed) with a penalty on
+    the distance from the starting policy: the KL to the start at the end of the run must be lower."""
+    beta_before, beta_after = _number("KL coefficient =", before), _number("KL coefficient =", after)
+    assert beta_after > beta_before, f"the first control should raise beta:\nbefore: {before}\nafter:  {after}"
+    _number("last 5 =", after)
+    kl_before, kl_after = _number("KL to start =", before), _number("KL to start =", after)
+    assert kl_after < kl_before, (
+        f"a KL penalty should keep the policy closer to its start, got KL {kl_before} -> {kl_after}:"
+        f"\nbefore: {before}\nafter:  {after}")
+
+
 @dataclass(frozen=True)
 class WidgetCheck:
     """How the browser moves a notebook's main panel, and what the lesson says must follow."""
@@ -118,6 +130,9 @@ EXPECTATIONS: dict[str, WidgetCheck] = {
     # pgcore/widgets/variance.py: first control = GAE lambda (0.95 in [0, 1], step 0.01); 3 steps right = 0.98.
     # Each step recomputes the variance from precomputed batches (< 1 s); Run All trains for about a minute.
     "03": WidgetCheck(expect=_larger_lambda_more_variance, steps=3, direction=+1, run_timeout=600.0),
+    # pgcore/widgets/lm.py: first control = KL coefficient, a selection slider over (0, 0.01, 0.03, 0.1, 0.3, 1);
+    # 3 steps right = 0.1. Each step reruns a 25-step LM run of the tiny tier (a few seconds).
+    "04": WidgetCheck(expect=_kl_penalty_keeps_policy_close, steps=3, direction=+1, run_timeout=900.0),
 }
 
 
