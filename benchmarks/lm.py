@@ -48,7 +48,7 @@ def bench(label: str, config: LMConfig, target_rise: float, target_seconds: floa
     reward = load_reward(config.reward_model, label=config.reward_label, device=next(policy.model.parameters()).device)
     load_s = time.perf_counter() - t0
     t1, c1 = time.perf_counter(), cpu_seconds()
-    result = train(config, policy=policy, reward=reward, progress=sys.stderr.isatty())
+    result = train(config, policy=policy, reward=reward, progress=True)
     wall, cpu = time.perf_counter() - t1, cpu_seconds() - c1
     h = result.history
     step_time = sum(r["time"] for r in h)
