@@ -20,25 +20,27 @@ Introduced in notebooks/03_variance_reduction.ipynb.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
 from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from . import envs as _envs
 from .pg import gae, normalize, ppo_clip_loss, td_error
-from .policies import ACTIVATIONS, MLPPolicy, ValueNet
+from .policies import ACTIVATIONS
 from .reinforce import (
     BASELINES,
     ReinforceConfig,
     Rollout,
     TrainResult,
+    _Confirmation,
+    _episode_stats,
+    _init_networks,
     _policy_device,
+    _target_return,
     _torch_threads,
     collect_rollout,
     compute_advantages,
@@ -415,38 +417,17 @@ def train(
     seed = int(seed)
     device = get_device(cfg.device)
     env_id = _envs.env_id_of(env)
-    target = cfg.target_return
-    if target is None:
-        spec = getattr(env, "spec", None)
-        if isinstance(env, str):
-            try:
-                spec = gym.spec(env)
-            except gym.error.Error:
-                spec = None  # make_env below raises the ValueError
-        target = getattr(spec, "reward_threshold", None)
+    target = _target_return(env, cfg.target_return)
     early_stop = cfg.early_stop and target is not None
 
     envs = _envs.make_env(env, num_envs=cfg.num_envs, seed=seed)
-    confirm_envs = None
+    confirmation = _Confirmation(env, cfg, seed)
     bar = None
     try:
-        obs_dim = int(np.prod(envs.single_observation_space.shape))
-        num_actions = int(envs.single_action_space.n)
-        with torch.random.fork_rng(devices=[]):  # init from `seed` without touching the global RNG
-            torch.manual_seed(seed)
-            if policy is None:
-                policy = MLPPolicy(obs_dim, num_actions, cfg.hidden_sizes, cfg.activation).to(device)
-            else:
-                policy = copy.deepcopy(policy).to(device)
-                with torch.no_grad():
-                    n_out = policy(torch.zeros(1, obs_dim, device=device)).probs.shape[-1]
-                if n_out != num_actions:
-                    raise ValueError(f"policy has {n_out} actions but env {env_id!r} has {num_actions}; accepted: a matching policy")
-            value_net = ValueNet(obs_dim, cfg.hidden_sizes, cfg.activation).to(device) if cfg.uses_critic else None
+        policy, value_net = _init_networks(envs, policy, cfg, device, env_id, seed, critic=cfg.uses_critic)
         optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
         value_opt = torch.optim.Adam(value_net.parameters(), lr=cfg.value_lr) if value_net is not None else None
         generator = torch.Generator().manual_seed(seed)
-        confirm_generator = torch.Generator().manual_seed(seed + 1)
         shuffle_generator = torch.Generator().manual_seed(seed + 2)
         max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
 
@@ -510,22 +491,12 @@ def train(
                     if cfg.confirm_episodes == 0:
                         solved = True
                     else:
-                        if confirm_envs is None:
-                            source = env if isinstance(env, str) else copy.deepcopy(env)
-                            confirm_envs = _envs.make_env(source, num_envs=cfg.confirm_episodes, seed=seed + 10_007)
-                        k = -(-cfg.confirm_episodes // confirm_envs.num_envs) * confirm_envs.num_envs
-                        check = collect_rollout(confirm_envs, policy, k, generator=confirm_generator)
-                        eval_return = float(check.ep_returns.mean())
-                        solved = eval_return >= target + cfg.confirm_margin
+                        eval_return, solved = confirmation.check(policy, target)
                 history.append({
                     "update": len(history) + 1,
                     "env_steps": env_steps,
                     "episodes": episodes,
-                    "return_mean": float(rets.mean()),
-                    "return_std": float(rets.std()),
-                    "return_min": float(rets.min()),
-                    "return_max": float(rets.max()),
-                    "length_mean": float(batch.ep_lengths.mean()),
+                    **_episode_stats(batch),
                     "loss": first[0],
                     "grad_norm": first[1],
                     "entropy": first[2],
@@ -548,8 +519,7 @@ def train(
             bar.close()
         if envs is not env:
             envs.close()
-        if confirm_envs is not None:
-            confirm_envs.close()
+        confirmation.close()
     policy.eval()
     return TrainResult(policy=policy, value_net=value_net, config=cfg, env_id=env_id, env_steps=env_steps,
                        history=history, solved=solved, seconds=time.perf_counter() - start)

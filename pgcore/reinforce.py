@@ -453,6 +453,77 @@ def evaluate(
     return returns
 
 
+# ---------------------------------------------------------------- shared by train() here and in actor_critic
+def _target_return(env, target: float | None) -> float | None:
+    """The return that counts as solved: `target`, else the env spec's reward_threshold (None if none)."""
+    if target is not None:
+        return target
+    spec = getattr(env, "spec", None)
+    if isinstance(env, str):
+        try:
+            spec = gym.spec(env)
+        except gym.error.Error:
+            spec = None  # make_env raises the ValueError
+    return getattr(spec, "reward_threshold", None)
+
+
+def _init_networks(envs, policy, cfg, device: torch.device, env_id: str, seed: int, critic: bool):
+    """The policy (a fresh MLPPolicy, or a deep copy of the given one, checked against the env) and the
+    critic (a ValueNet when `critic`, else None), initialized from `seed` without touching the global RNG."""
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    num_actions = int(envs.single_action_space.n)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if policy is None:
+            policy = MLPPolicy(obs_dim, num_actions, cfg.hidden_sizes, cfg.activation).to(device)
+        else:
+            policy = copy.deepcopy(policy).to(device)
+            with torch.no_grad():
+                n_out = policy(torch.zeros(1, obs_dim, device=device)).probs.shape[-1]
+            if n_out != num_actions:
+                raise ValueError(f"policy has {n_out} actions but env {env_id!r} has {num_actions}; accepted: a matching policy")
+        value_net = ValueNet(obs_dim, cfg.hidden_sizes, cfg.activation).to(device) if critic else None
+    return policy, value_net
+
+
+class _Confirmation:
+    """The solved check: `confirm_episodes` fresh episodes (own envs, own seeded generator) must score at
+    least target + confirm_margin. The envs are made on first use and closed by `close`."""
+
+    def __init__(self, env, cfg, seed: int):
+        self.env, self.cfg, self.seed = env, cfg, seed
+        self.envs = None
+        self.generator = torch.Generator().manual_seed(seed + 1)
+
+    def check(self, policy, target: float) -> tuple[float, bool]:
+        """(mean return of the fresh episodes, solved?)."""
+        cfg = self.cfg
+        if self.envs is None:
+            source = self.env if isinstance(self.env, str) else copy.deepcopy(self.env)
+            self.envs = _envs.make_env(source, num_envs=cfg.confirm_episodes, seed=self.seed + 10_007)
+        k = -(-cfg.confirm_episodes // self.envs.num_envs) * self.envs.num_envs
+        policy.eval()
+        check = collect_rollout(self.envs, policy, k, generator=self.generator)
+        eval_return = float(check.ep_returns.mean())
+        return eval_return, eval_return >= target + cfg.confirm_margin
+
+    def close(self) -> None:
+        if self.envs is not None:
+            self.envs.close()
+
+
+def _episode_stats(batch: Rollout) -> dict:
+    """The history fields that describe a batch's finished episodes."""
+    rets = batch.ep_returns
+    return {
+        "return_mean": float(rets.mean()),
+        "return_std": float(rets.std()),
+        "return_min": float(rets.min()),
+        "return_max": float(rets.max()),
+        "length_mean": float(batch.ep_lengths.mean()),
+    }
+
+
 @dataclass
 class TrainResult:
     """What `train` returns.
@@ -535,38 +606,17 @@ def train(
     seed = int(seed)
     device = get_device(cfg.device)
     env_id = _envs.env_id_of(env)
-    target = cfg.target_return
-    if target is None:
-        spec = getattr(env, "spec", None)
-        if isinstance(env, str):
-            try:
-                spec = gym.spec(env)
-            except gym.error.Error:
-                spec = None  # make_env below raises the ValueError
-        target = getattr(spec, "reward_threshold", None)
+    target = _target_return(env, cfg.target_return)
     early_stop = cfg.early_stop and target is not None
 
     envs = _envs.make_env(env, num_envs=cfg.num_envs, seed=seed)
-    confirm_envs = None
+    confirmation = _Confirmation(env, cfg, seed)
     bar = None
     try:
-        obs_dim = int(np.prod(envs.single_observation_space.shape))
-        num_actions = int(envs.single_action_space.n)
-        with torch.random.fork_rng(devices=[]):  # init from `seed` without touching the global RNG
-            torch.manual_seed(seed)
-            if policy is None:
-                policy = MLPPolicy(obs_dim, num_actions, cfg.hidden_sizes, cfg.activation).to(device)
-            else:
-                policy = copy.deepcopy(policy).to(device)
-                with torch.no_grad():
-                    n_out = policy(torch.zeros(1, obs_dim, device=device)).probs.shape[-1]
-                if n_out != num_actions:
-                    raise ValueError(f"policy has {n_out} actions but env {env_id!r} has {num_actions}; accepted: a matching policy")
-            value_net = ValueNet(obs_dim, cfg.hidden_sizes, cfg.activation).to(device) if cfg.baseline == "value" else None
+        policy, value_net = _init_networks(envs, policy, cfg, device, env_id, seed, critic=cfg.baseline == "value")
         optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
         value_opt = torch.optim.Adam(value_net.parameters(), lr=cfg.value_lr) if value_net is not None else None
         generator = torch.Generator().manual_seed(seed)
-        confirm_generator = torch.Generator().manual_seed(seed + 1)
 
         history: list[dict] = []
         recent: list[float] = []
@@ -618,23 +668,12 @@ def train(
                     if cfg.confirm_episodes == 0:
                         solved = True
                     else:
-                        if confirm_envs is None:
-                            source = env if isinstance(env, str) else copy.deepcopy(env)
-                            confirm_envs = _envs.make_env(source, num_envs=cfg.confirm_episodes, seed=seed + 10_007)
-                        k = -(-cfg.confirm_episodes // confirm_envs.num_envs) * confirm_envs.num_envs
-                        policy.eval()
-                        check = collect_rollout(confirm_envs, policy, k, generator=confirm_generator)
-                        eval_return = float(check.ep_returns.mean())
-                        solved = eval_return >= target + cfg.confirm_margin
+                        eval_return, solved = confirmation.check(policy, target)
                 history.append({
                     "update": len(history) + 1,
                     "env_steps": env_steps,
                     "episodes": episodes,
-                    "return_mean": float(rets.mean()),
-                    "return_std": float(rets.std()),
-                    "return_min": float(rets.min()),
-                    "return_max": float(rets.max()),
-                    "length_mean": float(batch.ep_lengths.mean()),
+                    **_episode_stats(batch),
                     "loss": float(loss.detach()),
                     "grad_norm": float(grad_norm),
                     "entropy": float(entropy.detach()),
@@ -651,8 +690,7 @@ def train(
             bar.close()
         if envs is not env:
             envs.close()
-        if confirm_envs is not None:
-            confirm_envs.close()
+        confirmation.close()
     policy.eval()
     return TrainResult(policy=policy, value_net=value_net, config=cfg, env_id=env_id, env_steps=env_steps,
                        history=history, solved=solved, seconds=time.perf_counter() - start)

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..checkpoint import quiet_transformers
 from ..utils import atomic_dir, get_device
 
 if TYPE_CHECKING:
@@ -103,20 +104,7 @@ def _lazy_transformers():
     return transformers
 
 
-@contextlib.contextmanager
-def _quiet():
-    """Silence transformers' progress bars and info logs for the duration (restored afterwards)."""
-    from transformers.utils import logging as hf_logging  # noqa: PLC0415
-
-    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
+_quiet = quiet_transformers  # silence transformers' progress bars and info logs (restored afterwards)
 
 
 def read_reviews(path: str | os.PathLike | None = None) -> list[tuple[str, str]]:

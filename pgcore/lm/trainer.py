@@ -33,7 +33,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -45,7 +45,7 @@ from .. import pg
 from ..metrics import MetricsLogger, environment_info
 from ..utils import atomic_dir, get_device, set_seed
 from .logprobs import per_token_logps
-from .sampling import Batch, generate
+from .sampling import generate
 
 __all__ = ["LMConfig", "LMResult", "Trainer", "train", "compute_advantages", "NonFiniteLossError", "ADVANTAGES",
            "CSV_COLUMNS"]
