@@ -10,7 +10,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_path",
     "atomic_dir",
+    "build_once",
 ]
 
 
@@ -124,3 +125,23 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_once(path: str | os.PathLike, build: Callable[[Path], object], marker: str) -> Path:
+    """Return `path`, first calling `build(path)` unless the file `path/marker` exists.
+
+    For caches that take a while to make (the tiny models): processes that need the same one at
+    once (a notebook and a test, pytest-xdist workers) wait on a lock file beside it; the first
+    builds (atomically, with `atomic_dir`), the others then find the finished folder.
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    from filelock import FileLock
+
+    path = Path(path)
+    if (path / marker).is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.parent / f".{path.name}.lock")):
+        if not (path / marker).is_file():
+            build(path)
+    return path

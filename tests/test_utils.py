@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import random
+import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
 import pgcore as pg
-from pgcore.utils import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text, get_device, set_seed
+from pgcore.utils import (atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text, build_once, get_device,
+                          set_seed)
 
 
 def _draw():
@@ -97,3 +100,37 @@ def test_atomic_dir_replaces_whole_folder_or_nothing(tmp_path):
             raise RuntimeError("crash")
     assert sorted(p.name for p in target.iterdir()) == ["c.txt"] and (target / "c.txt").read_text() == "3"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10"], "no temp folders may be left"
+
+
+def test_build_once_builds_a_shared_cache_once_under_concurrency(tmp_path):
+    calls = []
+
+    def build(path):
+        calls.append(path)
+        time.sleep(0.3)  # long enough that every other caller arrives while this one builds
+        with atomic_dir(path) as tmp:
+            (tmp / "done.json").write_text("{}")
+
+    target = tmp_path / "cache" / "model-abc"
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(build_once(target, build, "done.json")))
+               for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(calls) == 1, f"built {len(calls)} times"
+    assert results == [target] * 4 and (target / "done.json").is_file()
+    assert build_once(target, build, "done.json") == target and len(calls) == 1, "a finished cache is reused"
+
+
+def test_build_once_leaves_nothing_when_the_build_fails(tmp_path):
+    def failing(path):
+        with atomic_dir(path) as tmp:
+            (tmp / "half").write_text("x")
+            raise RuntimeError("boom")
+
+    target = tmp_path / "model-xyz"
+    with pytest.raises(RuntimeError, match="boom"):
+        build_once(target, failing, "done.json")
+    assert not target.exists()

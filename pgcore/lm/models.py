@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..checkpoint import quiet_transformers
-from ..utils import atomic_dir, get_device
+from ..utils import atomic_dir, build_once, get_device
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -302,10 +302,7 @@ def build_tiny(out_dir: str | os.PathLike, config: TinyConfig | None = None,
 
 def _tiny_dir(config: TinyConfig | None, cache_dir: str | os.PathLike | None) -> Path:
     cache = Path(cache_dir) if cache_dir is not None else CACHE_DIR
-    path = cache / f"tiny-{tiny_fingerprint(config)}"
-    if not (path / BUILD_FILE).is_file():
-        build_tiny(path, config)
-    return path
+    return build_once(cache / f"tiny-{tiny_fingerprint(config)}", lambda p: build_tiny(p, config), BUILD_FILE)
 
 
 # ------------------------------------------------------------------------------------- smollm2
@@ -385,9 +382,7 @@ def load_policy(name_or_path: str = "tiny", *, device=None, dtype=None, cache_di
     if name == "tiny":
         path, chat = _tiny_dir(config, cache), False
     elif name == "smollm2-135m":
-        path, chat = cache / "smollm2-135m", True
-        if not (path / BUILD_FILE).is_file():
-            convert_smollm2(path)
+        path, chat = build_once(cache / "smollm2-135m", convert_smollm2, BUILD_FILE), True
     else:
         path, chat = name, None
     model, tokenizer = _from_pretrained(path, name, "causal-lm", device=device, dtype=dtype)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..utils import atomic_dir
+from ..utils import atomic_dir, build_once
 from .models import (BUILD_FILE, CACHE_DIR, DATA_DIR, _batches, _fingerprint, _from_pretrained,
                      _lazy_transformers, _pad_right, _quiet, _train, read_reviews, train_tokenizer)
 
@@ -247,9 +247,7 @@ def tiny_sentiment_dir(config: SentimentConfig | None = None, cache_dir: str | o
     config = config or SentimentConfig()
     cache = Path(cache_dir) if cache_dir is not None else CACHE_DIR
     path = cache / f"tiny-sentiment-{_fingerprint('tiny-sentiment', DATA_DIR / 'reviews.tsv', config)}"
-    if not (path / BUILD_FILE).is_file():
-        build_tiny_sentiment(path, config)
-    return path
+    return build_once(path, lambda p: build_tiny_sentiment(p, config), BUILD_FILE)
 
 
 def load_reward(name_or_path: str, *, label: str | None = None, device=None, cache_dir=None,
