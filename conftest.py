@@ -1,33 +1,54 @@
-"""Root pytest configuration: offline by default, and a per-notebook time table at the end."""
+"""Root pytest configuration: offline, one CPU thread per process, and time tables at the end.
+
+The README's test command runs the files on every core with pytest-xdist (`-n auto`; pyproject's
+`--dist loadfile` keeps a notebook's cells, and a test module's fixtures, on one worker). Each
+process then computes on one thread: the models here are small, a second thread gains little, and
+threads of two busy processes waiting on each other make a run many times slower. The numbers
+printed and compared do not depend on the thread count.
+"""
 from __future__ import annotations
 
 import os
-import time
 from collections import defaultdict
 
+# Before torch is imported anywhere: the workers, notebook kernels and CLI subprocesses inherit it.
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
 # Nothing in the tests or the notebooks (kernels inherit this environment) may reach the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+BROWSER_TIMING = "browser_seconds"  # recorded by tests/test_browser.py with record_property
+
 _durations: dict[str, float] = defaultdict(float)
+_browser: list[tuple[str, list[float]]] = []
 
 
 def pytest_runtest_logreport(report):
-    if report.when == "call" or report.when == "setup":
-        path = report.nodeid.split("::")[0]
-        _durations[path] += report.duration
+    """Runs in the controller for every worker's reports too, so the tables cover the whole run."""
+    if report.when in ("setup", "call"):
+        _durations[report.nodeid.split("::")[0]] += report.duration
+    if report.when == "call":
+        for key, value in report.user_properties:
+            if key == BROWSER_TIMING:
+                _browser.append((report.nodeid.split("[")[-1].rstrip("]"), value))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    if not _durations:
-        return
-    notebooks = {k: v for k, v in _durations.items() if k.endswith(".ipynb")}
-    others = {k: v for k, v in _durations.items() if not k.endswith(".ipynb")}
     tr = terminalreporter
-    tr.section("time per notebook / test file")
-    for path, secs in sorted(notebooks.items()):
-        tr.write_line(f"{secs:8.1f} s  {path}")
-    for path, secs in sorted(others.items(), key=lambda kv: -kv[1]):
-        tr.write_line(f"{secs:8.1f} s  {path}")
-    tr.write_line(f"{sum(_durations.values()):8.1f} s  total")
+    if _durations:
+        notebooks = {k: v for k, v in _durations.items() if k.endswith(".ipynb")}
+        others = {k: v for k, v in _durations.items() if not k.endswith(".ipynb")}
+        tr.section("time per notebook / test file (seconds of test time, summed over workers)")
+        for path, secs in sorted(notebooks.items()):
+            tr.write_line(f"{secs:8.1f} s  {path}")
+        for path, secs in sorted(others.items(), key=lambda kv: -kv[1]):
+            tr.write_line(f"{secs:8.1f} s  {path}")
+        tr.write_line(f"{sum(_durations.values()):8.1f} s  total")
+    if _browser:
+        tr.section("browser test: seconds per notebook (wall clock)")
+        tr.write_line(f"{'notebook':<45} {'open':>7} {'run all':>8} {'widget':>7} {'shots':>7} {'total':>7}")
+        for name, secs in sorted(_browser):
+            tr.write_line(f"{name:<45} " + " ".join(f"{t:{w}.1f}s" for t, w in zip(secs, (6, 7, 6, 6)))
+                          + f" {sum(secs):6.1f}s")

@@ -39,7 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 SCREENSHOTS = ROOT / "output" / "browser"
 SELFTEST = "_browser_selftest/selftest.ipynb"
-_timings: list[tuple[str, float, float, float, float]] = []  # notebook, seconds: open, run all, widget, screenshots
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,6 +105,9 @@ def _kl_penalty_keeps_policy_close(before: str, after: str) -> None:
         f"\nbefore: {before}\nafter:  {after}")
 
 
+BROWSER_TIMING = "browser_seconds"  # user property read by the root conftest.py: open, run all, widget, screenshots
+
+
 @dataclass(frozen=True)
 class WidgetCheck:
     """How the browser moves a notebook's main panel, and what the lesson says must follow."""
@@ -165,10 +167,9 @@ def lab():
 
 
 @pytest.fixture(scope="module")
-def browser_context(lab, request):
+def browser_context(lab):
     from playwright.sync_api import sync_playwright
 
-    _register_timing_table(request.config)
     pw = sync_playwright().start()
     try:
         browser = pw.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS, timeout=60_000)
@@ -182,26 +183,6 @@ def browser_context(lab, request):
         pw.stop()
 
 
-class _TimingTable:
-    """A plugin registered while the module runs: writes the per-notebook times in the summary."""
-
-    def pytest_terminal_summary(self, terminalreporter):
-        if not _timings:
-            return
-        lines = [f"{'notebook':<45} {'open':>7} {'run all':>8} {'widget':>7} {'shots':>7} {'total':>7}"]
-        for name, *secs in _timings:
-            lines.append(f"{name:<45} " + " ".join(f"{t:{w}.1f}s" for t, w in zip(secs, (6, 7, 6, 6)))
-                         + f" {sum(secs):6.1f}s")
-        terminalreporter.section("browser test: seconds per notebook (wall clock)")
-        for line in lines:
-            terminalreporter.write_line(line)
-
-
-def _register_timing_table(config) -> None:
-    if not config.pluginmanager.has_plugin("pg-browser-timings"):
-        config.pluginmanager.register(_TimingTable(), "pg-browser-timings")
-
-
 # --------------------------------------------------------------------------------------------
 # The check of one course notebook
 # --------------------------------------------------------------------------------------------
@@ -212,7 +193,8 @@ def _screenshot(page_or_locator, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _check_notebook(context, lab: JupyterLab, rel_path: str, check: WidgetCheck, shots: str | None):
+def _check_notebook(context, lab: JupyterLab, rel_path: str, check: WidgetCheck, shots: str | None,
+                   record_property=None):
     """Open, Run All, assert no errors, move the panel's first control, assert the readout's change."""
     if shots:
         (SCREENSHOTS / f"{shots}_failure.png").unlink(missing_ok=True)
@@ -242,7 +224,8 @@ def _check_notebook(context, lab: JupyterLab, rel_path: str, check: WidgetCheck,
             _screenshot(panel, SCREENSHOTS / f"{shots}.png")
             driver.show_cell(panel)
             _screenshot(page, SCREENSHOTS / f"{shots}_page.png")
-        _timings.append((Path(rel_path).name, t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3))
+        if record_property is not None:  # the root conftest.py prints these in the end-of-run summary
+            record_property(BROWSER_TIMING, [t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3])
         check.expect(before, after)
     except BaseException:
         if shots:
@@ -322,9 +305,10 @@ def test_harness_reports_errors_and_moves_a_widget(lab, browser_context):
 # The course
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_in_browser(notebook: Path, lab, browser_context):
+def test_notebook_in_browser(notebook: Path, lab, browser_context, record_property):
     number = notebook.name[:2]
     assert number in EXPECTATIONS, (
         f"{notebook.name}: no lesson expectation for its widget; add EXPECTATIONS[{number!r}] in "
         f"tests/test_browser.py (what its readout must do when the panel's first control moves)")
-    _check_notebook(browser_context, lab, f"notebooks/{notebook.name}", EXPECTATIONS[number], shots=notebook.stem)
+    _check_notebook(browser_context, lab, f"notebooks/{notebook.name}", EXPECTATIONS[number], shots=notebook.stem,
+                   record_property=record_property)

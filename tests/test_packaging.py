@@ -33,11 +33,15 @@ def test_import_pgcore_does_not_import_transformers():
     assert out == ["False", "False"], f"import pgcore pulled heavy modules: transformers={out[0]}, matplotlib={out[1]}"
 
 
+TEST_COMMAND = "pytest --nbval -n auto"  # every notebook and test, spread over the cores by pytest-xdist
+
+
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, flags=re.S)
     commands = [line.strip() for b in blocks for line in b.splitlines()]
-    assert "pytest --nbval" in commands, "README must show the test command"
-    assert "\npytest --nbval\n" in ci, ".ci/run must run exactly the README's test command"
+    tests = [c for c in commands if c.startswith("pytest")]
+    assert tests == [TEST_COMMAND], f"README must show the one test command {TEST_COMMAND!r}, found {tests}"
+    assert f"\n{TEST_COMMAND}\n" in ci, ".ci/run must run exactly the README's test command"
     assert "torch==2.13.0" in ci.split("-e \".[dev]\"")[0], ".ci/run must pin the CPU torch before the project install"
