@@ -21,8 +21,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 BROWSER_TIMING = "browser_seconds"  # recorded by tests/test_browser.py with record_property
 
+# Longest files first; the rest keep their order. With pyproject's `--dist loadfile
+# --no-loadscope-reorder` the workers take whole files in this order, so that no long file starts
+# last and leaves the other cores idle (seconds per file: the table at the end of a run).
+LONGEST_FIRST = ("tests/test_browser.py", "tests/test_lm_cli.py", "notebooks/04_", "notebooks/02_",
+                 "tests/test_lm_distributed.py", "notebooks/03_")
+
 _durations: dict[str, float] = defaultdict(float)
 _browser: list[tuple[str, list[float]]] = []
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item):
+        path = item.nodeid.split("::")[0]
+        return next((i for i, prefix in enumerate(LONGEST_FIRST) if path.startswith(prefix)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: a notebook's cells and a module's tests keep their order
 
 
 def pytest_runtest_logreport(report):
