@@ -205,3 +205,20 @@ def test_defaults_solve_cartpole():
     assert score >= 475, score
     df = result.history_df()
     assert df.return_mean.iloc[:3].mean() < 60  # it started as a near-random policy
+
+
+def test_train_on_a_wrapped_env_object_counts_decisions_and_the_inner_rewards():
+    """Notebook 02's Acrobot run: a Gymnasium wrapper object (RepeatAction) goes through train unchanged."""
+    import gymnasium as gym
+
+    env = gym.wrappers.RepeatAction(gym.make("Acrobot-v1"), 4)
+    cfg = ReinforceConfig(num_envs=4, max_env_steps=600, early_stop=False)
+    result = train(env, seed=0, config=cfg, progress=False)
+    df = result.history_df()
+    # 500 Acrobot steps at most = 125 decisions; a return still counts every inner step's -1.
+    assert (df.length_mean <= 125).all() and (df.return_mean >= -500).all()
+    # every decision but an episode's last one runs 4 inner steps of reward -1 (the goal step pays 0)
+    assert (df.return_mean <= -4 * (df.length_mean - 1)).all()
+    assert (df.return_mean < -df.length_mean).all(), "returns count inner steps, not decisions"
+    assert df.env_steps.iloc[-1] == result.env_steps >= 600
+    assert result.policy.obs_dim == 6 and result.policy.num_actions == 3
