@@ -31,21 +31,10 @@ import torch
 from . import envs as _envs
 from .pg import gae, normalize, ppo_clip_loss, td_error
 from .policies import ACTIVATIONS
-from .reinforce import (
-    BASELINES,
-    ReinforceConfig,
-    Rollout,
-    TrainResult,
-    _Confirmation,
-    _episode_stats,
-    _init_networks,
-    _policy_device,
-    _target_return,
-    _torch_threads,
-    collect_rollout,
-    compute_advantages,
-    compute_weights,
-)
+from .reinforce.config import BASELINES, ReinforceConfig
+from .reinforce.loop import TrainResult, _Confirmation, _episode_stats, _init_networks, _target_return
+from .reinforce.rollout import (Rollout, _policy_device, _torch_threads, collect_rollout, compute_advantages,
+                                compute_weights)
 from .returns import reward_to_go
 from .utils import get_device
 

@@ -102,7 +102,7 @@ def test_train_calls_pg_loss_and_its_gradient_moves_the_policy(monkeypatch):
         calls.append((logp.requires_grad, adv.requires_grad, logp.shape == adv.shape))
         return pg_loss(logp, adv, mask)
 
-    monkeypatch.setattr(rf, "pg_loss", spy)
+    monkeypatch.setattr(rf.loop, "pg_loss", spy)
     result = train("CartPole-v1", seed=0, config=ReinforceConfig(**FAST), progress=False)
     assert len(calls) == len(result.history) >= 2
     assert all(c == (True, False, True) for c in calls)
@@ -110,7 +110,7 @@ def test_train_calls_pg_loss_and_its_gradient_moves_the_policy(monkeypatch):
     def zero_loss(logp, adv, mask=None):
         return 0.0 * logp.sum()
 
-    monkeypatch.setattr(rf, "pg_loss", zero_loss)
+    monkeypatch.setattr(rf.loop, "pg_loss", zero_loss)
     torch.manual_seed(0)
     start = MLPPolicy(4, 2, (32,))
     frozen = train("CartPole-v1", seed=0, config=ReinforceConfig(**FAST), progress=False, policy=start)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .. import pg as _pg
-from ..reinforce import Rollout, _torch_threads
+from ..reinforce.rollout import Rollout, _torch_threads
 from ..returns import reward_to_go
 
 __all__ = [

@@ -1,0 +1,265 @@
+"""Steps 4-5 and the loop: `train` (REINFORCE with logging, a budget and a solved check), and the
+helpers `pgcore.actor_critic` shares with it.
+
+Introduced in notebooks/02_reinforce_cartpole.ipynb.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from .. import envs as _envs
+from ..pg import pg_loss
+from ..policies import MLPPolicy, ValueNet
+from ..returns import reward_to_go
+from ..utils import get_device
+from .config import ReinforceConfig
+from .rollout import Rollout, _torch_threads, collect_rollout, compute_advantages, compute_weights
+
+
+# ---------------------------------------------------------------- shared by train() here and in actor_critic
+def _target_return(env, target: float | None) -> float | None:
+    """The return that counts as solved: `target`, else the env spec's reward_threshold (None if none)."""
+    if target is not None:
+        return target
+    spec = getattr(env, "spec", None)
+    if isinstance(env, str):
+        try:
+            spec = gym.spec(env)
+        except gym.error.Error:
+            spec = None  # make_env raises the ValueError
+    return getattr(spec, "reward_threshold", None)
+
+
+def _init_networks(envs, policy, cfg, device: torch.device, env_id: str, seed: int, critic: bool):
+    """The policy (a fresh MLPPolicy, or a deep copy of the given one, checked against the env) and the
+    critic (a ValueNet when `critic`, else None), initialized from `seed` without touching the global RNG."""
+    obs_dim = int(np.prod(envs.single_observation_space.shape))
+    num_actions = int(envs.single_action_space.n)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if policy is None:
+            policy = MLPPolicy(obs_dim, num_actions, cfg.hidden_sizes, cfg.activation).to(device)
+        else:
+            policy = copy.deepcopy(policy).to(device)
+            with torch.no_grad():
+                n_out = policy(torch.zeros(1, obs_dim, device=device)).probs.shape[-1]
+            if n_out != num_actions:
+                raise ValueError(f"policy has {n_out} actions but env {env_id!r} has {num_actions}; accepted: a matching policy")
+        value_net = ValueNet(obs_dim, cfg.hidden_sizes, cfg.activation).to(device) if critic else None
+    return policy, value_net
+
+
+class _Confirmation:
+    """The solved check: `confirm_episodes` fresh episodes (own envs, own seeded generator) must score at
+    least target + confirm_margin. The envs are made on first use and closed by `close`."""
+
+    def __init__(self, env, cfg, seed: int):
+        self.env, self.cfg, self.seed = env, cfg, seed
+        self.envs = None
+        self.generator = torch.Generator().manual_seed(seed + 1)
+
+    def check(self, policy, target: float) -> tuple[float, bool]:
+        """(mean return of the fresh episodes, solved?)."""
+        cfg = self.cfg
+        if self.envs is None:
+            source = self.env if isinstance(self.env, str) else copy.deepcopy(self.env)
+            self.envs = _envs.make_env(source, num_envs=cfg.confirm_episodes, seed=self.seed + 10_007)
+        k = -(-cfg.confirm_episodes // self.envs.num_envs) * self.envs.num_envs
+        policy.eval()
+        check = collect_rollout(self.envs, policy, k, generator=self.generator)
+        eval_return = float(check.ep_returns.mean())
+        return eval_return, eval_return >= target + cfg.confirm_margin
+
+    def close(self) -> None:
+        if self.envs is not None:
+            self.envs.close()
+
+
+def _episode_stats(batch: Rollout) -> dict:
+    """The history fields that describe a batch's finished episodes."""
+    rets = batch.ep_returns
+    return {
+        "return_mean": float(rets.mean()),
+        "return_std": float(rets.std()),
+        "return_min": float(rets.min()),
+        "return_max": float(rets.max()),
+        "length_mean": float(batch.ep_lengths.mean()),
+    }
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns.
+
+    policy:     the trained MLPPolicy (policy(obs_batch) -> Categorical), in eval mode
+    value_net:  the ValueNet when baseline="value", else None
+    config:     the ReinforceConfig used
+    env_id:     name of the env trained on
+    env_steps:  env steps (transitions of collected episodes) used
+    history:    one dict per update, keys: update, env_steps, episodes, return_mean, return_std,
+                return_min, return_max, length_mean, loss, grad_norm, entropy, value_loss,
+                eval_return (NaN unless a confirmation ran), seconds
+    solved:     training stopped early because target_return was reached and confirmed
+    seconds:    wall-clock time of training
+
+    Introduced in notebooks/02_reinforce_cartpole.ipynb.
+    """
+
+    policy: torch.nn.Module
+    value_net: ValueNet | None
+    config: ReinforceConfig
+    env_id: str
+    env_steps: int
+    history: list[dict] = field(default_factory=list)
+    solved: bool = False
+    seconds: float = 0.0
+
+    def history_df(self):
+        """The history as a pandas DataFrame, one row per update."""
+        import pandas as pd
+
+        return pd.DataFrame(self.history)
+
+
+def train(
+    env="CartPole-v1",
+    *,
+    seed: int = 0,
+    config: ReinforceConfig | None = None,
+    progress: bool = True,
+    policy: torch.nn.Module | None = None,
+) -> TrainResult:
+    """Train a categorical policy with REINFORCE on a discrete-action Gymnasium env.
+
+    Each update: collect num_envs * episodes_per_env complete episodes (step 1), weight each
+    grad log pi by R(tau) or the reward-to-go (2), subtract a baseline and normalize (3),
+    loss = pgcore.pg.pg_loss(logp, adv) (4), one Adam step (5). Stops at the env-step budget,
+    or early: once the last `stop_window` training episodes average >= target_return, the
+    policy plays `confirm_episodes` fresh episodes on a separate env, and training stops if their
+    mean is >= target_return + confirm_margin (logged as "eval_return"; those steps are not
+    counted in env_steps, which counts training transitions only).
+
+    Args:
+        env: a Gymnasium env id ("CartPole-v1", "Acrobot-v1", "ShortCorridor-v0", ...), a gym.Env
+            object (e.g. pgcore.envs.ShortCorridor()) or a gym.vector.VectorEnv (its own num_envs
+            then replaces config.num_envs).
+        seed: seeds the network init, the env resets and the action samples; same seed, same
+            history (up to the "seconds" column). The global RNGs (torch, numpy, random) are left untouched.
+        config: a ReinforceConfig (None: the defaults, which solve CartPole-v1).
+        progress: show a tqdm progress bar over env steps.
+        policy: optional starting policy (obs -> Categorical), e.g. a chosen init or one to keep
+            training; a deep copy is trained, the argument is left unchanged. None: a fresh
+            MLPPolicy(obs_dim, num_actions, config.hidden_sizes, config.activation).
+
+    Returns:
+        TrainResult with .policy, .env_steps, .history (list of dicts), .history_df(), .config.
+
+    Raises:
+        ValueError: bad config/seed, unknown env id, non-discrete action space, mismatched policy.
+
+    Introduced in notebooks/02_reinforce_cartpole.ipynb.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = ReinforceConfig() if config is None else config
+    if not isinstance(cfg, ReinforceConfig):
+        raise ValueError(f"config must be a ReinforceConfig or None, got {type(cfg).__name__}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    seed = int(seed)
+    device = get_device(cfg.device)
+    env_id = _envs.env_id_of(env)
+    target = _target_return(env, cfg.target_return)
+    early_stop = cfg.early_stop and target is not None
+
+    envs = _envs.make_env(env, num_envs=cfg.num_envs, seed=seed)
+    confirmation = _Confirmation(env, cfg, seed)
+    bar = None
+    try:
+        policy, value_net = _init_networks(envs, policy, cfg, device, env_id, seed, critic=cfg.baseline == "value")
+        optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
+        value_opt = torch.optim.Adam(value_net.parameters(), lr=cfg.value_lr) if value_net is not None else None
+        generator = torch.Generator().manual_seed(seed)
+
+        history: list[dict] = []
+        recent: list[float] = []
+        env_steps = episodes = 0
+        solved = False
+        start = time.perf_counter()
+        bar = tqdm(total=cfg.max_env_steps, disable=not progress, desc=f"REINFORCE {env_id}", unit="step")
+        with _torch_threads(device):
+            while env_steps < cfg.max_env_steps:
+                # 1. sample a batch of complete episodes with the current policy
+                policy.eval()
+                batch = collect_rollout(envs, policy, envs.num_envs * cfg.episodes_per_env, generator=generator)
+                # 2. the return that weights each step, 3. the advantage (valid steps, flat)
+                weights = compute_weights(batch, cfg.gamma, cfg.weighting)
+                adv = compute_advantages(batch, weights, cfg.baseline, cfg.normalize_adv, value_net).to(device)
+                # 4. a loss whose gradient is the policy gradient (its value means nothing)
+                policy.train()
+                dist = policy(batch.obs[batch.mask].to(device))
+                logp = dist.log_prob(batch.act[batch.mask].to(device))
+                entropy = dist.entropy().mean()
+                loss = pg_loss(logp, adv) - cfg.ent_coef * entropy
+                # 5. a gradient step
+                if cfg.anneal_lr:
+                    for group in optimizer.param_groups:
+                        group["lr"] = cfg.lr * max(0.0, 1.0 - env_steps / cfg.max_env_steps)
+                optimizer.zero_grad()
+                loss.backward()
+                max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+                grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), max_norm)
+                optimizer.step()
+
+                value_loss = float("nan")
+                if value_net is not None:  # regress V(s_t) on the reward-to-go, for the next batch
+                    target_v = reward_to_go(batch.rew, cfg.gamma, batch.done, batch.mask)[batch.mask].to(device)
+                    obs_v = batch.obs[batch.mask].to(device)
+                    for _ in range(cfg.value_iters):
+                        v_loss = ((value_net(obs_v) - target_v) ** 2).mean()
+                        value_opt.zero_grad()
+                        v_loss.backward()
+                        value_opt.step()
+                    value_loss = float(v_loss.detach())
+
+                env_steps += batch.num_steps
+                episodes += batch.num_episodes
+                rets = batch.ep_returns
+                recent = (recent + rets.tolist())[-cfg.stop_window:]
+                eval_return = float("nan")
+                if early_stop and len(recent) >= cfg.stop_window and np.mean(recent) >= target:
+                    if cfg.confirm_episodes == 0:
+                        solved = True
+                    else:
+                        eval_return, solved = confirmation.check(policy, target)
+                history.append({
+                    "update": len(history) + 1,
+                    "env_steps": env_steps,
+                    "episodes": episodes,
+                    **_episode_stats(batch),
+                    "loss": float(loss.detach()),
+                    "grad_norm": float(grad_norm),
+                    "entropy": float(entropy.detach()),
+                    "value_loss": value_loss,
+                    "eval_return": eval_return,
+                    "seconds": time.perf_counter() - start,
+                })
+                bar.update(min(batch.num_steps, cfg.max_env_steps - bar.n))
+                bar.set_postfix(ret=f"{rets.mean():.1f}")
+                if solved:
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+        if envs is not env:
+            envs.close()
+        confirmation.close()
+    policy.eval()
+    return TrainResult(policy=policy, value_net=value_net, config=cfg, env_id=env_id, env_steps=env_steps,
+                       history=history, solved=solved, seconds=time.perf_counter() - start)
