@@ -32,11 +32,10 @@ from . import envs as _envs
 from .pg import gae, normalize, ppo_clip_loss, td_error
 from .policies import ACTIVATIONS
 from .reinforce.config import BASELINES, ReinforceConfig
-from .reinforce.loop import TrainResult, _Confirmation, _episode_stats, _init_networks, _target_return
+from .reinforce.loop import TrainResult, _Confirmation, _episode_stats, _init_networks, _start
 from .reinforce.rollout import (Rollout, _policy_device, _torch_threads, collect_rollout, compute_advantages,
                                 compute_weights)
 from .returns import reward_to_go
-from .utils import get_device
 
 __all__ = [
     "ActorCriticConfig",
@@ -398,16 +397,7 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    cfg = ActorCriticConfig() if config is None else config
-    if not isinstance(cfg, ActorCriticConfig):
-        raise ValueError(f"config must be an ActorCriticConfig or None, got {type(cfg).__name__}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    seed = int(seed)
-    device = get_device(cfg.device)
-    env_id = _envs.env_id_of(env)
-    target = _target_return(env, cfg.target_return)
-    early_stop = cfg.early_stop and target is not None
+    cfg, seed, device, env_id, target, early_stop = _start(env, config, ActorCriticConfig, seed)
 
     envs = _envs.make_env(env, num_envs=cfg.num_envs, seed=seed)
     confirmation = _Confirmation(env, cfg, seed)

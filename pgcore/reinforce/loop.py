@@ -36,6 +36,19 @@ def _target_return(env, target: float | None) -> float | None:
     return getattr(spec, "reward_threshold", None)
 
 
+def _start(env, config, config_cls, seed):
+    """Both train loops begin here: the validated config and seed, the device, the env id, the
+    return that counts as solved, and whether to stop early on it."""
+    cfg = config_cls() if config is None else config
+    if not isinstance(cfg, config_cls):
+        name = config_cls.__name__
+        raise ValueError(f"config must be {'an' if name[0] in 'AEIOU' else 'a'} {name} or None, got {type(cfg).__name__}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    target = _target_return(env, cfg.target_return)
+    return cfg, int(seed), get_device(cfg.device), _envs.env_id_of(env), target, cfg.early_stop and target is not None
+
+
 def _init_networks(envs, policy, cfg, device: torch.device, env_id: str, seed: int, critic: bool):
     """The policy (a fresh MLPPolicy, or a deep copy of the given one, checked against the env) and the
     critic (a ValueNet when `critic`, else None), initialized from `seed` without touching the global RNG."""
@@ -167,16 +180,7 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    cfg = ReinforceConfig() if config is None else config
-    if not isinstance(cfg, ReinforceConfig):
-        raise ValueError(f"config must be a ReinforceConfig or None, got {type(cfg).__name__}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int, got {seed!r}")
-    seed = int(seed)
-    device = get_device(cfg.device)
-    env_id = _envs.env_id_of(env)
-    target = _target_return(env, cfg.target_return)
-    early_stop = cfg.early_stop and target is not None
+    cfg, seed, device, env_id, target, early_stop = _start(env, config, ReinforceConfig, seed)
 
     envs = _envs.make_env(env, num_envs=cfg.num_envs, seed=seed)
     confirmation = _Confirmation(env, cfg, seed)
