@@ -122,13 +122,15 @@ def main(argv=None) -> int:
         if not args.skip_tiny:
             cfg = LMConfig(reward_model="tiny-sentiment", steps=args.steps, seed=args.seed, **places)
             row, before, after = bench("tiny + tiny-sentiment", cfg, 0.30, 120.0)
-            rows.append(row), samples.append((row["tier"], before, after))
+            rows.append(row)
+            samples.append((row["tier"], before, after))
         if args.smollm2:
             cfg = LMConfig(model="smollm2-135m", reward_model="vader", steps=args.smollm2_steps, seed=args.seed,
                            batch_size=4, num_samples=4, max_new_tokens=args.smollm2_max_new_tokens,
                            lr=args.smollm2_lr, kl_coef=args.smollm2_kl_coef, prompts=args.smollm2_prompts, **places)
             row, before, after = bench("smollm2-135m + vader", cfg, 0.30, None)
-            rows.append(row), samples.append((row["tier"], before, after))
+            rows.append(row)
+            samples.append((row["tier"], before, after))
     import pandas as pd
 
     pd.set_option("display.width", 200)

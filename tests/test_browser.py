@@ -194,7 +194,7 @@ def _screenshot(page_or_locator, path: Path) -> None:
 
 
 def _check_notebook(context, lab: JupyterLab, rel_path: str, check: WidgetCheck, shots: str | None,
-                   record_property=None):
+                   record_property: Callable[[str, object], None]):
     """Open, Run All, assert no errors, move the panel's first control, assert the readout's change."""
     if shots:
         (SCREENSHOTS / f"{shots}_failure.png").unlink(missing_ok=True)
@@ -224,8 +224,8 @@ def _check_notebook(context, lab: JupyterLab, rel_path: str, check: WidgetCheck,
             _screenshot(panel, SCREENSHOTS / f"{shots}.png")
             driver.show_cell(panel)
             _screenshot(page, SCREENSHOTS / f"{shots}_page.png")
-        if record_property is not None:  # the root conftest.py prints these in the end-of-run summary
-            record_property(BROWSER_TIMING, [t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3])
+        # the root conftest.py prints these in the end-of-run summary
+        record_property(BROWSER_TIMING, [t1 - t0, t2 - t1, t3 - t2, time.monotonic() - t3])
         check.expect(before, after)
     except BaseException:
         if shots:

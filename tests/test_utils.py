@@ -124,13 +124,24 @@ def test_build_once_builds_a_shared_cache_once_under_concurrency(tmp_path):
     assert build_once(target, build, "done.json") == target and len(calls) == 1, "a finished cache is reused"
 
 
-def test_build_once_leaves_nothing_when_the_build_fails(tmp_path):
+def test_a_failed_build_leaves_nothing_and_the_next_call_builds_again(tmp_path):
     def failing(path):
         with atomic_dir(path) as tmp:
             (tmp / "half").write_text("x")
             raise RuntimeError("boom")
 
+    def working(path):
+        with atomic_dir(path) as tmp:
+            (tmp / "done.json").write_text("{}")
+
     target = tmp_path / "model-xyz"
     with pytest.raises(RuntimeError, match="boom"):
         build_once(target, failing, "done.json")
-    assert not target.exists()
+    assert not target.exists(), "no half-built cache"
+    # the lock was released and nothing marks the cache as built: the next call builds it
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (build_once(target, working, "done.json"), done.set()))
+    worker.start()
+    worker.join(timeout=30)
+    assert done.is_set(), "the next call hung on the lock of the failed build"
+    assert (target / "done.json").is_file()
