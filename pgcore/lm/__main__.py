@@ -79,7 +79,7 @@ def _float(lower: float, strict: bool):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (defaults come from `LMConfig`)."""
-    from .trainer import ADVANTAGES, KL_ESTIMATORS, LMConfig
+    from .config import ADVANTAGES, KL_ESTIMATORS, LMConfig
 
     d = LMConfig()
     p = _Parser(

@@ -1,7 +1,8 @@
 """Reward models for LM policy gradient: text in, one number per text out (higher = better).
 
 - `"tiny-sentiment"`: a small GPT-2-architecture sequence classifier trained in seconds on the
-  labeled corpus in `data/`, saved with `save_pretrained` under `models/cache/tiny-sentiment-<fingerprint>/`
+  labeled corpus pgcore ships (`data/reviews.tsv`), saved with `save_pretrained` in the user cache
+  (`pgcore.utils.cache_dir()/tiny-sentiment-<fingerprint>/`)
   and then loaded exactly like any Hugging Face reward model. Reward = P(positive) in [0, 1].
 - `"vader"`: the rule-based VADER lexicon; reward = its compound score in [-1, 1].
 - any Hugging Face sequence-classification model (hub name or local folder). Its positive label
@@ -22,9 +23,11 @@ from pathlib import Path
 
 import torch
 
-from ..utils import atomic_dir, build_once
-from .models import (BUILD_FILE, CACHE_DIR, DATA_DIR, _batches, _fingerprint, _from_pretrained,
-                     _lazy_transformers, _pad_right, _quiet, _train, read_reviews, train_tokenizer)
+from ..checkpoint import quiet_transformers
+from ..utils import atomic_dir, build_once, cache_dir as default_cache_dir, data_path
+from .models import load_pretrained
+from .tiny import (BUILD_FILE, fingerprint, lazy_transformers, length_batches, pad_right, read_reviews, train_lm,
+                   train_tokenizer)
 
 __all__ = [
     "RewardModel", "VaderReward", "HFClassifierReward", "SentimentConfig", "load_reward",
@@ -123,7 +126,7 @@ class HFClassifierReward(RewardModel):
 
         Introduced in notebooks/04_lm_policy_gradient.ipynb.
         """
-        model, tokenizer = _from_pretrained(name_or_path, str(name or name_or_path), "classifier", device=device)
+        model, tokenizer = load_pretrained(name_or_path, str(name or name_or_path), "classifier", device=device)
         return cls(model, tokenizer, name=str(name or name_or_path), label=label, batch_size=batch_size)
 
     @torch.no_grad()
@@ -190,9 +193,9 @@ def build_tiny_sentiment(out_dir: str | os.PathLike, config: SentimentConfig | N
     Seeded and written atomically. Returns `out_dir`.
     Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
-    transformers = _lazy_transformers()
+    transformers = lazy_transformers()
     config = config or SentimentConfig()
-    corpus = Path(corpus) if corpus else DATA_DIR / "reviews.tsv"
+    corpus = Path(corpus) if corpus else data_path("reviews.tsv")
     rows = read_reviews(corpus)
     start = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -219,20 +222,20 @@ def build_tiny_sentiment(out_dir: str | os.PathLike, config: SentimentConfig | N
 
     def inputs():
         generator = torch.Generator().manual_seed(config.seed)
-        for idx in _batches([len(s) for s in train_ids], config.batch_size, config.steps, generator):
-            ids, mask = _pad_right([train_ids[i] for i in idx], pad)
+        for idx in length_batches([len(s) for s in train_ids], config.batch_size, config.steps, generator):
+            ids, mask = pad_right([train_ids[i] for i in idx], pad)
             yield {"input_ids": ids, "attention_mask": mask, "labels": train_y[idx]}
 
-    final_loss = _train(model, inputs(), config.steps, config.lr, config.weight_decay)
+    final_loss = train_lm(model, inputs(), config.steps, config.lr, config.weight_decay)
     test_ids, test_y = encode(test)
     with torch.no_grad():
-        ids, mask = _pad_right(test_ids, pad)
+        ids, mask = pad_right(test_ids, pad)
         accuracy = (model(input_ids=ids, attention_mask=mask).logits.argmax(-1) == test_y).float().mean().item()
-    build = {"kind": "tiny-sentiment", "fingerprint": _fingerprint("tiny-sentiment", corpus, config),
+    build = {"kind": "tiny-sentiment", "fingerprint": fingerprint("tiny-sentiment", corpus, config),
              "config": asdict(config), "corpus": corpus.name, "parameters": model.num_parameters(),
              "final_train_loss": round(final_loss, 4), "heldout_accuracy": round(accuracy, 4),
              "heldout_size": n_test, "train_seconds": round(time.perf_counter() - start, 2)}
-    with atomic_dir(out_dir) as tmp, _quiet():
+    with atomic_dir(out_dir) as tmp, quiet_transformers():
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / BUILD_FILE).write_text(json.dumps(build, indent=2) + "\n")
@@ -245,8 +248,8 @@ def tiny_sentiment_dir(config: SentimentConfig | None = None, cache_dir: str | o
     Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     config = config or SentimentConfig()
-    cache = Path(cache_dir) if cache_dir is not None else CACHE_DIR
-    path = cache / f"tiny-sentiment-{_fingerprint('tiny-sentiment', DATA_DIR / 'reviews.tsv', config)}"
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = cache / f"tiny-sentiment-{fingerprint('tiny-sentiment', data_path('reviews.tsv'), config)}"
     return build_once(path, lambda p: build_tiny_sentiment(p, config), BUILD_FILE)
 
 
@@ -258,7 +261,7 @@ def load_reward(name_or_path: str, *, label: str | None = None, device=None, cac
         name_or_path: which reward model (see the module docstring).
         label: the classifier label to reward (`--reward-label`); default: the one named positive/pos.
         device: where the classifier runs; `None` picks `pgcore.get_device()`.
-        cache_dir: folder of built models (default `models/cache/` at the repo root).
+        cache_dir: folder of built models (default `pgcore.utils.cache_dir()`).
         config: the tiny-sentiment `SentimentConfig` (default `SentimentConfig()`).
 
     Raises ValueError for unknown names, offline hub misses, and unusable labels.
@@ -287,8 +290,8 @@ def permute_labels(src: str | os.PathLike, dst: str | os.PathLike, order: list[i
     name is unchanged; one that assumes index 1 now rewards the negative class.
     Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
-    transformers = _lazy_transformers()
-    with _quiet():
+    transformers = lazy_transformers()
+    with quiet_transformers():
         model = transformers.AutoModelForSequenceClassification.from_pretrained(src, dtype=torch.float32)
         tokenizer = transformers.AutoTokenizer.from_pretrained(src)
     n = model.config.num_labels
@@ -306,7 +309,7 @@ def permute_labels(src: str | os.PathLike, dst: str | os.PathLike, order: list[i
     id2label = {j: model.config.id2label[order[j]] for j in range(n)}
     model.config.id2label = id2label
     model.config.label2id = {name: j for j, name in id2label.items()}
-    with atomic_dir(dst) as tmp, _quiet():
+    with atomic_dir(dst) as tmp, quiet_transformers():
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return Path(dst)

@@ -19,157 +19,32 @@ in KL divergence gradient estimation for RL"; k3 belongs in the loss, as in GRPO
 notebook 04 can show the difference; see http://joschu.net/blog/kl-approx.html. The logged `kl` is the
 mean over completions of the sequence-level sum, whatever kl_coef is.
 
-Plumbing (checkpoints, metrics files, Ctrl-C, NaN guard) sits apart in `Trainer.train`; the step
-itself reads top to bottom in `Trainer.step`.
+The step reads top to bottom in `Trainer.step`; the settings are `config.LMConfig`; the plumbing
+(the loop, checkpoints, metrics files, resume, Ctrl-C / SIGTERM, the NaN guard) sits apart in
+`run.TrainingRun`, which `Trainer` inherits.
 Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import dataclasses
-import hashlib
-import math
-import signal
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from .. import checkpoint as ckpt_lib
 from .. import pg
-from ..metrics import MetricsLogger, environment_info
-from ..utils import atomic_dir, get_device, set_seed
+from ..metrics import MetricsLogger
+from ..utils import get_device, set_seed
+from .config import ADVANTAGES, KL_ESTIMATORS, RESUMABLE_CHANGES, SCHEDULERS, LMConfig  # noqa: F401 (re-exported)
 from .logprobs import per_token_logps
+from .run import CSV_COLUMNS, PANELS, LMResult, NonFiniteLossError, TrainingRun, sigint_deferred
 from .sampling import generate
 
 __all__ = ["LMConfig", "LMResult", "Trainer", "train", "compute_advantages", "NonFiniteLossError", "ADVANTAGES",
            "CSV_COLUMNS"]
-
-ADVANTAGES = ("none", "mean", "rloo", "group")
-KL_ESTIMATORS = ("k1", "k3")
-SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
-CSV_COLUMNS = (
-    "step", "loss", "reward_mean", "reward_std", "kl", "entropy", "completion_len", "grad_norm", "lr",
-    "tokens", "time", "time_generate", "time_reward", "time_update",
-)
-PANELS = [("reward", "reward_mean", "reward_std"), ("KL to reference", "kl"), ("entropy per token", "entropy"),
-          ("loss (not progress)", "loss"), ("completion length", "completion_len")]
-# Settings a run may change when resumed: where things go and how long to train. Everything else
-# must match the checkpoint, or the resumed run would not be the run that was checkpointed.
-RESUMABLE_CHANGES = frozenset({"steps", "save_every", "keep_last", "output_dir", "checkpoint_dir", "model_dir",
-                               "run_name", "device", "prompts"})
-
-
-@dataclass(frozen=True)
-class LMConfig:
-    """Settings of an LM policy-gradient run. The defaults are the fast course tier: the `tiny`
-    model learns to write positive reviews for `tiny-sentiment` in about a minute on a laptop CPU.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
-
-    model: str = "tiny"
-    """the policy: `tiny`, `smollm2-135m`, a Hugging Face hub name or a local path"""
-    reward_model: str = "tiny-sentiment"
-    """the reward: `tiny-sentiment`, `vader`, or an HF sequence-classification model name/path"""
-    reward_label: str | None = None
-    """the classifier label whose probability is the reward (None: found by name, e.g. `positive`)"""
-    prompts: str | None = None
-    """a text file with one prompt per line (None: data/prompts.txt)"""
-    steps: int = 200
-    """optimizer steps (each: sample, score, one update)"""
-    seed: int = 0
-    """seeds prompt order, sampling and everything else; the same seed reproduces the run"""
-    batch_size: int = 8
-    """prompts per step (over all processes)"""
-    num_samples: int = 4
-    """completions sampled per prompt (>= 2 for rloo and group)"""
-    max_new_tokens: int = 12
-    """longest completion, in tokens"""
-    temperature: float = 1.0
-    """sampling temperature; log-probs use the same one, so the loss matches the sampler"""
-    advantage: str = "rloo"
-    """how rewards become advantages: none (raw reward), mean (minus the batch mean), rloo
-    (minus the mean of the prompt's other samples), group (GRPO: normalized within the prompt's group)"""
-    kl_coef: float = 0.1
-    """weight of the KL(policy || reference) penalty subtracted from each completion's reward (0: none;
-    the KL to the starting policy is logged anyway)"""
-    kl_estimator: str = "k1"
-    """per-token KL estimate in the penalty: k1 = log(pi/ref) (unbiased gradient) or k3 = ref/pi - 1 -
-    log(ref/pi) (lower-variance value, biased gradient as a reward; see the module docstring)"""
-    entropy_coef: float = 0.0
-    """weight of the entropy bonus (mean per-token entropy) subtracted from the loss"""
-    lr: float = 1e-4
-    """AdamW learning rate (peak, after warmup)"""
-    lr_scheduler: str = "constant_with_warmup"
-    """transformers' get_scheduler name: constant, constant_with_warmup, linear or cosine"""
-    warmup_steps: int = 0
-    """steps of linear learning-rate warmup (transformers' schedules start warmup at lr 0: step 1 is then wasted)"""
-    weight_decay: float = 0.0
-    """AdamW weight decay"""
-    max_grad_norm: float = 1.0
-    """clip the gradient's global L2 norm to this"""
-    save_every: int = 50
-    """save a checkpoint every this many steps (and at the end); 0: only at the end"""
-    keep_last: int = 2
-    """keep only the newest this many checkpoints (0: keep all)"""
-    output_dir: str | None = "output/policy_gradient_metrics"
-    """where the metrics CSV, log_history.json, summary.json and training_curves.png go (None: nowhere)"""
-    checkpoint_dir: str | None = "checkpoints"
-    """where checkpoint-<step>/ folders go (None: no checkpoints)"""
-    model_dir: str | None = "models"
-    """the final model and tokenizer go to <model_dir>/<run_name>/ (None: not saved)"""
-    run_name: str = "policy_gradient"
-    """name of the final model folder inside model_dir"""
-    device: str | None = None
-    """cpu, cuda, cuda:1, ... (None: CUDA when present, else CPU)"""
-
-    def __post_init__(self):
-        def positive_int(name, allow_zero=False):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if allow_zero else 1):
-                raise ValueError(f"{name} must be an int >= {0 if allow_zero else 1}, got {v!r}")
-
-        for name in ("steps", "batch_size", "num_samples", "max_new_tokens"):
-            positive_int(name)
-        for name in ("save_every", "keep_last", "warmup_steps"):
-            positive_int(name, allow_zero=True)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
-        for name in ("lr", "temperature", "max_grad_norm"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
-        for name in ("kl_coef", "entropy_coef", "weight_decay"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-        if self.advantage not in ADVANTAGES:
-            raise ValueError(f"advantage {self.advantage!r} unknown; accepted: {', '.join(ADVANTAGES)}")
-        if self.advantage in ("rloo", "group") and self.num_samples < 2:
-            raise ValueError(
-                f"advantage {self.advantage!r} needs num_samples >= 2 (it compares samples of one prompt), "
-                f"got {self.num_samples}; use advantage 'mean' or 'none' for one sample"
-            )
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"kl_estimator {self.kl_estimator!r} unknown; accepted: {', '.join(KL_ESTIMATORS)}")
-        if self.lr_scheduler not in SCHEDULERS:
-            raise ValueError(f"lr_scheduler {self.lr_scheduler!r} unknown; accepted: {', '.join(SCHEDULERS)}")
-        if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):
-            raise ValueError(f"run_name {self.run_name!r} must be a plain folder name")
-
-    def replace(self, **changes) -> "LMConfig":
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss or the gradient became NaN/inf; the run stopped before applying that update."""
 
 
 def compute_advantages(score: torch.Tensor, kind: str) -> torch.Tensor:
@@ -192,65 +67,9 @@ def compute_advantages(score: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"advantage {kind!r} unknown; accepted: {', '.join(ADVANTAGES)}")
 
 
-@dataclass
-class LMResult:
-    """What `train` returns.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
-
-    policy: Any
-    """the trained Policy (model + tokenizer), trained in place"""
-    history: list[dict]
-    """one metrics dict per step (the rows of training_metrics.csv)"""
-    summary: dict
-    """what summary.json holds"""
-    output_dir: Path | None
-    """folder of the four metrics files (None when not written)"""
-    model_path: Path | None
-    """the final save_pretrained folder (None when model_dir is None or the run did not finish)"""
-    last_checkpoint: Path | None
-    """newest checkpoint-<step>/ folder written (None if none)"""
-    status: str = "completed"
-    """completed, interrupted, nonfinite or stopped (a callback asked to stop)"""
-
-    @property
-    def rewards(self) -> list[float]:
-        """reward_mean of every step."""
-        return [row["reward_mean"] for row in self.history]
-
-    @property
-    def reward_rise(self) -> float:
-        """Mean reward of the last 20 steps minus that of the first 10 (the course's yardstick)."""
-        return _reward_rise(self.history)
-
-
-def _reward_rise(history: Sequence[dict]) -> float:
-    r = [row["reward_mean"] for row in history]
-    if not r:
-        return float("nan")
-    return float(np.mean(r[-20:]) - np.mean(r[:10]))
-
-
 def _stream_seed(*keys: int) -> int:
     """A 63-bit seed derived from integers (run seed, step, process, purpose): independent streams."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint64)[0] >> 1)
-
-
-@contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends, so an update is applied and recorded whole or not at all."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -258,7 +77,7 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-class Trainer:
+class Trainer(TrainingRun):
     """The LM policy-gradient loop, one `step()` at a time, or `train()` for the whole run with
     checkpoints, metrics files, Ctrl-C handling and the NaN guard.
 
@@ -375,7 +194,7 @@ class Trainer:
             raise NonFiniteLossError(f"gradient norm is {grad_norm.item()} at step {step}")
         lr = self.scheduler.get_last_lr()[0]
 
-        with _sigint_deferred():  # the update and its record happen together, or not at all
+        with sigint_deferred():  # the update and its record happen together, or not at all
             self.optimizer.step()
             self.scheduler.step()
             self.global_step = step
@@ -421,155 +240,6 @@ class Trainer:
     def history(self) -> list[dict]:
         """All metrics rows so far (resumed runs include the checkpoint's)."""
         return self.logger.history
-
-    # ------------------------------------------------------------------ the run
-    def train(self, callbacks: Sequence[Callable[["Trainer", dict], Any]] = (), progress: bool = False) -> LMResult:
-        """Run to `config.steps`: checkpoints every save_every steps and at the end, the four metrics
-        files, the final model in <model_dir>/<run_name>/.
-
-        callbacks: called as `cb(trainer, row)` after every step; a callback returning True stops
-        the run early (status "stopped"). Ctrl-C saves a checkpoint and the metrics files, then
-        re-raises KeyboardInterrupt. A NaN/inf loss writes the metrics files (no new checkpoint: the
-        last good one stays) and raises NonFiniteLossError. Either way, if no step finished in this
-        call, no file is touched.
-        """
-        from tqdm.auto import tqdm
-
-        cfg = self.config
-        start, first_step = time.perf_counter(), self.global_step
-        status = "completed"
-        bar = tqdm(total=cfg.steps, initial=min(self.global_step, cfg.steps), disable=not progress,
-                   desc="policy gradient", unit="step")
-        try:
-            while self.global_step < cfg.steps:
-                row = self.step()
-                bar.update(1)
-                bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.3f}")
-                if cfg.save_every and self.global_step % cfg.save_every == 0 and self.global_step < cfg.steps:
-                    self.save_checkpoint()
-                    self.write_outputs(status="running", wall_seconds=time.perf_counter() - start, plot=False)
-                if any([cb(self, row) is True for cb in callbacks]):
-                    status = "stopped"
-                    break
-        except KeyboardInterrupt:
-            bar.close()
-            if self.global_step > first_step:  # nothing new: leave existing files alone
-                self.save_checkpoint()
-                self.write_outputs(status="interrupted", wall_seconds=time.perf_counter() - start)
-            raise
-        except NonFiniteLossError:
-            bar.close()
-            if self.global_step > first_step:
-                self.write_outputs(status="nonfinite", wall_seconds=time.perf_counter() - start)
-            raise
-        bar.close()
-        self.save_checkpoint()
-        model_path = self.save_model()
-        summary = self.write_outputs(status=status, wall_seconds=time.perf_counter() - start, model_path=model_path)
-        return LMResult(policy=self.policy, history=self.history, summary=summary,
-                        output_dir=Path(cfg.output_dir) if cfg.output_dir and self.is_main_process else None,
-                        model_path=model_path, last_checkpoint=self.last_checkpoint, status=status)
-
-    # ------------------------------------------------------------------ files (main process only)
-    def save_checkpoint(self) -> Path | None:
-        """Write checkpoint-<global_step>/ (unless there is no checkpoint_dir, no step yet, or it exists)."""
-        cfg = self.config
-        if not cfg.checkpoint_dir or not self.is_main_process or self.global_step == 0:
-            return None
-        path = Path(cfg.checkpoint_dir) / f"checkpoint-{self.global_step}"
-        if self.last_checkpoint == path and path.exists():
-            return path
-        self.last_checkpoint = ckpt_lib.save_checkpoint(
-            cfg.checkpoint_dir, self.global_step, model=self.unwrapped_model, tokenizer=self.tokenizer,
-            optimizer=self.optimizer, scheduler=self.scheduler, history=self.history,
-            config=dataclasses.asdict(cfg), extra=self._identity(), keep_last=cfg.keep_last,
-        )
-        return self.last_checkpoint
-
-    def save_model(self) -> Path | None:
-        """save_pretrained the policy and its tokenizer to <model_dir>/<run_name>/, atomically."""
-        cfg = self.config
-        if not cfg.model_dir or not self.is_main_process:
-            return None
-        path = Path(cfg.model_dir) / cfg.run_name
-        with atomic_dir(path) as tmp, ckpt_lib.quiet_transformers():
-            self.unwrapped_model.save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
-        return path
-
-    def summary(self, status: str = "completed", wall_seconds: float | None = None, model_path=None) -> dict:
-        """What summary.json holds: config, models, reward label, first/last reward, steps, times, versions."""
-        h = self.history
-        rewards = [row["reward_mean"] for row in h]
-        return {
-            "status": status,
-            "config": dataclasses.asdict(self.config),
-            "model": self.policy.name,
-            "reward_model": getattr(self.reward, "name", self.config.reward_model),
-            "reward_label": getattr(self.reward, "label", None),
-            "steps": self.global_step,
-            "reward_first": rewards[0] if rewards else None,
-            "reward_last": rewards[-1] if rewards else None,
-            "reward_first10_mean": float(np.mean(rewards[:10])) if rewards else None,
-            "reward_last20_mean": float(np.mean(rewards[-20:])) if rewards else None,
-            "reward_rise": _reward_rise(h) if rewards else None,
-            "kl_last": h[-1]["kl"] if h else None,
-            "train_seconds": float(sum(row["time"] for row in h)),
-            "wall_seconds": wall_seconds,
-            "resumed_from": str(self.resumed_from) if self.resumed_from else None,
-            "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
-            "final_model": str(model_path) if model_path else None,
-            "device": str(self.device),
-            "world_size": self.num_processes,
-            "num_parameters": sum(p.numel() for p in self.model.parameters()),
-            "versions": environment_info(),
-        }
-
-    def write_outputs(self, status: str = "completed", wall_seconds: float | None = None, model_path=None,
-                      plot: bool = True) -> dict:
-        """Write the metrics files (main process only; the plot only when `plot`). Returns the summary."""
-        summary = self.summary(status, wall_seconds, model_path)
-        if self.is_main_process:
-            self.logger.write(summary=summary, plot=plot and bool(self.history))
-        return summary
-
-    # ------------------------------------------------------------------ resume
-    def _identity(self) -> dict:
-        """What a checkpoint must agree on besides the config: model, reward, label, prompt set."""
-        return {
-            "model": self.policy.name,
-            "reward_model": getattr(self.reward, "name", self.config.reward_model),
-            "reward_label": getattr(self.reward, "label", None),
-            "prompts_sha256": hashlib.sha256("\n".join(self.raw_prompts).encode()).hexdigest(),
-            "world_size": self.num_processes,
-        }
-
-    def _resume(self, resume: str | Path | bool) -> None:
-        cfg = self.config
-        if resume is True:
-            if not cfg.checkpoint_dir:
-                raise ValueError("resume=True needs a checkpoint_dir to look in")
-            path = ckpt_lib.latest_checkpoint(cfg.checkpoint_dir)
-            if path is None:
-                raise ValueError(f"no checkpoint-<step>/ folder in {cfg.checkpoint_dir} to resume from")
-        else:
-            path = Path(resume)
-        ck = ckpt_lib.read_checkpoint(path, self.unwrapped_model)  # ValueError if corrupt or a different model
-        saved, now = ck.config, dataclasses.asdict(cfg)
-        diffs = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k, now[k]) != now[k]]
-        if diffs:
-            k = diffs[0]
-            raise ValueError(f"checkpoint {path} was made with {k}={saved[k]!r}, this run has {k}={now[k]!r}; "
-                             f"accepted: the same settings (only {', '.join(sorted(RESUMABLE_CHANGES))} may change)")
-        for k, v in self._identity().items():
-            if ck.extra.get(k, v) != v:
-                raise ValueError(f"checkpoint {path} was made with {k}={ck.extra[k]!r}, this run has {k}={v!r}")
-        if ck.step != len(ck.history):
-            raise ValueError(f"checkpoint {path} is corrupt (step {ck.step} but {len(ck.history)} metrics rows)")
-        ck.apply(self.unwrapped_model, self.optimizer, self.scheduler)
-        self.global_step = ck.step
-        self.logger.history = [dict(r) for r in ck.history]
-        self.resumed_from = self.last_checkpoint = path
 
     def _check_prompt_lengths(self) -> None:
         limit = getattr(self.model.config, "max_position_embeddings", None)

@@ -1,0 +1,253 @@
+"""The run around the step: the loop to `config.steps`, checkpoints, the metrics files, the final
+model, resume, Ctrl-C / SIGTERM and the NaN guard.
+
+Nothing here knows how a step computes its update (minGPT's trainer rule): `TrainingRun` is mixed into
+`pgcore.lm.trainer.Trainer`, whose `step()` returns one metrics row. It reads the trainer's
+`config`, `policy`, `reward`, `model`/`unwrapped_model`, `tokenizer`, `optimizer`, `scheduler`,
+`logger`, `global_step` and `is_main_process`.
+
+Introduced in notebooks/04_lm_policy_gradient.ipynb.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from .. import checkpoint as ckpt_lib
+from ..metrics import environment_info
+from ..utils import atomic_dir
+from .config import RESUMABLE_CHANGES
+
+__all__ = ["TrainingRun", "LMResult", "NonFiniteLossError", "CSV_COLUMNS", "PANELS", "sigint_deferred"]
+
+CSV_COLUMNS = (
+    "step", "loss", "reward_mean", "reward_std", "kl", "entropy", "completion_len", "grad_norm", "lr",
+    "tokens", "time", "time_generate", "time_reward", "time_update",
+)
+PANELS = [("reward", "reward_mean", "reward_std"), ("KL to reference", "kl"), ("entropy per token", "entropy"),
+          ("loss (not progress)", "loss"), ("completion length", "completion_len")]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradient became NaN/inf; the run stopped before applying that update."""
+
+
+@dataclass
+class LMResult:
+    """What `train` returns.
+
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+
+    policy: Any
+    """the trained Policy (model + tokenizer), trained in place"""
+    history: list[dict]
+    """one metrics dict per step (the rows of training_metrics.csv)"""
+    summary: dict
+    """what summary.json holds"""
+    output_dir: Path | None
+    """folder of the four metrics files (None when not written)"""
+    model_path: Path | None
+    """the final save_pretrained folder (None when model_dir is None or the run did not finish)"""
+    last_checkpoint: Path | None
+    """newest checkpoint-<step>/ folder written (None if none)"""
+    status: str = "completed"
+    """completed, interrupted, nonfinite or stopped (a callback asked to stop)"""
+
+    @property
+    def rewards(self) -> list[float]:
+        """reward_mean of every step."""
+        return [row["reward_mean"] for row in self.history]
+
+    @property
+    def reward_rise(self) -> float:
+        """Mean reward of the last 20 steps minus that of the first 10 (the course's yardstick)."""
+        return _reward_rise(self.history)
+
+
+def _reward_rise(history: Sequence[dict]) -> float:
+    r = [row["reward_mean"] for row in history]
+    if not r:
+        return float("nan")
+    return float(np.mean(r[-20:]) - np.mean(r[:10]))
+
+
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, so an update is applied and recorded whole or not at all."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+class TrainingRun:
+    """The run's plumbing, mixed into `Trainer` (see the module docstring).
+
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+
+    # ------------------------------------------------------------------ the run
+    def train(self, callbacks: Sequence[Callable[[Any, dict], Any]] = (), progress: bool = False) -> LMResult:
+        """Run to `config.steps`: checkpoints every save_every steps and at the end, the four metrics
+        files, the final model in <model_dir>/<run_name>/.
+
+        callbacks: called as `cb(trainer, row)` after every step; a callback returning True stops
+        the run early (status "stopped"). Ctrl-C saves a checkpoint and the metrics files, then
+        re-raises KeyboardInterrupt. A NaN/inf loss writes the metrics files (no new checkpoint: the
+        last good one stays) and raises NonFiniteLossError. Either way, if no step finished in this
+        call, no file is touched.
+        """
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        start, first_step = time.perf_counter(), self.global_step
+        status = "completed"
+        bar = tqdm(total=cfg.steps, initial=min(self.global_step, cfg.steps), disable=not progress,
+                   desc="policy gradient", unit="step")
+        try:
+            while self.global_step < cfg.steps:
+                row = self.step()
+                bar.update(1)
+                bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.3f}")
+                if cfg.save_every and self.global_step % cfg.save_every == 0 and self.global_step < cfg.steps:
+                    self.save_checkpoint()
+                    self.write_outputs(status="running", wall_seconds=time.perf_counter() - start, plot=False)
+                if any([cb(self, row) is True for cb in callbacks]):
+                    status = "stopped"
+                    break
+        except KeyboardInterrupt:
+            bar.close()
+            if self.global_step > first_step:  # nothing new: leave existing files alone
+                self.save_checkpoint()
+                self.write_outputs(status="interrupted", wall_seconds=time.perf_counter() - start)
+            raise
+        except NonFiniteLossError:
+            bar.close()
+            if self.global_step > first_step:
+                self.write_outputs(status="nonfinite", wall_seconds=time.perf_counter() - start)
+            raise
+        bar.close()
+        self.save_checkpoint()
+        model_path = self.save_model()
+        summary = self.write_outputs(status=status, wall_seconds=time.perf_counter() - start, model_path=model_path)
+        return LMResult(policy=self.policy, history=self.history, summary=summary,
+                        output_dir=Path(cfg.output_dir) if cfg.output_dir and self.is_main_process else None,
+                        model_path=model_path, last_checkpoint=self.last_checkpoint, status=status)
+
+    # ------------------------------------------------------------------ files (main process only)
+    def save_checkpoint(self) -> Path | None:
+        """Write checkpoint-<global_step>/ (unless there is no checkpoint_dir, no step yet, or it exists)."""
+        cfg = self.config
+        if not cfg.checkpoint_dir or not self.is_main_process or self.global_step == 0:
+            return None
+        path = Path(cfg.checkpoint_dir) / f"checkpoint-{self.global_step}"
+        if self.last_checkpoint == path and path.exists():
+            return path
+        self.last_checkpoint = ckpt_lib.save_checkpoint(
+            cfg.checkpoint_dir, self.global_step, model=self.unwrapped_model, tokenizer=self.tokenizer,
+            optimizer=self.optimizer, scheduler=self.scheduler, history=self.history,
+            config=dataclasses.asdict(cfg), extra=self._identity(), keep_last=cfg.keep_last,
+        )
+        return self.last_checkpoint
+
+    def save_model(self) -> Path | None:
+        """save_pretrained the policy and its tokenizer to <model_dir>/<run_name>/, atomically."""
+        cfg = self.config
+        if not cfg.model_dir or not self.is_main_process:
+            return None
+        path = Path(cfg.model_dir) / cfg.run_name
+        with atomic_dir(path) as tmp, ckpt_lib.quiet_transformers():
+            self.unwrapped_model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+        return path
+
+    def summary(self, status: str = "completed", wall_seconds: float | None = None, model_path=None) -> dict:
+        """What summary.json holds: config, models, reward label, first/last reward, steps, times, versions."""
+        h = self.history
+        rewards = [row["reward_mean"] for row in h]
+        return {
+            "status": status,
+            "config": dataclasses.asdict(self.config),
+            "model": self.policy.name,
+            "reward_model": getattr(self.reward, "name", self.config.reward_model),
+            "reward_label": getattr(self.reward, "label", None),
+            "steps": self.global_step,
+            "reward_first": rewards[0] if rewards else None,
+            "reward_last": rewards[-1] if rewards else None,
+            "reward_first10_mean": float(np.mean(rewards[:10])) if rewards else None,
+            "reward_last20_mean": float(np.mean(rewards[-20:])) if rewards else None,
+            "reward_rise": _reward_rise(h) if rewards else None,
+            "kl_last": h[-1]["kl"] if h else None,
+            "train_seconds": float(sum(row["time"] for row in h)),
+            "wall_seconds": wall_seconds,
+            "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "final_model": str(model_path) if model_path else None,
+            "device": str(self.device),
+            "world_size": self.num_processes,
+            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "versions": environment_info(),
+        }
+
+    def write_outputs(self, status: str = "completed", wall_seconds: float | None = None, model_path=None,
+                      plot: bool = True) -> dict:
+        """Write the metrics files (main process only; the plot only when `plot`). Returns the summary."""
+        summary = self.summary(status, wall_seconds, model_path)
+        if self.is_main_process:
+            self.logger.write(summary=summary, plot=plot and bool(self.history))
+        return summary
+
+    # ------------------------------------------------------------------ resume
+    def _identity(self) -> dict:
+        """What a checkpoint must agree on besides the config: model, reward, label, prompt set."""
+        return {
+            "model": self.policy.name,
+            "reward_model": getattr(self.reward, "name", self.config.reward_model),
+            "reward_label": getattr(self.reward, "label", None),
+            "prompts_sha256": hashlib.sha256("\n".join(self.raw_prompts).encode()).hexdigest(),
+            "world_size": self.num_processes,
+        }
+
+    def _resume(self, resume: str | Path | bool) -> None:
+        cfg = self.config
+        if resume is True:
+            if not cfg.checkpoint_dir:
+                raise ValueError("resume=True needs a checkpoint_dir to look in")
+            path = ckpt_lib.latest_checkpoint(cfg.checkpoint_dir)
+            if path is None:
+                raise ValueError(f"no checkpoint-<step>/ folder in {cfg.checkpoint_dir} to resume from")
+        else:
+            path = Path(resume)
+        ck = ckpt_lib.read_checkpoint(path, self.unwrapped_model)  # ValueError if corrupt or a different model
+        saved, now = ck.config, dataclasses.asdict(cfg)
+        diffs = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k, now[k]) != now[k]]
+        if diffs:
+            k = diffs[0]
+            raise ValueError(f"checkpoint {path} was made with {k}={saved[k]!r}, this run has {k}={now[k]!r}; "
+                             f"accepted: the same settings (only {', '.join(sorted(RESUMABLE_CHANGES))} may change)")
+        for k, v in self._identity().items():
+            if ck.extra.get(k, v) != v:
+                raise ValueError(f"checkpoint {path} was made with {k}={ck.extra[k]!r}, this run has {k}={v!r}")
+        if ck.step != len(ck.history):
+            raise ValueError(f"checkpoint {path} is corrupt (step {ck.step} but {len(ck.history)} metrics rows)")
+        ck.apply(self.unwrapped_model, self.optimizer, self.scheduler)
+        self.global_step = ck.step
+        self.logger.history = [dict(r) for r in ck.history]
+        self.resumed_from = self.last_checkpoint = path
