@@ -183,7 +183,7 @@ def save_checkpoint(
     """
     if not isinstance(step, int) or step < 0:
         raise ValueError(f"step must be an int >= 0, got {step!r}")
-    from .metrics import _jsonable
+    from .metrics import jsonable
 
     path = Path(directory) / f"checkpoint-{step}"
     with atomic_dir(path) as tmp:
@@ -196,9 +196,9 @@ def save_checkpoint(
         state = {
             "format_version": FORMAT_VERSION,
             "step": step,
-            "config": _jsonable(dict(config or {})),
-            "extra": _jsonable(dict(extra or {})),
-            "history": _jsonable(list(history or [])),
+            "config": jsonable(dict(config or {})),
+            "extra": jsonable(dict(extra or {})),
+            "history": jsonable(list(history or [])),
         }
         (tmp / _STATE).write_text(json.dumps(state, indent=1) + "\n")
     prune_checkpoints(directory, keep_last)

@@ -2,7 +2,8 @@
 
 It writes the four files of a run (every write atomic, so a crash never leaves half a file):
 
-- `training_metrics.csv`: one row per step, one column per metric;
+- `training_metrics.csv`: one row per step, one column per metric (with `stream=True` each row is also
+  appended and flushed as it is logged, so `tail -f` follows a run and a killed run keeps its rows);
 - `log_history.json`: the same rows as a list of dicts (Hugging Face Trainer's `log_history` style);
 - `summary.json`: whatever the caller describes the run with (config, models, versions, ...);
 - `training_curves.png`: one panel per chosen metric against the step.
@@ -29,6 +30,7 @@ __all__ = [
     "write_json",
     "plot_curves",
     "environment_info",
+    "jsonable",
     "CSV_NAME",
     "HISTORY_NAME",
     "SUMMARY_NAME",
@@ -43,12 +45,12 @@ CURVES_NAME = "training_curves.png"
 Panel = str | tuple  # "column" or (title, column) or (title, column, std_column)
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
     """Plain JSON values: tensors/numpy scalars to numbers, non-finite floats to None, paths to str."""
     if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, (str, bool)) or x is None:
         return x
     if isinstance(x, os.PathLike):
@@ -70,7 +72,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
-    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2) + "\n")
+    return atomic_write_text(path, json.dumps(jsonable(obj), indent=2) + "\n")
 
 
 def write_csv(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
@@ -190,7 +192,10 @@ class MetricsLogger:
         logger.write(summary={"config": ...})
 
     `output_dir=None` keeps everything in memory (`logger.history`). `history` may be given to
-    continue a resumed run. Only `write` touches the disk; call it as often as you like.
+    continue a resumed run. Without `stream`, only `write` touches the disk; call it as often as you
+    like. With `stream=True`, `log` also adds each row to the CSV at once (flushed): the first row
+    logged rewrites the file from `history` (atomically, so a resumed run drops the rows a killed
+    run wrote after its checkpoint), later rows are appended.
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
 
@@ -201,8 +206,11 @@ class MetricsLogger:
         panels: Sequence[Panel] | None = None,
         title: str | None = None,
         history: Sequence[Mapping[str, Any]] | None = None,
+        stream: bool = False,
     ):
         self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.stream = stream
+        self._csv_columns: list[str] | None = None  # the header of the CSV on disk, once this logger wrote it
         self.panels = list(panels) if panels is not None else None
         if self.panels is not None:
             for p in self.panels:
@@ -214,9 +222,32 @@ class MetricsLogger:
         """Append one step's numbers (a dict with a "step" key). Returns the stored row."""
         if "step" not in row:
             raise ValueError(f"a metrics row needs a 'step' key, got keys {sorted(row)}")
-        stored = {k: _jsonable(v) if not isinstance(v, float) else v for k, v in row.items()}
+        stored = {k: jsonable(v) if not isinstance(v, float) else v for k, v in row.items()}
         self.history.append(stored)
+        if self.stream and self.output_dir is not None:
+            self._stream_row(stored)
         return stored
+
+    def _stream_row(self, row: Mapping[str, Any]) -> None:
+        path = self.paths["csv"]
+        if self._csv_columns is None or list(row) != self._csv_columns or not path.is_file():
+            self._write_csv()  # first row of this logger, or new columns: the whole file, atomically
+            return
+        import csv
+
+        with open(path, "a", newline="", encoding="utf-8") as f:
+            csv.writer(f, lineterminator=os.linesep).writerow(["" if row[c] is None else repr(row[c]) if isinstance(row[c], float) else row[c]
+                                    for c in self._csv_columns])
+            f.flush()
+
+    def _write_csv(self) -> Path:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = write_csv(self.history, self.paths["csv"])
+        columns: list[str] = []
+        for row in self.history:
+            columns += [k for k in row if k not in columns]
+        self._csv_columns = columns
+        return path
 
     def column(self, name: str) -> list:
         """All logged values of one metric, in step order (None where a row lacks it)."""
@@ -243,8 +274,7 @@ class MetricsLogger:
             return {}
         paths = self.paths
         written = {}
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        written["csv"] = write_csv(self.history, paths["csv"])
+        written["csv"] = self._write_csv()
         written["history"] = write_json(paths["history"], self.history)
         if summary is not None:
             written["summary"] = write_json(paths["summary"], summary)

@@ -7,8 +7,10 @@
 
 Writes output/policy_gradient_metrics/ (training_metrics.csv, log_history.json, summary.json,
 training_curves.png), checkpoints/checkpoint-<step>/ and the final model in models/<run-name>/.
-Exit status: 0 done, 2 bad input (one line on stderr, nothing written), 1 the loss became NaN/inf
-(the last good checkpoint is kept), 130 interrupted by Ctrl-C (a checkpoint and the outputs are saved).
+Exit status: 0 done, 2 bad input (one line on stderr, nothing written; also when another run holds
+the output or checkpoint folder), 1 the loss became NaN/inf (the last good checkpoint is kept), 130
+interrupted by Ctrl-C, 143 stopped by SIGTERM (for both: a checkpoint and the outputs are saved;
+continue with --resume). training_metrics.csv grows row by row as the run goes (`tail -f` it).
 Launched on several processes (`accelerate launch`, `torchrun`: WORLD_SIZE > 1), it trains data-parallel
 with `pgcore.lm.distributed.AccelerateTrainer`: every process exits with the same status, only the main
 process prints progress and writes files, and an error is printed once per machine.
@@ -88,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "baselines) against a reward model. Offline by default: the tiny tier builds itself from data/.",
         formatter_class=_Formatter,
         epilog="exit status: 0 done; 1 the loss became NaN/inf (the last good checkpoint is kept); 2 bad input "
-               "(nothing written); 130 interrupted with Ctrl-C (a checkpoint and the outputs are saved: --resume)",
+               "(nothing written), or another run holds the output/checkpoint folder; 130 interrupted with Ctrl-C, "
+               "143 stopped by SIGTERM (both save a checkpoint and the outputs first: continue with --resume)",
     )
     m = p.add_argument_group("models and data")
     m.add_argument("--reward-model", required=True, metavar="NAME_OR_PATH",
@@ -170,6 +173,8 @@ def _world_size() -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI. Returns the exit status (argparse errors and bad input raise SystemExit(2))."""
     args = build_parser().parse_args(argv)
+    from ..utils import FolderInUseError
+    from .run import RunTerminated
     from .trainer import LMConfig, NonFiniteLossError, Trainer
 
     fields = {f.name for f in dataclasses.fields(LMConfig)}
@@ -218,6 +223,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         result = trainer.train(callbacks=[report])
+    except FolderInUseError as e:  # raised before the first step: nothing was written
+        raise _fail(str(e)) from None
+    except RunTerminated:
+        if main_process:
+            where = f"; checkpoint {trainer.last_checkpoint}" if trainer.last_checkpoint else ""
+            print(f"{PROG}: terminated (SIGTERM) at step {trainer.global_step}{where}; outputs in "
+                  f"{config.output_dir}; continue with --resume", file=sys.stderr)
+        if trainer.num_processes > 1:
+            _end(trainer)  # every process stopped after the same step
+        return 143
     except KeyboardInterrupt:
         if not main_process:
             pass

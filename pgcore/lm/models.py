@@ -16,6 +16,7 @@ Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,6 +163,8 @@ def load_pretrained(path, name: str, kind: str, *, device=None, dtype=None):
     if not local.exists() and (local.is_absolute() or str(path).startswith((".", "~")) or str(path).count("/") > 1):
         raise ValueError(f"{label} {name!r}: no such folder; accepted: {accepted}, a local path, "
                          "or a hub name when online")
+    if kind == "causal-lm":
+        _check_causal_lm(path, name, local)
     try:
         with quiet_transformers():
             tokenizer = transformers.AutoTokenizer.from_pretrained(path)
@@ -190,3 +193,22 @@ def load_pretrained(path, name: str, kind: str, *, device=None, dtype=None):
             model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.to(get_device(device)).eval()
     return model, tokenizer
+
+
+def _check_causal_lm(path, name: str, local: Path) -> None:
+    """Refuse a saved model whose architecture is not a causal LM (e.g. a sequence classifier: loaded
+    as a causal LM, its classification head would be dropped and an LM head tied in, silently)."""
+    config_file = local / "config.json"
+    if not config_file.is_file():
+        return  # a hub name: transformers checks what it downloads
+    try:
+        architectures = json.loads(config_file.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, ValueError):
+        return  # from_pretrained reports an unreadable config in its own words
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # noqa: PLC0415
+
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    if architectures and not any(a in causal or a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        raise ValueError(f"model {name!r} is a {architectures[0]}, not a causal language model; accepted: a causal "
+                         "LM (e.g. *ForCausalLM, *LMHeadModel) for the policy (a sequence classifier belongs in "
+                         "--reward-model)")

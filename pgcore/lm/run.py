@@ -24,10 +24,11 @@ import numpy as np
 
 from .. import checkpoint as ckpt_lib
 from ..metrics import environment_info
-from ..utils import atomic_dir
+from ..utils import FolderInUseError, FolderLock, atomic_dir, check_writable_dir
 from .config import RESUMABLE_CHANGES
 
-__all__ = ["TrainingRun", "LMResult", "NonFiniteLossError", "CSV_COLUMNS", "PANELS", "sigint_deferred"]
+__all__ = ["TrainingRun", "LMResult", "NonFiniteLossError", "RunTerminated", "CSV_COLUMNS", "PANELS",
+           "sigint_deferred"]
 
 CSV_COLUMNS = (
     "step", "loss", "reward_mean", "reward_std", "kl", "entropy", "completion_len", "grad_norm", "lr",
@@ -61,7 +62,8 @@ class LMResult:
     last_checkpoint: Path | None
     """newest checkpoint-<step>/ folder written (None if none)"""
     status: str = "completed"
-    """completed, interrupted, nonfinite or stopped (a callback asked to stop)"""
+    """completed or stopped (a callback asked to stop); summary.json may also read running, interrupted
+    (Ctrl-C), terminated (SIGTERM) or nonfinite"""
 
     @property
     def rewards(self) -> list[float]:
@@ -81,20 +83,30 @@ def _reward_rise(history: Sequence[dict]) -> float:
     return float(np.mean(r[-20:]) - np.mean(r[:10]))
 
 
+class RunTerminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm, Kubernetes and most schedulers send before a kill) stopped the run; like
+    Ctrl-C, a checkpoint and the outputs were saved first. The CLI exits with status 143 (128 + 15)."""
+
+
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C until the block ends, so an update is applied and recorded whole or not at all."""
+    """Hold Ctrl-C and SIGTERM until the block ends, so an update is applied and recorded whole or not
+    at all; then deliver them to the handlers that were in place (Ctrl-C: KeyboardInterrupt)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in DEFERRED_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    for s in dict.fromkeys(received):
+        signal.raise_signal(s)
 
 
 class TrainingRun:
@@ -110,15 +122,21 @@ class TrainingRun:
 
         callbacks: called as `cb(trainer, row)` after every step; a callback returning True stops
         the run early (status "stopped"). Ctrl-C saves a checkpoint and the metrics files, then
-        re-raises KeyboardInterrupt. A NaN/inf loss writes the metrics files (no new checkpoint: the
-        last good one stays) and raises NonFiniteLossError. Either way, if no step finished in this
-        call, no file is touched.
+        re-raises KeyboardInterrupt; SIGTERM does the same and raises `RunTerminated` (on several
+        processes, every process finishes the step it is in and all stop after the same step). A
+        NaN/inf loss writes the metrics files (no new checkpoint: the last good one stays) and
+        raises NonFiniteLossError. Either way, if no step finished in this call, no metrics file or
+        checkpoint is touched. The output and checkpoint folders are locked for the run
+        (`pgcore.utils.FolderLock`): a second run into them raises `FolderInUseError`.
         """
         from tqdm.auto import tqdm
 
         cfg = self.config
         start, first_step = time.perf_counter(), self.global_step
         status = "completed"
+        locks = self._lock_folders()
+        self._sigterm = False
+        previous = self._install_sigterm()
         bar = tqdm(total=cfg.steps, initial=min(self.global_step, cfg.steps), disable=not progress,
                    desc="policy gradient", unit="step")
         try:
@@ -129,20 +147,27 @@ class TrainingRun:
                 if cfg.save_every and self.global_step % cfg.save_every == 0 and self.global_step < cfg.steps:
                     self.save_checkpoint()
                     self.write_outputs(status="running", wall_seconds=time.perf_counter() - start, plot=False)
+                if self._terminate_requested():
+                    raise RunTerminated
                 if any([cb(self, row) is True for cb in callbacks]):
                     status = "stopped"
                     break
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             bar.close()
             if self.global_step > first_step:  # nothing new: leave existing files alone
                 self.save_checkpoint()
-                self.write_outputs(status="interrupted", wall_seconds=time.perf_counter() - start)
+                status = "terminated" if isinstance(stop, RunTerminated) else "interrupted"
+                self.write_outputs(status=status, wall_seconds=time.perf_counter() - start)
             raise
         except NonFiniteLossError:
             bar.close()
             if self.global_step > first_step:
                 self.write_outputs(status="nonfinite", wall_seconds=time.perf_counter() - start)
             raise
+        finally:
+            self._restore_sigterm(previous)
+            for lock in locks:
+                lock.release()
         bar.close()
         self.save_checkpoint()
         model_path = self.save_model()
@@ -150,6 +175,72 @@ class TrainingRun:
         return LMResult(policy=self.policy, history=self.history, summary=summary,
                         output_dir=Path(cfg.output_dir) if cfg.output_dir and self.is_main_process else None,
                         model_path=model_path, last_checkpoint=self.last_checkpoint, status=status)
+
+    # ------------------------------------------------------------------ SIGTERM, locks, output places
+    def _install_sigterm(self):
+        """SIGTERM -> RunTerminated at once (one process; deferred while an update is applied), or a
+        flag every process checks after the step (several processes: they must stop together)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_sigterm(signum, frame):
+            self._sigterm = True
+            if self.num_processes == 1:
+                raise RunTerminated
+
+        return signal.signal(signal.SIGTERM, on_sigterm)
+
+    @staticmethod
+    def _restore_sigterm(previous) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _terminate_requested(self) -> bool:
+        """Did any process receive SIGTERM? (A gather: every process answers the same after each step.)"""
+        if self.num_processes == 1:
+            return self._sigterm
+        import torch
+
+        flags = self.gather(torch.tensor([float(self._sigterm)], device=self.device))
+        return bool(flags.sum().item() > 0)
+
+    def _lock_folders(self) -> list[FolderLock]:
+        """The main process claims the output and checkpoint folders for this run; FolderInUseError (on
+        every process of a distributed run, so none waits for the others) when another run holds one."""
+        cfg = self.config
+        locks: list[FolderLock] = []
+        error: FolderInUseError | None = None
+        if self.is_main_process:
+            seen = set()
+            try:
+                for folder, what in ((cfg.output_dir, "output dir"), (cfg.checkpoint_dir, "checkpoint dir")):
+                    if folder and Path(folder).resolve() not in seen:
+                        seen.add(Path(folder).resolve())
+                        locks.append(FolderLock(folder, what).acquire())
+            except FolderInUseError as e:
+                error = e
+        if self.num_processes > 1:
+            import torch
+
+            if self.gather(torch.tensor([float(error is not None)], device=self.device)).sum().item() > 0 \
+                    and error is None:
+                error = FolderInUseError("the main process found its output or checkpoint folder in use by "
+                                         "another run; accepted: other folders")
+        if error is not None:
+            for lock in locks:
+                lock.release()
+            raise error
+        return locks
+
+    def _check_output_places(self) -> None:
+        """Every place the run writes must be a folder it can write (ValueError, one line, before any work)."""
+        cfg = self.config
+        for folder, what in ((cfg.output_dir, "output dir"), (cfg.checkpoint_dir, "checkpoint dir"),
+                             (cfg.model_dir, "model dir")):
+            if folder:
+                check_writable_dir(folder, what)
+        if cfg.model_dir:
+            check_writable_dir(Path(cfg.model_dir) / cfg.run_name, "model folder")
 
     # ------------------------------------------------------------------ files (main process only)
     def save_checkpoint(self) -> Path | None:
@@ -216,13 +307,15 @@ class TrainingRun:
 
     # ------------------------------------------------------------------ resume
     def _identity(self) -> dict:
-        """What a checkpoint must agree on besides the config: model, reward, label, prompt set."""
+        """What a checkpoint must agree on besides the config: model, reward, label, prompt set, world
+        size and the reference (the starting weights the KL is measured against)."""
         return {
             "model": self.policy.name,
             "reward_model": getattr(self.reward, "name", self.config.reward_model),
             "reward_label": getattr(self.reward, "label", None),
             "prompts_sha256": hashlib.sha256("\n".join(self.raw_prompts).encode()).hexdigest(),
             "world_size": self.num_processes,
+            "reference_sha256": self.reference_sha256,  # the KL anchor: the weights the run started from
         }
 
     def _resume(self, resume: str | Path | bool) -> None:

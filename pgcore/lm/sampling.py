@@ -17,7 +17,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-__all__ = ["Batch", "generate", "completion_mask", "expand_prompts"]
+__all__ = ["Batch", "generate", "completion_mask", "expand_prompts", "eos_token_ids"]
 
 
 @dataclass
@@ -149,6 +149,25 @@ class _DropPaddingMaskWarning(logging.Filter):
 logging.getLogger("transformers.modeling_utils").addFilter(_DropPaddingMaskWarning())
 
 
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """Every id that ends a completion: the tokenizer's EOS and the model's `generation_config.eos_token_id`
+    (an id or a list: chat models often end a turn with a token that is not the tokenizer's EOS,
+    e.g. `<|im_end|>` or `<|eot_id|>`). Sorted, without duplicates; ValueError when there is none.
+
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    ids: set[int] = set()
+    for source in (getattr(tokenizer, "eos_token_id", None),
+                   getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if source is None:
+            continue
+        ids.update(int(i) for i in ([source] if isinstance(source, int) else source) if i is not None)
+    if not ids:
+        raise ValueError("neither the tokenizer nor the model's generation_config has an EOS token; accepted: "
+                         "a tokenizer with eos_token set")
+    return sorted(ids)
+
+
 def generate(
     model,
     tokenizer=None,
@@ -166,7 +185,9 @@ def generate(
     Args:
         model: a causal LM (`AutoModelForCausalLM`), or a `pgcore.lm.models.Policy` (then
             `tokenizer` may be None and the policy's is used).
-        tokenizer: its tokenizer; needs `eos_token_id` and `pad_token_id` (pad may equal EOS).
+        tokenizer: its tokenizer; needs a `pad_token_id` (it may equal EOS). A completion ends at the
+            first of `eos_token_ids(model, tokenizer)`: the tokenizer's EOS or any of the model's
+            `generation_config.eos_token_id`.
         prompts: B prompt strings, already formatted (chat template applied if the model needs it).
         num_samples: G completions per prompt (G >= 2 for RLOO / group advantages).
         max_new_tokens: cap on the completion length T.
@@ -198,9 +219,10 @@ def generate(
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    if eos is None or pad is None:
-        raise ValueError(f"tokenizer needs an eos and a pad token, got eos={eos!r} pad={pad!r}")
+    pad = tokenizer.pad_token_id
+    if tokenizer.eos_token_id is None or pad is None:
+        raise ValueError(f"tokenizer needs an eos and a pad token, got eos={tokenizer.eos_token_id!r} pad={pad!r}")
+    eos = eos_token_ids(model, tokenizer)  # every id that ends a completion
 
     device = next(model.parameters()).device
     rows = expand_prompts(prompts, num_samples)
@@ -228,7 +250,7 @@ def generate(
             top_p=1.0,
             temperature=float(temperature),
             max_new_tokens=max_new_tokens,
-            eos_token_id=eos,
+            eos_token_id=eos,  # a list: generation stops at any of them
             pad_token_id=pad,
             return_dict_in_generate=True,
             output_scores=return_logps,

@@ -37,7 +37,7 @@ import torch
 from .. import checkpoint as ckpt_lib
 from .. import pg
 from ..metrics import MetricsLogger
-from ..utils import get_device, set_seed
+from ..utils import get_device, set_seed, weights_sha256
 from .config import ADVANTAGES, KL_ESTIMATORS, RESUMABLE_CHANGES, SCHEDULERS, LMConfig  # noqa: F401 (re-exported)
 from .logprobs import per_token_logps
 from .run import CSV_COLUMNS, PANELS, LMResult, NonFiniteLossError, TrainingRun, sigint_deferred
@@ -97,6 +97,7 @@ class Trainer(TrainingRun):
     def __init__(self, config: LMConfig | None = None, *, policy=None, reward=None,
                  prompts: Sequence[str] | None = None, resume: str | Path | bool | None = None):
         self.config = cfg = config if config is not None else LMConfig()
+        self._check_output_places()  # an unusable output path fails here, before any model loads
         if cfg.batch_size % self.num_processes:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {self.num_processes} processes")
         set_seed(cfg.seed)
@@ -125,6 +126,7 @@ class Trainer(TrainingRun):
 
         # ALGO: the frozen reference is the starting policy (for the KL penalty and the logged KL)
         self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.reference_sha256 = weights_sha256(self.ref_model)  # recorded in checkpoints, checked on resume
         self.model.eval()  # no dropout: sampling and log-probs must see the same function
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -133,7 +135,7 @@ class Trainer(TrainingRun):
         self.scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.warmup_steps,
                                        num_training_steps=cfg.steps)
         self.global_step = 0
-        self.logger = MetricsLogger(cfg.output_dir if self.is_main_process else None, panels=PANELS,
+        self.logger = MetricsLogger(cfg.output_dir if self.is_main_process else None, panels=PANELS, stream=True,
                                     title=f"{policy.name} vs {getattr(self.reward, 'name', cfg.reward_model)}")
         self.resumed_from: Path | None = None
         self.last_checkpoint: Path | None = None
