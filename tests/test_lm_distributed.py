@@ -227,3 +227,39 @@ def test_an_error_on_one_rank_exits_2_on_every_rank_with_one_line(workers):
     assert len(lines) == 1 and lines[0].startswith("pgcore-lm: error: process 1 of 2:") and "cli1" in lines[0], lines
     assert r1["stderr"] == "" and r0["stdout"] == r1["stdout"] == ""
     assert r0["files"] == ["prompts.txt"] and r1["files"] == [], "nothing may be written"
+
+
+def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    """A scheduler's SIGTERM (here to rank 1 only) reaches every rank through a flag they gather after
+    each step: all stop after the same step, rank 0 saves the checkpoint and outputs, all exit 143."""
+    cwds = [tmp_path / "rank0", tmp_path / "rank1"]
+    for d in cwds:
+        d.mkdir()
+    port = free_port()
+    args = [*RUN, *ONE_THREAD, *PLACES, "--steps", "100000", "--save-every", "0"]
+    procs = [subprocess.Popen([sys.executable, "-m", "pgcore.lm", *args], cwd=cwd, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=clean_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+                                            MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)))
+             for r, cwd in enumerate(cwds)]
+    csv = cwds[0] / "out" / "training_metrics.csv"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+            if csv.is_file() and len(csv.read_text().splitlines()) > 3:
+                break
+            time.sleep(0.2)
+        assert all(p.poll() is None for p in procs), [p.communicate()[1][-2000:] for p in procs]
+        procs[1].send_signal(15)
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [143, 143], [e[-2000:] for _, e in outs]
+    summary = json.loads((cwds[0] / "out" / "summary.json").read_text())
+    steps = summary["steps"]
+    assert summary["status"] == "terminated" and summary["world_size"] == 2
+    assert list(metrics(cwds[0] / "out").index) == list(range(1, steps + 1))
+    assert (cwds[0] / "ckpt" / f"checkpoint-{steps}").is_dir()
+    assert list(cwds[1].iterdir()) == [], "rank 1 wrote files"
