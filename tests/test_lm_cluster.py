@@ -264,3 +264,17 @@ def test_a_sequence_classifier_is_refused_as_the_policy():
     assert "\n" not in str(err.value) and "ForSequenceClassification" in str(err.value)
     proc = cli("--model", str(tiny_sentiment_dir()), "--reward-model", "vader", "--steps", "1")
     assert proc.returncode == 2 and "not a causal language model" in one_error_line(proc)
+
+
+def test_shipped_prompt_files_are_found_from_any_folder(tmp_path, monkeypatch):
+    from pgcore.lm.models import load_prompts
+    from pgcore.utils import data_path
+
+    monkeypatch.chdir(tmp_path)
+    shipped = load_prompts(data_path("chat_prompts.txt"))
+    assert load_prompts("data/chat_prompts.txt") == shipped == load_prompts("chat_prompts.txt")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "chat_prompts.txt").write_text("my own prompt\n")  # a file that exists wins
+    assert load_prompts("data/chat_prompts.txt") == ["my own prompt"]
+    with pytest.raises(ValueError, match="not found"):
+        load_prompts("data/no_such_prompts.txt")

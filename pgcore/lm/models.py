@@ -59,9 +59,15 @@ class Policy:
 def load_prompts(path: str | os.PathLike | None = None) -> list[str]:
     """Prompts, one per non-empty line of `path` (default: the shipped `data/prompts.txt`, review openings).
 
+    A relative `data/NAME` (or `NAME`) that does not exist in the current folder means the file pgcore
+    ships under that name (`prompts.txt`, `chat_prompts.txt`), so course commands work from any folder.
+
     Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     path = Path(path) if path is not None else data_path("prompts.txt")
+    if not path.is_file() and not path.is_absolute() and str(path.parent) in (".", "data") \
+            and data_path(path.name).is_file():
+        path = data_path(path.name)  # `data/chat_prompts.txt` outside the checkout: the file pgcore ships
     if not path.is_file():
         raise ValueError(f"prompt file {str(path)!r} not found; accepted: a text file with one prompt per line")
     prompts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
