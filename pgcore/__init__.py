@@ -14,7 +14,7 @@ from .utils import get_device, set_seed
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "utils", "pg", "bandit", "envs", "returns", "policies", "reinforce",
+    "utils", "pg", "advantages", "bandit", "envs", "returns", "policies", "reinforce",
     "metrics", "checkpoint", "plotting", "widgets", "lm", "actor_critic",
 )
 
