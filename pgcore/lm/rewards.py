@@ -15,7 +15,6 @@ Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -26,8 +25,8 @@ import torch
 from ..checkpoint import quiet_transformers
 from ..utils import atomic_dir, build_once, cache_dir as default_cache_dir, data_path
 from .models import load_pretrained
-from .tiny import (BUILD_FILE, fingerprint, lazy_transformers, length_batches, pad_right, read_reviews, train_lm,
-                   train_tokenizer)
+from .tiny import (BUILD_FILE, fingerprint, lazy_transformers, length_batches, pad_right, read_reviews, save_build,
+                   train_lm, train_tokenizer)
 
 __all__ = [
     "RewardModel", "VaderReward", "HFClassifierReward", "SentimentConfig", "load_reward",
@@ -235,11 +234,7 @@ def build_tiny_sentiment(out_dir: str | os.PathLike, config: SentimentConfig | N
              "config": asdict(config), "corpus": corpus.name, "parameters": model.num_parameters(),
              "final_train_loss": round(final_loss, 4), "heldout_accuracy": round(accuracy, 4),
              "heldout_size": n_test, "train_seconds": round(time.perf_counter() - start, 2)}
-    with atomic_dir(out_dir) as tmp, quiet_transformers():
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / BUILD_FILE).write_text(json.dumps(build, indent=2) + "\n")
-    return Path(out_dir)
+    return save_build(out_dir, model, tokenizer, build)
 
 
 def tiny_sentiment_dir(config: SentimentConfig | None = None, cache_dir: str | os.PathLike | None = None) -> Path:

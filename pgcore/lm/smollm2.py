@@ -6,7 +6,6 @@ Introduced in notebooks/04_lm_policy_gradient.ipynb.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import time
 from pathlib import Path
@@ -14,8 +13,8 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import quiet_transformers
-from ..utils import atomic_dir, build_once, cache_dir
-from .tiny import BUILD_FILE, lazy_transformers
+from ..utils import build_once, cache_dir
+from .tiny import BUILD_FILE, lazy_transformers, save_build
 
 __all__ = ["convert_smollm2", "smollm2_dir", "SMOLLM2_GGUF"]
 
@@ -49,11 +48,7 @@ def convert_smollm2(out_dir: str | os.PathLike) -> Path:
     model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
     build = {"kind": "smollm2-135m", "source": SMOLLM2_GGUF, "parameters": model.num_parameters(),
              "convert_seconds": round(time.perf_counter() - start, 2)}
-    with atomic_dir(out_dir) as tmp, quiet_transformers():
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / BUILD_FILE).write_text(json.dumps(build, indent=2) + "\n")
-    return Path(out_dir)
+    return save_build(out_dir, model, tokenizer, build)
 
 
 def smollm2_dir(cache: str | os.PathLike | None = None) -> Path:

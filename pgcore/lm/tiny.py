@@ -25,7 +25,7 @@ from ..utils import atomic_dir, build_once, cache_dir, data_path
 
 __all__ = [
     "TinyConfig", "read_reviews", "train_tokenizer", "build_tiny", "tiny_fingerprint", "tiny_dir", "fingerprint",
-    "length_batches", "pad_right", "one_thread", "train_lm", "lazy_transformers", "EOS", "BUILD_FILE",
+    "length_batches", "pad_right", "one_thread", "train_lm", "save_build", "lazy_transformers", "EOS", "BUILD_FILE",
 ]
 
 EOS = "<|endoftext|>"
@@ -224,6 +224,12 @@ def build_tiny(out_dir: str | os.PathLike, config: TinyConfig | None = None,
     build = {"kind": "tiny", "fingerprint": tiny_fingerprint(config, corpus), "config": asdict(config),
              "corpus": corpus.name, "parameters": model.num_parameters(), "final_train_loss": round(final_loss, 4),
              "train_seconds": round(time.perf_counter() - start, 2)}
+    return save_build(out_dir, model, tokenizer, build)
+
+
+def save_build(out_dir: str | os.PathLike, model, tokenizer, build: dict) -> Path:
+    """`save_pretrained` a built model and its tokenizer into `out_dir` with BUILD_FILE (how it was
+    made), atomically: a reader sees no folder or the complete one. Returns `Path(out_dir)`."""
     with atomic_dir(out_dir) as tmp, quiet_transformers():
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
