@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+import pgcore as pg
 from lm_fakes import make_policy
+from pgcore.lm import logprobs, sampling
 from pgcore.lm.logprobs import entropy_from_logits, per_token_logps, position_ids_from_mask, selective_log_softmax
 from pgcore.lm.sampling import generate
 
@@ -109,3 +111,61 @@ def test_per_token_logps_rejects_bad_shapes(policy):
         per_token_logps(policy.model, ids, torch.ones_like(ids), 5)
     with pytest.raises(ValueError, match="attention_mask"):
         per_token_logps(policy.model, ids, torch.ones(2, 4, dtype=torch.long), 2)
+
+
+def _llama_policy():
+    """A tiny random Llama (SmolLM2's architecture: rotary positions, RMSNorm, tied embeddings)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lm_fakes import make_tokenizer
+    from pgcore.lm.models import Policy
+
+    tok = make_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    return Policy(model=LlamaForCausalLM(cfg).eval(), tokenizer=tok, name="fake-llama", chat_template=False)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("num_samples", [1, 4])
+def test_shared_prompt_forward_equals_the_one_pass_forward(arch, num_samples):
+    """Each prompt run once, its cache shared by its G samples: the same per-token log-probs, entropies
+    and parameter gradients as one forward over prompt + completion (fp32 tolerance: only the order of
+    additions differs), for left-padded prompts of mixed lengths."""
+    policy = make_policy(n_layer=2) if arch == "gpt2" else _llama_policy()
+    model, tok = policy.model, policy.tokenizer
+    b = sampling.generate(model, tok, ["the movie was great and the acting", "i", "terrible plot, boring"],
+                          num_samples, max_new_tokens=10, seed=3)
+    assert b.prompt_mask.sum(dim=1).unique().numel() == 3, "prompts of three lengths"
+    T = b.completion_ids.shape[1]
+    mask = b.completion_mask
+    adv = torch.linspace(-1, 1, len(b))
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def run(shared):
+        if shared:
+            lp, ent = logprobs.per_token_logps_shared_prompt(model, b.prompt_ids, b.prompt_mask, b.completion_ids,
+                                                             mask, num_samples, 0.9, return_entropy=True)
+        else:
+            lp, ent = logprobs.per_token_logps(model, b.input_ids, b.attention_mask, T, 0.9, return_entropy=True)
+        grads = torch.autograd.grad(pg.pg_loss(lp, adv, mask) - 0.01 * (ent * mask).sum(), params)
+        return lp.detach(), ent.detach(), grads
+
+    (lp1, ent1, g1), (lp2, ent2, g2) = run(False), run(True)
+    m = mask.bool()
+    assert torch.allclose(lp1[m], lp2[m], atol=2e-5) and torch.allclose(ent1[m], ent2[m], atol=2e-5)
+    for a, c in zip(g1, g2):
+        assert torch.allclose(a, c, rtol=1e-4, atol=1e-6), (a - c).abs().max()
+
+
+def test_shared_prompt_forward_refuses_rows_that_do_not_share_a_prompt():
+    policy = make_policy()
+    b = sampling.generate(policy.model, policy.tokenizer, ["the movie", "i"], 2, max_new_tokens=4, seed=0)
+    with pytest.raises(ValueError, match="share their prompt"):
+        logprobs.per_token_logps_shared_prompt(policy.model, b.prompt_ids.roll(1, 0), b.prompt_mask.roll(1, 0),
+                                               b.completion_ids, b.completion_mask, 2)
+    with pytest.raises(ValueError, match="divide"):
+        logprobs.per_token_logps_shared_prompt(policy.model, b.prompt_ids, b.prompt_mask, b.completion_ids,
+                                               b.completion_mask, 3)

@@ -13,7 +13,8 @@ import inspect
 
 import torch
 
-__all__ = ["selective_log_softmax", "entropy_from_logits", "position_ids_from_mask", "per_token_logps"]
+__all__ = ["selective_log_softmax", "entropy_from_logits", "position_ids_from_mask", "per_token_logps",
+           "per_token_logps_shared_prompt"]
 
 
 def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -58,6 +59,13 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """
     position_ids = attention_mask.long().cumsum(dim=-1) - 1
     return position_ids.masked_fill(attention_mask == 0, 0)
+
+
+def _cache_argument(model) -> str:
+    """The keyword a model's forward takes the key/value cache by: `cache` (transformers >= 5.2x) or
+    `past_key_values` (before)."""
+    inner = getattr(model, "module", model)
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 def _accepts_logits_to_keep(model) -> bool:
@@ -113,6 +121,75 @@ def per_token_logps(
     logits = logits / temperature
     completion_ids = input_ids[:, -logits_to_keep:]  # (B, T): the tokens those logits predict
     logps = selective_log_softmax(logits, completion_ids)  # (B, T)
+    if return_entropy:
+        return logps, entropy_from_logits(logits if entropy_grad else logits.detach())
+    return logps
+
+
+def per_token_logps_shared_prompt(
+    model,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    num_samples: int,
+    temperature: float = 1.0,
+    *,
+    return_entropy: bool = False,
+    entropy_grad: bool = True,
+):
+    """`per_token_logps` for G = num_samples completions of each prompt, running each prompt once.
+
+    The rows are prompt-major (row i * G + g is sample g of prompt i, as `Batch` holds them), so
+    the G copies of a prompt are identical. Instead of G forward passes over the same prompt:
+
+        1. one forward over the B distinct prompts (B, P), keeping their key/value cache
+        2. the cache repeated G times (B -> N = B * G rows); gradients flow back through the
+           repeat into the shared prompt computation, so d/dtheta is the sum over the G samples
+        3. one forward over the N completions (N, T) against that cache
+
+    The logit of each prompt's last token predicts the first completion token; the completion's
+    own logits predict the rest. Same values as `per_token_logps(model, cat(prompt, completion),
+    cat(prompt_mask, completion_mask), T)` up to float rounding (the additions are ordered
+    differently), with about G times less prompt compute.
+
+    Args: prompt_ids / prompt_mask (N, P) left-padded; completion_ids / completion_mask (N, T);
+    num_samples G (N must be a multiple of G and every group's prompt rows identical); the rest as
+    in `per_token_logps`. Returns (N, T) log-probs (and (N, T) entropies with `return_entropy`).
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    N, P = prompt_ids.shape
+    T = completion_ids.shape[1]
+    G = int(num_samples)
+    if G < 1 or N % G:
+        raise ValueError(f"num_samples must be >= 1 and divide the {N} rows, got {num_samples!r}")
+    if prompt_mask.shape != (N, P) or completion_ids.shape[0] != N or completion_mask.shape != (N, T) or T < 1:
+        raise ValueError(f"prompt_ids {tuple(prompt_ids.shape)}, prompt_mask {tuple(prompt_mask.shape)}, completion_ids "
+                         f"{tuple(completion_ids.shape)}, completion_mask {tuple(completion_mask.shape)}: expected "
+                         "(N, P), (N, P), (N, T), (N, T) with T >= 1")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    first = slice(None, None, G)
+    if G > 1 and not (torch.equal(prompt_ids.view(-1, G, P), prompt_ids[first, None].expand(-1, G, -1))
+                      and torch.equal(prompt_mask.view(-1, G, P), prompt_mask[first, None].expand(-1, G, -1))):
+        raise ValueError("the rows of a group must share their prompt (prompt-major rows, as generate returns them)")
+    full_mask = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], dim=1)  # (N, P+T)
+    position_ids = position_ids_from_mask(full_mask)  # (N, P+T), as in the one-pass forward
+
+    # 1. each distinct prompt once, with its key/value cache
+    out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first], position_ids=position_ids[first, :P],
+                use_cache=True)
+    last_prompt_logits = out.logits[:, -1:, :]  # (B, 1, V): predicts the first completion token
+    cache = getattr(out, "cache", None) or out.past_key_values
+    # 2. the cache shared by the G samples of each prompt (differentiable: repeat_interleave)
+    if G > 1:
+        cache.batch_repeat_interleave(G)
+        last_prompt_logits = last_prompt_logits.repeat_interleave(G, dim=0)  # (N, 1, V)
+    # 3. the completions against the cache; their last logit predicts nothing
+    logits = model(input_ids=completion_ids, attention_mask=full_mask, position_ids=position_ids[:, P:],
+                   use_cache=False, **{_cache_argument(model): cache}).logits[:, :-1, :]  # (N, T-1, V)
+    logits = torch.cat([last_prompt_logits, logits], dim=1) / temperature  # (N, T, V)
+    logps = selective_log_softmax(logits, completion_ids)  # (N, T)
     if return_entropy:
         return logps, entropy_from_logits(logits if entropy_grad else logits.detach())
     return logps
