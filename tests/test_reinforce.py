@@ -168,6 +168,7 @@ def test_evaluate_fresh_env_and_fixed_policy():
     (dict(weighting="G0"), "weighting"), (dict(baseline="critic"), "baseline"),
     (dict(ent_coef=-0.1), "ent_coef"), (dict(max_grad_norm=0), "max_grad_norm"),
     (dict(confirm_episodes=-1), "confirm_episodes"),
+    (dict(log_std_init=float("nan")), "log_std_init"),
 ])
 def test_bad_config_raises_one_line_value_error(changes, word):
     with pytest.raises(ValueError, match=word) as info:
