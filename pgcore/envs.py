@@ -29,6 +29,7 @@ __all__ = [
     "make_env",
     "env_id_of",
     "autoreset_mode",
+    "is_box_action_space",
 ]
 
 SHORT_CORRIDOR_ID = "ShortCorridor-v0"
@@ -157,6 +158,26 @@ def _check_discrete(action_space, name: str) -> None:
         )
 
 
+def is_box_action_space(action_space) -> bool:
+    """True for the continuous action spaces the course's Gaussian policy handles: a 1-D float Box.
+
+    Introduced in notebooks/02_reinforce_cartpole.ipynb.
+    """
+    return (isinstance(action_space, spaces.Box) and len(action_space.shape) == 1
+            and np.issubdtype(action_space.dtype, np.floating))
+
+
+def _check_action_space(action_space, name: str, allow_box: bool) -> None:
+    """Discrete always; a 1-D float Box too when `allow_box`. Else a one-line ValueError."""
+    if not allow_box:
+        _check_discrete(action_space, name)
+    elif not (isinstance(action_space, spaces.Discrete) or is_box_action_space(action_space)):
+        raise ValueError(
+            f"env {name!r} has action space {action_space}; accepted: a Discrete action space (categorical "
+            "policy) or a 1-D float Box (continuous actions, Gaussian policy)"
+        )
+
+
 def _flatten_if_needed(env: gym.Env) -> gym.Env:
     space = env.observation_space
     if isinstance(space, spaces.Box) and len(space.shape) == 1:
@@ -164,7 +185,8 @@ def _flatten_if_needed(env: gym.Env) -> gym.Env:
     return gym.wrappers.FlattenObservation(env)  # e.g. Discrete obs -> one-hot vector
 
 
-def make_env(env="CartPole-v1", *, num_envs: int = 1, seed: int | None = None) -> gym.vector.VectorEnv:
+def make_env(env="CartPole-v1", *, num_envs: int = 1, seed: int | None = None,
+             allow_box: bool = False) -> gym.vector.VectorEnv:
     """A Gymnasium vector env with `num_envs` copies of `env`, ready to `step`.
 
     Args:
@@ -176,14 +198,16 @@ def make_env(env="CartPole-v1", *, num_envs: int = 1, seed: int | None = None) -
         num_envs: number of parallel copies, >= 1.
         seed: if given, the env is reset once with this seed (copy i of a SyncVectorEnv gets
             seed + i) and its action space seeded, so later unseeded resets are reproducible.
+        allow_box: accept a continuous action space too (a 1-D float Box, e.g. "InvertedPendulum-v5"
+            or "Pendulum-v1"), as `pgcore.reinforce.train` does with its Gaussian policy. False: Discrete only.
 
     Returns:
-        A `gym.vector.VectorEnv` with a Discrete `single_action_space` and a flat Box
+        A `gym.vector.VectorEnv` with a Discrete (or, with allow_box, 1-D Box) `single_action_space` and a flat Box
         `single_observation_space` (non-flat observations, e.g. Discrete states, are flattened
         to one-hot vectors). Autoreset mode: see `autoreset_mode(envs)`.
 
     Raises:
-        ValueError: unknown env id, non-discrete action space, bad `num_envs`.
+        ValueError: unknown env id, an action space that is not accepted, bad `num_envs`.
 
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
@@ -202,7 +226,7 @@ def make_env(env="CartPole-v1", *, num_envs: int = 1, seed: int | None = None) -
     elif isinstance(env, gym.vector.VectorEnv):
         envs = env
     elif isinstance(env, gym.Env):
-        _check_discrete(env.action_space, env_id_of(env))
+        _check_action_space(env.action_space, env_id_of(env), allow_box)
         template = env
         fns = [lambda: _flatten_if_needed(template)]
         fns += [lambda: _flatten_if_needed(copy.deepcopy(template))] * (num_envs - 1)
@@ -210,7 +234,7 @@ def make_env(env="CartPole-v1", *, num_envs: int = 1, seed: int | None = None) -
     else:
         raise ValueError(f"env must be a Gymnasium env id, gym.Env or gym.vector.VectorEnv, got {type(env).__name__}")
     try:
-        _check_discrete(envs.single_action_space, env_id_of(env))
+        _check_action_space(envs.single_action_space, env_id_of(env), allow_box)
         obs_space = envs.single_observation_space
         if not (isinstance(obs_space, spaces.Box) and len(obs_space.shape) == 1):
             raise ValueError(f"env {env_id_of(env)!r} has observation space {obs_space}; accepted: a flat Box")

@@ -1,4 +1,5 @@
-"""Small networks for control tasks: an MLP categorical policy and a value net (Spinning Up style).
+"""Small networks for control tasks: an MLP categorical policy, a Gaussian policy for continuous
+actions, and a value net (Spinning Up style).
 
 Introduced in notebooks/02_reinforce_cartpole.ipynb.
 """
@@ -8,9 +9,9 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torch.distributions import Categorical
+from torch.distributions import Categorical, Independent, Normal
 
-__all__ = ["mlp", "MLPPolicy", "ValueNet", "ACTIVATIONS"]
+__all__ = ["mlp", "MLPPolicy", "GaussianPolicy", "gaussian_score", "ValueNet", "ACTIVATIONS"]
 
 #: activation names accepted wherever a config names one
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
@@ -79,6 +80,71 @@ class MLPPolicy(nn.Module):
     def forward(self, obs: torch.Tensor) -> Categorical:
         """obs (..., obs_dim) float -> Categorical with batch shape (...)."""
         return Categorical(logits=self.logits_net(obs), validate_args=False)
+
+
+class GaussianPolicy(nn.Module):
+    """Gaussian policy for continuous actions: a ~ N(mu_theta(s), diag(sigma^2)), sigma learned but state-independent.
+
+    `policy(obs)` with obs (..., obs_dim) returns `Independent(Normal(mean, std), 1)`: batch shape (...),
+    event shape (act_dim,), so `log_prob(act)` sums the log-densities of the action dimensions
+    (one number per state) and `entropy()` sums theirs. The mean is an MLP whose last layer starts
+    scaled by 0.01 (mean ~ 0 at the start, as MLPPolicy's near-uniform start); the log standard
+    deviation is one learned parameter per action dimension, starting at `log_std_init`
+    (CleanRL's continuous PPO does the same). Actions are *not* squashed or clipped here: the
+    rollout clips them to the env's bounds only when stepping the env, and the log-prob is that
+    of the unclipped sample (so it is the log-density the sample was actually drawn from).
+
+    Args:
+        obs_dim: observation size.
+        act_dim: number of action dimensions.
+        hidden_sizes: hidden layer widths of the mean MLP, e.g. (64,).
+        activation: hidden activation, a name or nn.Module class.
+        log_std_init: initial log sigma of every action dimension (0: sigma = 1).
+
+    Introduced in notebooks/02_reinforce_cartpole.ipynb.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int] = (64,), activation="tanh",
+                 log_std_init: float = 0.0):
+        super().__init__()
+        self.obs_dim, self.act_dim = int(obs_dim), int(act_dim)
+        self.mean_net = mlp([self.obs_dim, *hidden_sizes, self.act_dim], activation)
+        last = self.mean_net[-2]
+        with torch.no_grad():
+            last.weight.mul_(0.01)
+            last.bias.zero_()
+        self.log_std = nn.Parameter(torch.full((self.act_dim,), float(log_std_init)))
+
+    def forward(self, obs: torch.Tensor) -> Independent:
+        """obs (..., obs_dim) float -> Independent(Normal) with batch shape (...), event shape (act_dim,)."""
+        mean = self.mean_net(obs)                                   # (..., act_dim)
+        std = self.log_std.exp().expand_as(mean)                    # (..., act_dim)
+        return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
+
+
+def gaussian_score(act: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The score of a Gaussian, in closed form: the gradient of log N(act; mean, sigma^2), sigma = exp(log_std).
+
+        log N(a; mu, sigma^2) = -(a - mu)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2
+        d/d mu          = (a - mu) / sigma^2
+        d/d log sigma   = (a - mu)^2 / sigma^2 - 1          (chain rule: d/d log sigma = sigma d/d sigma)
+
+    Per action dimension (elementwise, broadcasting); for a diagonal Gaussian the log-density is the
+    sum over dimensions, so these are also its partial derivatives. Both have mean zero under
+    a ~ N(mu, sigma^2), as every score does.
+
+    Args:
+        act: sampled actions a, any shape broadcastable with mean and log_std.
+        mean: mu.
+        log_std: log sigma.
+
+    Returns:
+        (d log N / d mu, d log N / d log sigma), each of the broadcast shape.
+
+    Introduced in notebooks/02_reinforce_cartpole.ipynb.
+    """
+    z = (act - mean) * torch.exp(-log_std)                          # (a - mu) / sigma
+    return z * torch.exp(-log_std), z ** 2 - 1
 
 
 class ValueNet(nn.Module):

@@ -1,4 +1,5 @@
-"""REINFORCE for discrete-action Gymnasium envs: rollouts, advantages, the update, the loop.
+"""REINFORCE for Gymnasium envs with discrete actions (categorical policy) or continuous 1-D Box actions
+(Gaussian policy): rollouts, advantages, the update, the loop.
 
 The five steps of policy gradient, one update of `train`:
   1. sample a batch of trajectories with the current policy       -> `collect_rollout`

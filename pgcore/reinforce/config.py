@@ -40,6 +40,8 @@ class ReinforceConfig:
     """hidden layer widths of the policy MLP (and of the value net)"""
     activation: str = "tanh"
     """hidden activation: "tanh", "relu", "elu" or "gelu\""""
+    log_std_init: float = 0.0
+    """Box action spaces only: initial log standard deviation of the Gaussian policy (0: sigma = 1)"""
     weighting: str = "reward_to_go"
     """what multiplies grad log pi(a_t|s_t): "total_return" R(tau) (every step alike) or "reward_to_go" G_t"""
     baseline: str = "none"
@@ -89,6 +91,8 @@ class ReinforceConfig:
             bad("hidden_sizes", "a tuple of ints >= 1, e.g. (32,)")
         if isinstance(hs, list):
             object.__setattr__(self, "hidden_sizes", tuple(hs))
+        if not is_num(self.log_std_init):
+            bad("log_std_init", "a finite number")
         if self.activation not in ACTIVATIONS:
             bad("activation", ", ".join(ACTIVATIONS))
         if self.weighting not in WEIGHTINGS:

@@ -15,7 +15,7 @@ import torch
 
 from .. import envs as _envs
 from ..pg import pg_loss
-from ..policies import MLPPolicy, ValueNet
+from ..policies import GaussianPolicy, MLPPolicy, ValueNet
 from ..returns import reward_to_go
 from ..utils import get_device
 from .config import ReinforceConfig
@@ -50,20 +50,31 @@ def _start(env, config, config_cls, seed):
 
 
 def _init_networks(envs, policy, cfg, device: torch.device, env_id: str, seed: int, critic: bool):
-    """The policy (a fresh MLPPolicy, or a deep copy of the given one, checked against the env) and the
-    critic (a ValueNet when `critic`, else None), initialized from `seed` without touching the global RNG."""
+    """The policy (a fresh MLPPolicy, or GaussianPolicy for a Box action space, or a deep copy of the given
+    one, checked against the env) and the critic (a ValueNet when `critic`, else None), initialized from
+    `seed` without touching the global RNG."""
     obs_dim = int(np.prod(envs.single_observation_space.shape))
-    num_actions = int(envs.single_action_space.n)
+    box = _envs.is_box_action_space(envs.single_action_space)
+    num_actions = int(envs.single_action_space.shape[0] if box else envs.single_action_space.n)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if policy is None:
+        if policy is None and box:
+            policy = GaussianPolicy(obs_dim, num_actions, cfg.hidden_sizes, cfg.activation,
+                                    getattr(cfg, "log_std_init", 0.0)).to(device)
+        elif policy is None:
             policy = MLPPolicy(obs_dim, num_actions, cfg.hidden_sizes, cfg.activation).to(device)
         else:
             policy = copy.deepcopy(policy).to(device)
             with torch.no_grad():
-                n_out = policy(torch.zeros(1, obs_dim, device=device)).probs.shape[-1]
+                dist = policy(torch.zeros(1, obs_dim, device=device))
+            if isinstance(dist, torch.distributions.Categorical) == box:
+                kind = "a Gaussian (continuous actions)" if box else "a Categorical (discrete actions)"
+                raise ValueError(f"policy returns {type(dist).__name__} but env {env_id!r} has action space "
+                                 f"{envs.single_action_space}; accepted: a policy returning {kind}")
+            n_out = dist.mean.shape[-1] if box else dist.probs.shape[-1]
             if n_out != num_actions:
-                raise ValueError(f"policy has {n_out} actions but env {env_id!r} has {num_actions}; accepted: a matching policy")
+                what = "action dimensions" if box else "actions"
+                raise ValueError(f"policy has {n_out} {what} but env {env_id!r} has {num_actions}; accepted: a matching policy")
         value_net = ValueNet(obs_dim, cfg.hidden_sizes, cfg.activation).to(device) if critic else None
     return policy, value_net
 
@@ -82,7 +93,7 @@ class _Confirmation:
         cfg = self.cfg
         if self.envs is None:
             source = self.env if isinstance(self.env, str) else copy.deepcopy(self.env)
-            self.envs = _envs.make_env(source, num_envs=cfg.confirm_episodes, seed=self.seed + 10_007)
+            self.envs = _envs.make_env(source, num_envs=cfg.confirm_episodes, seed=self.seed + 10_007, allow_box=True)
         k = -(-cfg.confirm_episodes // self.envs.num_envs) * self.envs.num_envs
         policy.eval()
         check = collect_rollout(self.envs, policy, k, generator=self.generator)
@@ -110,7 +121,8 @@ def _episode_stats(batch: Rollout) -> dict:
 class TrainResult:
     """What `train` returns.
 
-    policy:     the trained MLPPolicy (policy(obs_batch) -> Categorical), in eval mode
+    policy:     the trained MLPPolicy (policy(obs_batch) -> Categorical), or GaussianPolicy for a Box
+                action space (-> Independent(Normal)), in eval mode
     value_net:  the ValueNet when baseline="value", else None
     config:     the ReinforceConfig used
     env_id:     name of the env trained on
@@ -148,7 +160,11 @@ def train(
     progress: bool = True,
     policy: torch.nn.Module | None = None,
 ) -> TrainResult:
-    """Train a categorical policy with REINFORCE on a discrete-action Gymnasium env.
+    """Train a policy with REINFORCE on a Gymnasium env: a categorical policy for a Discrete action
+    space, a Gaussian policy (`pgcore.policies.GaussianPolicy`, state-independent learned log-std) for a
+    1-D Box action space. Box actions are sampled from the Gaussian, clipped to the bounds only when
+    stepping the env, and the log-prob of the unclipped sample (summed over action dimensions) is what
+    the loss differentiates. The discrete path is the same code, number for number, as before Box support.
 
     Each update: collect num_envs * episodes_per_env complete episodes (step 1), weight each
     grad log pi by R(tau) or the reward-to-go (2), subtract a baseline and normalize (3),
@@ -166,15 +182,17 @@ def train(
             history (up to the "seconds" column). The global RNGs (torch, numpy, random) are left untouched.
         config: a ReinforceConfig (None: the defaults, which solve CartPole-v1).
         progress: show a tqdm progress bar over env steps.
-        policy: optional starting policy (obs -> Categorical), e.g. a chosen init or one to keep
-            training; a deep copy is trained, the argument is left unchanged. None: a fresh
-            MLPPolicy(obs_dim, num_actions, config.hidden_sizes, config.activation).
+        policy: optional starting policy (obs -> Categorical, or a Gaussian for Box actions), e.g. a
+            chosen init or one to keep training; a deep copy is trained, the argument is left unchanged.
+            None: a fresh MLPPolicy(obs_dim, num_actions, config.hidden_sizes, config.activation), or
+            GaussianPolicy(obs_dim, act_dim, config.hidden_sizes, config.activation, config.log_std_init).
 
     Returns:
         TrainResult with .policy, .env_steps, .history (list of dicts), .history_df(), .config.
 
     Raises:
-        ValueError: bad config/seed, unknown env id, non-discrete action space, mismatched policy.
+        ValueError: bad config/seed, unknown env id, an action space that is neither Discrete nor a 1-D
+            float Box (the message names the space and what is accepted), mismatched policy.
 
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
@@ -182,7 +200,7 @@ def train(
 
     cfg, seed, device, env_id, target, early_stop = _start(env, config, ReinforceConfig, seed)
 
-    envs = _envs.make_env(env, num_envs=cfg.num_envs, seed=seed)
+    envs = _envs.make_env(env, num_envs=cfg.num_envs, seed=seed, allow_box=True)
     confirmation = _Confirmation(env, cfg, seed)
     bar = None
     try:

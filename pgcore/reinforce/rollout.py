@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 import torch
+from torch.distributions import Categorical
 
 from .. import envs as _envs
 from ..pg import normalize
@@ -24,14 +25,16 @@ class Rollout:
     """A batch of complete episodes, time-major and padded (see `pgcore.returns`).
 
     obs        (T, N, obs_dim) float32  observation at step t (input of the policy)
-    act        (T, N) int64             action taken
+    act        (T, N) int64             action taken (discrete actions), or
+               (T, N, act_dim) float32  the sampled action (Box actions; before clipping to the bounds)
     rew        (T, N) float32           reward received (0 where mask is False)
     done       (T, N) bool              an episode ended at step t (terminated or truncated)
     terminated (T, N) bool              it ended in a terminal state (no bootstrapping needed)
     mask       (T, N) bool              step t is a transition of a collected episode; False for
                                         padding after a copy's last episode and for NEXT_STEP
                                         autoreset steps
-    logp       (T, N) float32           log pi(a_t|s_t) at collection time (no grad; for PPO ratios)
+    logp       (T, N) float32           log pi(a_t|s_t) at collection time (no grad; for PPO ratios; Box:
+                                        of the unclipped action, summed over action dimensions)
     next_obs   (T, N, obs_dim) float32  observation after step t (the final one where done)
     ep_returns (E,) float64             undiscounted return of each collected episode, in the
                                         order they finished
@@ -86,20 +89,28 @@ def sample_actions(policy, obs: np.ndarray, generator: torch.Generator | None = 
     """Sample a ~ pi(.|obs) for a batch of observations, reproducibly with `generator`.
 
     Args:
-        policy: module, policy(obs (B, obs_dim)) -> Categorical.
+        policy: module, policy(obs (B, obs_dim)) -> Categorical, or a Gaussian over continuous actions
+            (e.g. `pgcore.policies.GaussianPolicy`: a distribution with `.mean` and `.stddev` of shape
+            (B, act_dim) whose log_prob sums over the action dimensions).
         obs: (B, obs_dim) array.
         generator: a CPU torch.Generator (Categorical.sample cannot take one, so we use
-            torch.multinomial on its probabilities); None: torch's global RNG.
+            torch.multinomial on its probabilities; a Gaussian sample is mean + stddev * torch.randn);
+            None: torch's global RNG.
 
     Returns:
-        (act (B,) int64 tensor, logp (B,) float tensor), both on the CPU, no grad.
+        (act, logp (B,) float tensor), both on the CPU, no grad; act is (B,) int64 for a Categorical,
+        (B, act_dim) float32 for a Gaussian (not clipped: the rollout clips only what it sends to the env).
 
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
     device = _policy_device(policy)
     with torch.no_grad():
         dist = policy(torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device))
-        act = torch.multinomial(dist.probs.float().cpu(), 1, generator=generator).squeeze(1)
+        if isinstance(dist, Categorical):
+            act = torch.multinomial(dist.probs.float().cpu(), 1, generator=generator).squeeze(1)
+        else:  # a Gaussian: the reparametrized sample, drawn from our generator
+            mean, std = dist.mean.float().cpu(), dist.stddev.float().cpu()      # (B, act_dim)
+            act = mean + std * torch.randn(mean.shape, generator=generator)
         logp = dist.log_prob(act.to(device)).float().cpu()
     return act, logp
 
@@ -121,9 +132,12 @@ def collect_rollout(
     ends only resets the copy: its action is ignored, it is not a transition, mask False) and
     SAME_STEP (the final observation comes in info["final_obs"]).
 
+    Box (continuous) actions: the sampled action is clipped to the action space's bounds only for
+    `envs.step`; the rollout keeps the unclipped action and its log-prob (the density it was drawn from).
+
     Args:
         envs: a vector env from `pgcore.envs.make_env`.
-        policy: module, policy(obs (B, obs_dim)) -> Categorical.
+        policy: module, policy(obs (B, obs_dim)) -> Categorical, or a Gaussian (see `sample_actions`).
         num_episodes: a positive multiple of envs.num_envs (default: envs.num_envs, one each).
         generator: CPU torch.Generator for the action samples (reproducible batches).
 
@@ -149,6 +163,9 @@ def collect_rollout(
 
 def _collect(envs, policy, per_env: int, next_step: bool, generator) -> Rollout:
     n = envs.num_envs
+    box = _envs.is_box_action_space(envs.single_action_space)
+    if box:
+        low, high = envs.single_action_space.low, envs.single_action_space.high
     obs, _ = envs.reset()
     finished = np.zeros(n, dtype=np.int64)      # episodes completed per copy
     resetting = np.zeros(n, dtype=bool)         # NEXT_STEP: this step only resets the copy
@@ -160,7 +177,10 @@ def _collect(envs, policy, per_env: int, next_step: bool, generator) -> Rollout:
     while (finished < per_env).any():
         act, logp = sample_actions(policy, obs, generator)
         valid = (finished < per_env) & ~resetting
-        next_obs, rew, term, trunc, info = envs.step(act.numpy())
+        if box:   # clip what the env gets, keep the sampled action (its log-prob is the one we differentiate)
+            next_obs, rew, term, trunc, info = envs.step(np.clip(act.numpy(), low, high))
+        else:
+            next_obs, rew, term, trunc, info = envs.step(act.numpy())
         term, trunc = np.asarray(term, dtype=bool), np.asarray(trunc, dtype=bool)
         done = (term | trunc) & valid
         final_obs = np.array(next_obs, dtype=np.float32, copy=True)
@@ -191,7 +211,7 @@ def _collect(envs, policy, per_env: int, next_step: bool, generator) -> Rollout:
 
     return Rollout(
         obs=stack("obs", torch.float32),
-        act=stack("act", torch.int64),
+        act=stack("act", torch.float32 if box else torch.int64),
         rew=stack("rew", torch.float32),
         done=stack("done", torch.bool),
         terminated=stack("terminated", torch.bool),
@@ -264,11 +284,13 @@ def evaluate(
     """Undiscounted returns of `episodes` episodes of `policy` on a fresh, single Gymnasium env.
 
     Args:
-        policy: module, policy(obs (B, obs_dim)) -> Categorical.
+        policy: module, policy(obs (B, obs_dim)) -> Categorical, or a Gaussian for a Box action space
+            (its actions clipped to the bounds, as in training).
         env: an env id (a fresh `gym.make(env)` is created and closed) or a `gym.Env` object.
         episodes: number of episodes, >= 1.
         seed: seeds the first reset and the action sampling.
-        greedy: take argmax actions instead of sampling (the course's score uses sampling).
+        greedy: take the most probable action instead of sampling (argmax; a Gaussian's mean; the
+            course's score uses sampling).
         max_steps: optional cap on steps per episode (for envs without a time limit).
 
     Returns:
@@ -288,7 +310,13 @@ def evaluate(
         single, owned = env, False
     else:
         raise ValueError(f"env must be a Gymnasium env id or gym.Env, got {type(env).__name__}")
-    _envs._check_discrete(single.action_space, _envs.env_id_of(env))
+    try:
+        _envs._check_action_space(single.action_space, _envs.env_id_of(env), allow_box=True)
+    except ValueError:
+        if owned:
+            single.close()
+        raise
+    box = _envs.is_box_action_space(single.action_space)
     space = single.observation_space
     flat_box = isinstance(space, gym.spaces.Box) and len(space.shape) == 1
     generator = torch.Generator().manual_seed(int(seed))
@@ -303,7 +331,14 @@ def evaluate(
             done, steps = False, 0
             while not done:
                 flat = (np.asarray(obs, dtype=np.float32) if flat_box else gym.spaces.flatten(space, obs).astype(np.float32))[None]
-                if greedy:
+                if box:
+                    if greedy:
+                        with torch.no_grad():
+                            act = policy(torch.as_tensor(flat, device=device)).mean[0].float().cpu()
+                    else:
+                        act = sample_actions(policy, flat, generator)[0][0]
+                    a = np.clip(act.numpy(), single.action_space.low, single.action_space.high)
+                elif greedy:
                     with torch.no_grad():
                         a = int(policy(torch.as_tensor(flat, device=device)).probs.argmax(-1)[0])
                 else:
