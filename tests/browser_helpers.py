@@ -422,6 +422,11 @@ class NotebookDriver:
             control.press(key)
         return f"slider {before} -> {control.get_attribute('aria-valuetext')} ({steps}x {key})"
 
+    def wait_readout_ready(self, panel, timeout: float = 60.0, settle: float = 1.0) -> str:
+        """The readout once it shows text, the kernel is idle and the text is stable: a panel may fill
+        its readout after the cell's output appeared (the front end renders widgets asynchronously)."""
+        return self.wait_readout_change(panel, "", timeout, settle)
+
     def wait_readout_change(self, panel, before: str, timeout: float = 60.0, settle: float = 1.0) -> str:
         """Wait until the readout differs from `before`, the kernel is idle and the text is stable."""
         self._wait("the readout to change", lambda: self.readout(panel) != before, timeout)

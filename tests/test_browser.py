@@ -211,7 +211,7 @@ def _check_notebook(context, lab: JupyterLab, rel_path: str, check: WidgetCheck,
         assert not result.widget_errors, f"{rel_path}: a widget failed to render:\n" + "\n".join(result.widget_errors)
 
         panel = driver.panel()
-        before = driver.readout(panel)
+        before = driver.wait_readout_ready(panel)
         moved = driver.move_first_control(panel, steps=check.steps, direction=check.direction)
         try:
             after = driver.wait_readout_change(panel, before)
