@@ -201,6 +201,9 @@ class Exercise:
     """computes the expected output from a case (e.g. the pgcore function); default: the reference"""
     diagnose: Callable[[Callable], str | None] | None = None
     """a property check run when no listed wrong answer matches: returns a message naming the mistake, or None"""
+    validate: Callable[..., str | None] | None = None
+    """validate(output, *case) -> a message for an output that is wrong in kind (e.g. a loss without a
+    gradient) though its numbers may be right, or None"""
     value: bool = False
     """True: the answer is a value (a number to compute), not a function"""
     imports: str = "import torch\n"
@@ -270,6 +273,11 @@ class Exercise:
             return Result("unanswered", NOT_ANSWERED)
         if not self.value and all(o is None for o in outs):
             return Result("wrong", "not yet: your function returned None: is a `return` missing?")
+        if self.validate is not None:
+            for o, args in zip(outs, cases):
+                msg = self.validate(o, *args)
+                if msg:
+                    return Result("wrong", f"not yet: {msg} ({self.describe(*args)})", "validate")
         bad = [i for i, (o, e) in enumerate(zip(outs, expected)) if not close(o, e, self.rtol, self.atol)]
         if not bad:
             example = self.describe(*cases[0])
