@@ -105,7 +105,9 @@ def _as_like(out, expected):
                 return out.item()
         except ImportError:  # pragma: no cover
             pass
-        return out if isinstance(out, (int, float)) and not isinstance(out, bool) else None
+        if isinstance(out, bool):  # True / False for a reward of 1.0 / 0.0
+            return float(out)
+        return out if isinstance(out, (int, float)) else None
     return out
 
 
