@@ -233,6 +233,26 @@ class Exercise:
         src = src.replace(f"def {self.reference.__name__}(", f"def {self.name}(", 1)
         return (self.imports.rstrip() + "\n\n\n" if self.imports else "") + src
 
+    @property
+    def module(self) -> str:
+        """The notebook module that holds this exercise, e.g. "nb02"."""
+        return self.reference.__module__.rsplit(".", 1)[-1]
+
+    def stub_source(self) -> str:
+        """What the learner starts from: the function's signature and a NotImplementedError (or `...`)."""
+        if self.value:
+            return f"{self.name} = ...  # your answer here\n"
+        lines = textwrap.dedent(inspect.getsource(self.reference)).splitlines()
+        end = next(i for i, line in enumerate(lines) if line.rstrip().endswith(":"))  # the def, as written
+        head = "\n".join(lines[: end + 1]).replace(f"def {self.reference.__name__}(", f"def {self.name}(", 1)
+        return f"{head}\n    raise NotImplementedError  # your code here\n"
+
+    def cell_source(self, filled: bool = False) -> str:
+        """The notebook cell of this exercise: the stub (or, `filled`, the reference solution) and the check."""
+        body = self.solution_source() if filled else self.stub_source()
+        return (f"from pgcore.exercises import {self.module} as ex\n\n{body.rstrip()}\n\n"
+                f"ex.{self.name}.check({self.name})")
+
     def __repr__(self) -> str:
         return f"<exercise {self.name}: {self.task}>"
 
