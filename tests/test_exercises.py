@@ -117,7 +117,10 @@ def test_a_function_that_returns_nothing_or_the_wrong_kind():
     assert out == "not yet: expected a function (def ...), got a int\n"
     ok, out = _printed(nb02.reward_to_go.check, lambda rew, done, gamma: rew[:2])
     assert not ok and "(shape (2, 1); expected shape (3, 1))" in out
-    ok, out = _printed(nb02.reinforce_loss.check, lambda logp, adv, mask: float(-(logp * adv * mask).sum().detach() / mask.sum()))
+    def plain_number(logp, adv, mask):
+        return float(-(logp * adv * mask).sum().detach() / mask.sum())
+
+    ok, out = _printed(nb02.reinforce_loss.check, plain_number)
     assert not ok and out.startswith("not yet: your loss is a plain number")
     ok, out = _printed(nb02.reinforce_loss.check,
                        lambda logp, adv, mask: (-(logp * adv * mask).sum() / mask.sum()).detach())
@@ -128,7 +131,10 @@ def test_unrecognized_mistake_shows_the_first_differing_case():
     from pgcore.exercises import nb01
 
     logits, rewards = nb01.exact_gradient.cases()[0]
-    ok, out = _printed(nb01.exact_gradient.check, lambda logits, rewards: 2 * nb01.exact_gradient.reference(logits, rewards))
+    def twice(logits, rewards):
+        return 2 * nb01.exact_gradient.reference(logits, rewards)
+
+    ok, out = _printed(nb01.exact_gradient.check, twice)
     want = nb01.exact_gradient.reference(logits, rewards)
     assert not ok
     assert out == (f"not yet: for logits {fmt(logits)} and rewards {fmt(rewards)}, your answer is {fmt(2 * want)}; "
@@ -139,7 +145,8 @@ def test_rloo_property_check_names_an_action_dependent_baseline():
     from pgcore.exercises import nb03
 
     def half_self(rew):  # a baseline with half the weight on r_i: not a listed wrong answer
-        return rew - 0.5 * rew.mean(dim=1, keepdim=True) - 0.5 * (rew.sum(dim=1, keepdim=True) - rew) / (rew.shape[1] - 1)
+        others = (rew.sum(dim=1, keepdim=True) - rew) / (rew.shape[1] - 1)
+        return rew - 0.5 * rew.mean(dim=1, keepdim=True) - 0.5 * others
 
     result = nb03.rloo.evaluate(half_self)
     assert result.status == "wrong" and result.wrong_answer == "diagnosed"
@@ -155,7 +162,10 @@ def test_answers_may_write_into_their_inputs_and_return_lists():
         return rew
 
     assert nb03.rloo.evaluate(in_place).correct
-    assert nb04.completion_mask.evaluate(lambda ids, eos: nb04.completion_mask.reference(ids, eos).bool().tolist()).correct
+    def as_lists(ids, eos):
+        return nb04.completion_mask.reference(ids, eos).bool().tolist()
+
+    assert nb04.completion_mask.evaluate(as_lists).correct
 
 
 def test_fmt_is_short_and_stable():
@@ -206,7 +216,9 @@ def test_one_exercise_per_notebook_answered_in_a_real_kernel():
     cells += [nbformat.v4.new_code_cell(ex.cell_source(filled=True)) for ex in firsts.values()]
     cells += [nbformat.v4.new_code_cell(ex.cell_source()) for ex in firsts.values()]  # the stubs
     nb = nbformat.v4.new_notebook(cells=cells)
-    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                                     resources={"metadata": {"path": str(ROOT)}})
+    client.execute()
     texts = ["".join(o.get("text", "") for o in c.outputs if o.get("output_type") == "stream") for c in nb.cells[1:]]
     n = len(firsts)
     for (m, ex), text in zip(firsts.items(), texts[:n]):

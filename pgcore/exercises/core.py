@@ -307,9 +307,10 @@ class Exercise:
             return Result("correct", f"correct: {lead}checked {self.checked}")
         i = bad[0]
         where = self.describe(*cases[i])
-        numbers = f"{where}, your answer is {fmt(outs[i])}{_shape_note(outs[i], expected[i])}; expected {fmt(expected[i])}"
+        yours = f"your answer is {fmt(outs[i])}{_shape_note(outs[i], expected[i])}; expected {fmt(expected[i])}"
+        numbers = f"{where}, {yours}"
         if self.value:
-            numbers = f"your answer is {fmt(outs[i])}{_shape_note(outs[i], expected[i])}; expected {fmt(expected[i])}"
+            numbers = yours
         for wrong in self.wrong_answers:
             try:
                 theirs = self.outputs(wrong.answer)

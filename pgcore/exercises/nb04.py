@@ -182,7 +182,8 @@ def kl_k3_solution(logp, ref_logp):
 def _kl_cases():
     return [
         (torch.tensor([-1.2, -0.3, -2.5, -0.7]), torch.tensor([-1.0, -0.9, -2.0, -0.7])),
-        (torch.tensor([[-0.1, -3.0, -1.5], [-2.2, -0.4, -0.9]]), torch.tensor([[-0.5, -2.0, -1.6], [-1.0, -1.1, -0.2]])),
+        (torch.tensor([[-0.1, -3.0, -1.5], [-2.2, -0.4, -0.9]]),
+         torch.tensor([[-0.5, -2.0, -1.6], [-1.0, -1.1, -0.2]])),
     ]
 
 

@@ -142,7 +142,8 @@ arithmetic_reward = Exercise(
         WrongAnswer("contains", _arith_contains,
                     "you searched the whole completion for the answer: '3 or 12' passes, a reward a policy can "
                     "hack by listing numbers"),
-        WrongAnswer("no_newline", _arith_no_newline, "you did not cut at the first newline: the answer is the first line"),
+        WrongAnswer("no_newline", _arith_no_newline,
+                    "you did not cut at the first newline: the answer is the first line"),
         WrongAnswer("no_eos", _arith_no_eos,
                     "you did not cut at the first EOS: what follows it was never part of the completion"),
     ],
@@ -189,7 +190,8 @@ def _ga_batch(rew, scale=True, eps=1e-4):
 
 group_advantages = Exercise(
     name="group_advantages",
-    task="write group_advantages(rew, scale=True, eps=1e-4) -> (B, G): GRPO's (scaled) or Dr. GRPO's (unscaled) advantage",
+    task="write group_advantages(rew, scale=True, eps=1e-4) -> (B, G): GRPO's (scaled) or Dr. GRPO's (unscaled) "
+         "advantage",
     reference=group_advantages_solution,
     cases=_ga_cases,
     describe=lambda rew, scale: f"for rewards {fmt(rew)} (B = {rew.shape[0]}, G = {rew.shape[1]}) and scale={scale}",
@@ -203,7 +205,8 @@ group_advantages = Exercise(
                     "with scale=True (GRPO) divide by the group's std + eps: that is r - group mean only, Dr. GRPO's"),
         WrongAnswer("population_std", _ga_population,
                     "you used the population std (divides by G); GRPO uses the sample std (divides by G - 1)"),
-        WrongAnswer("whole_batch", _ga_batch, "you took the mean (and std) of the whole batch, not of each prompt's group"),
+        WrongAnswer("whole_batch", _ga_batch,
+                    "you took the mean (and std) of the whole batch, not of each prompt's group"),
     ],
 )
 
@@ -242,11 +245,11 @@ def _agg_with(**override):
     return wrong
 
 
-_agg_seq_as_token = _agg_with(sequence=lambda l, m, n: (l * m).sum() / m.sum())
-_agg_seq_by_t = _agg_with(sequence=lambda l, m, n: ((l * m).sum(dim=1) / m.shape[1]).mean())
-_agg_const_t = _agg_with(constant=lambda l, m, n: (l * m).sum() / m.numel())
-_agg_const_tokens = _agg_with(constant=lambda l, m, n: (l * m).sum() / n)
-_agg_token_unmasked = _agg_with(token=lambda l, m, n: l.mean())
+_agg_seq_as_token = _agg_with(sequence=lambda x, m, n: (x * m).sum() / m.sum())
+_agg_seq_by_t = _agg_with(sequence=lambda x, m, n: ((x * m).sum(dim=1) / m.shape[1]).mean())
+_agg_const_t = _agg_with(constant=lambda x, m, n: (x * m).sum() / m.numel())
+_agg_const_tokens = _agg_with(constant=lambda x, m, n: (x * m).sum() / n)
+_agg_token_unmasked = _agg_with(token=lambda x, m, n: x.mean())
 
 
 def _agg_describe(per_token_loss, mask, mode, max_new_tokens):
