@@ -48,7 +48,7 @@ def test_every_notebook_has_at_least_three_checked_exercises():
 def test_reference_passes_with_its_numbers(module, ex):
     t0 = time.perf_counter()
     ok, out = _printed(ex.check, ex.reference() if ex.value else ex.reference)
-    assert ok is True
+    assert ok == True and bool(ok) and repr(ok) == "True"  # noqa: E712 (a Verdict, not a bool)
     assert out.startswith("correct: ") and out.count("\n") == 1
     assert fmt(ex.expected()[0]) in out  # the learner's own numbers, which here are the expected ones
     assert time.perf_counter() - t0 < 10  # generous: a check is meant to take well under 2 s
@@ -58,7 +58,7 @@ def test_reference_passes_with_its_numbers(module, ex):
 def test_stub_none_and_ellipsis_are_not_answered(module, ex):
     for answer in (None, ..., _stub):
         ok, out = _printed(ex.check, answer)
-        assert ok is False and out == NOT_ANSWERED + "\n"
+        assert not ok and out == NOT_ANSWERED + "\n"
 
 
 @pytest.mark.parametrize("module,ex", EXERCISES, ids=IDS)
@@ -74,7 +74,7 @@ def test_every_exercise_can_fail(module, ex):
 def test_wrong_answer_is_named(module, ex, wrong):
     ok, out = _printed(ex.check, wrong.answer)
     result = ex.evaluate(wrong.answer)
-    assert ok is False and result.status == "wrong" and result.wrong_answer == wrong.name
+    assert not ok and result.status == "wrong" and result.wrong_answer == wrong.name
     assert out.startswith(f"not yet: {wrong.message}. ")
     assert "your answer is" in out and "expected" in out  # the learner's numbers next to the expected ones
 
@@ -100,7 +100,7 @@ def test_learner_exception_is_one_clear_message(module, ex):
     linecache.cache["learner_cell.py"] = (len(source), None, source.splitlines(True), "learner_cell.py")  # as IPython
     exec(compile(source, "learner_cell.py", "exec"), namespace)
     ok, out = _printed(ex.check, namespace[ex.name])
-    assert ok is False
+    assert not ok
     lines = out.splitlines()
     assert lines[0].startswith("error: for ") and lines[0].endswith("your function raised KeyError: 'b'")
     assert lines[1] == "Traceback (your code only):"
@@ -219,7 +219,8 @@ def test_one_exercise_per_notebook_answered_in_a_real_kernel():
     client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
                                      resources={"metadata": {"path": str(ROOT)}})
     client.execute()
-    texts = ["".join(o.get("text", "") for o in c.outputs if o.get("output_type") == "stream") for c in nb.cells[1:]]
+    assert all([o["output_type"] for o in c.outputs] == ["stream"] for c in nb.cells[1:])  # no Out[n]: False
+    texts = [c.outputs[0]["text"] for c in nb.cells[1:]]
     n = len(firsts)
     for (m, ex), text in zip(firsts.items(), texts[:n]):
         assert text.startswith("correct: ") and text.count("\n") == 1, (m, ex.name, text)

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["Exercise", "WrongAnswer", "Result", "fmt"]
+__all__ = ["Exercise", "WrongAnswer", "Result", "Verdict", "fmt"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 NOT_ANSWERED = "not answered yet: replace the stub with your answer and run the cell again"
@@ -172,6 +172,31 @@ class Result:
         return self.status == "correct"
 
 
+class Verdict:
+    """What `check` returns: true when the answer is correct. A notebook shows nothing for it (the printed
+    message is the cell's output), so a cell ending in `ex.name.check(f)` has one stable output line."""
+
+    __slots__ = ("correct",)
+
+    def __init__(self, correct: bool):
+        self.correct = bool(correct)
+
+    def __bool__(self) -> bool:
+        return self.correct
+
+    def __eq__(self, other) -> bool:
+        return self.correct == bool(other) if isinstance(other, (bool, Verdict)) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.correct)
+
+    def __repr__(self) -> str:
+        return repr(self.correct)
+
+    def _ipython_display_(self) -> None:  # IPython calls this instead of printing Out[n]: nothing to show
+        pass
+
+
 class _LearnerError(Exception):
     def __init__(self, exc: BaseException):
         super().__init__(str(exc))
@@ -214,11 +239,11 @@ class Exercise:
     atol: float = 1e-6
 
     # ---- what a learner calls ------------------------------------------------------------------
-    def check(self, answer) -> bool:
-        """Print the verdict on `answer` (your function, or your value); True when it is correct."""
+    def check(self, answer) -> Verdict:
+        """Print the verdict on `answer` (your function, or your value); true when it is correct."""
         result = self.evaluate(answer)
         print(result.message)
-        return result.correct
+        return Verdict(result.correct)
 
     def hint(self) -> None:
         """Print a hint."""
