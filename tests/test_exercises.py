@@ -85,10 +85,10 @@ def test_hint_and_printed_solution_pass(module, ex):
     assert hint.startswith(f"hint ({ex.name}): ") and len(hint) > 40
     _, printed = _printed(ex.solution)
     assert printed == ex.solution_source() + "\n"
-    assert "_solution" not in printed and f"def {ex.name}(" in printed
+    assert "_solution" not in printed and f"def {ex.func_name}(" in printed
     namespace: dict = {}
     exec(compile(printed, f"<solution {ex.name}>", "exec"), namespace)  # a fresh namespace: its imports suffice
-    answer = namespace[ex.name]
+    answer = namespace[ex.func_name]
     assert ex.evaluate(answer() if ex.value else answer).correct
 
 
@@ -99,7 +99,7 @@ def test_learner_exception_is_one_clear_message(module, ex):
                                       "scale = {'a': 1}\n    return scale['b']")
     linecache.cache["learner_cell.py"] = (len(source), None, source.splitlines(True), "learner_cell.py")  # as IPython
     exec(compile(source, "learner_cell.py", "exec"), namespace)
-    ok, out = _printed(ex.check, namespace[ex.name])
+    ok, out = _printed(ex.check, namespace[ex.func_name])
     assert not ok
     lines = out.splitlines()
     assert lines[0].startswith("error: for ") and lines[0].endswith("your function raised KeyError: 'b'")
@@ -226,3 +226,27 @@ def test_one_exercise_per_notebook_answered_in_a_real_kernel():
         assert text.startswith("correct: ") and text.count("\n") == 1, (m, ex.name, text)
     for text in texts[n:]:
         assert text == NOT_ANSWERED + "\n"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_exercise_cells_do_not_hide_the_notebooks_own_names(module):
+    """A stub named like a function the notebook defines earlier would break re-running that earlier cell."""
+    import ast
+    import json
+
+    paths = sorted((ROOT / "notebooks").glob(f"{module[2:]}_*.ipynb"))
+    if not paths:
+        pytest.skip(f"no notebook {module[2:]}_*.ipynb yet")
+    names = set()
+    for cell in json.loads(paths[0].read_text())["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] != "code" or "from pgcore.exercises import" in source:
+            continue
+        source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+    hidden = [ex.func_name for m, ex in EXERCISES if m == module and ex.func_name in names | {"ex"}]
+    assert not hidden, f"{paths[0].name} defines {hidden}: give the exercise a func= name"

@@ -29,7 +29,7 @@ def audit(exercise) -> dict:
         problems.append("the stub is not reported as not answered")
     namespace: dict = {}
     exec(compile(exercise.solution_source(), f"<solution {exercise.name}>", "exec"), namespace)
-    printed = namespace[exercise.name]
+    printed = namespace[exercise.func_name]
     if not exercise.evaluate(printed() if exercise.value else printed).correct:
         problems.append("the printed solution does not pass")
     named = 0

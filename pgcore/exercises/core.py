@@ -233,6 +233,9 @@ class Exercise:
     gradient) though its numbers may be right, or None"""
     value: bool = False
     """True: the answer is a value (a number to compute), not a function"""
+    func: str = ""
+    """the name of the learner's function in the notebook cell, when `name` would hide a name the notebook
+    defines earlier (e.g. "my_gae"); default: `name`"""
     imports: str = "import torch\n"
     """the imports the printed solution needs (printed above it, so the solution runs as it is)"""
     rtol: float = 1e-5
@@ -255,8 +258,13 @@ class Exercise:
 
     def solution_source(self) -> str:
         src = textwrap.dedent(inspect.getsource(self.reference)).rstrip() + "\n"
-        src = src.replace(f"def {self.reference.__name__}(", f"def {self.name}(", 1)
+        src = src.replace(f"def {self.reference.__name__}(", f"def {self.func_name}(", 1)
         return (self.imports.rstrip() + "\n\n\n" if self.imports else "") + src
+
+    @property
+    def func_name(self) -> str:
+        """The learner's function (or value) in the notebook cell and in the printed solution."""
+        return self.func or self.name
 
     @property
     def module(self) -> str:
@@ -266,17 +274,17 @@ class Exercise:
     def stub_source(self) -> str:
         """What the learner starts from: the function's signature and a NotImplementedError (or `...`)."""
         if self.value:
-            return f"{self.name} = ...  # your answer here\n"
+            return f"{self.func_name} = ...  # your answer here\n"
         lines = textwrap.dedent(inspect.getsource(self.reference)).splitlines()
         end = next(i for i, line in enumerate(lines) if line.rstrip().endswith(":"))  # the def, as written
-        head = "\n".join(lines[: end + 1]).replace(f"def {self.reference.__name__}(", f"def {self.name}(", 1)
+        head = "\n".join(lines[: end + 1]).replace(f"def {self.reference.__name__}(", f"def {self.func_name}(", 1)
         return f"{head}\n    raise NotImplementedError  # your code here\n"
 
     def cell_source(self, filled: bool = False) -> str:
         """The notebook cell of this exercise: the stub (or, `filled`, the reference solution) and the check."""
         body = self.solution_source() if filled else self.stub_source()
         return (f"from pgcore.exercises import {self.module} as ex\n\n{body.rstrip()}\n\n"
-                f"ex.{self.name}.check({self.name})")
+                f"ex.{self.name}.check({self.func_name})")
 
     def __repr__(self) -> str:
         return f"<exercise {self.name}: {self.task}>"

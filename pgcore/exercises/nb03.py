@@ -195,6 +195,7 @@ gae = Exercise(
         WrongAnswer("decay_lam", _gae_lam, "the recursion decays by lam, not by gamma * lam"),
     ],
     oracle=_gae_oracle,
+    func="my_gae",  # section 2's gae(lam) stays as it is
 )
 
 
