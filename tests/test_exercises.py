@@ -103,7 +103,7 @@ def test_learner_exception_is_one_clear_message(module, ex):
     assert not ok
     lines = out.splitlines()
     assert lines[0].startswith("error: for ") and lines[0].endswith("your function raised KeyError: 'b'")
-    assert lines[1] == "Traceback (your code only):"
+    assert lines[1] == "Traceback (most recent call last; the checker's frames hidden):"
     assert 'File "learner_cell.py", line 3' in out and "scale['b']" in out
     assert "exercises" not in "\n".join(lines[1:])  # no frame of the checker
 

@@ -375,6 +375,6 @@ def _error_message(exc: BaseException, where: str) -> str:
               if not os.path.abspath(f.filename).startswith(_HERE + os.sep)]
     lines = [f"error: {where}, your function raised {type(exc).__name__}: {exc}"]
     if frames:
-        lines.append("Traceback (your code only):")
+        lines.append("Traceback (most recent call last; the checker's frames hidden):")
         lines.extend(line.rstrip("\n") for line in traceback.format_list(frames))
     return "\n".join(lines)
