@@ -15,7 +15,7 @@ import pgcore as pg
 
 from .core import Exercise, WrongAnswer, fmt
 
-__all__ = ["exact_gradient", "per_entry_baseline", "samples_needed", "EXERCISES"]
+__all__ = ["exact_gradient", "estimator_mean", "per_entry_baseline", "samples_needed", "EXERCISES"]
 
 F64 = torch.float64
 
@@ -95,7 +95,66 @@ exact_gradient = Exercise(
 
 
 # --------------------------------------------------------------------------------------------
-# 2. the per-entry optimal baseline (Exercise 3)
+# 2. the mean of the estimator with a baseline that may depend on the action (Exercise 2)
+# --------------------------------------------------------------------------------------------
+
+def estimator_mean_solution(logits, rewards, baseline):
+    # E_{a ~ pi}[(r(a) - b(a)) grad log pi(a)], summed exactly over the arms; baseline: (K,), b(a) of each arm.
+    # For a constant b it is grad J (E[grad log pi] = 0); for a b that depends on a it is not.
+    pi = torch.softmax(logits, dim=0)                            # (K,)
+    score = torch.eye(len(logits), dtype=logits.dtype) - pi      # (K arms, K logits): row a = e_a - pi
+    return (pi[:, None] * (rewards - baseline)[:, None] * score).sum(dim=0)
+
+
+def _mean_cases():
+    lg, rw = _t(1.0, 0.0, -1.0), _t(1.0, 2.0, 4.0)
+    return [
+        (lg, rw, _t(1.5, 1.5, 1.5)),                       # a constant baseline: grad J
+        (lg, rw, rw.clone()),                              # b = r(a): every estimate is 0
+        (lg, rw, _t(0.0, 1.0, 3.0)),                       # some other action-dependent baseline
+        (_t(0.5, -1.0, 2.0), _t(1.0, 0.0, 0.5), _t(2.0, -1.0, 0.0)),
+    ]
+
+
+def _mean_constant(logits, rewards, baseline):
+    pi = torch.softmax(logits, dim=0)
+    return pi * (rewards - (pi * rewards).sum())           # grad J, as if b were a constant
+
+
+def _mean_no_pi(logits, rewards, baseline):
+    pi = torch.softmax(logits, dim=0)
+    score = torch.eye(len(logits), dtype=logits.dtype) - pi
+    return ((rewards - baseline)[:, None] * score).sum(dim=0)
+
+
+def _mean_sign(logits, rewards, baseline):
+    return -estimator_mean_solution(logits, rewards, baseline)
+
+
+estimator_mean = Exercise(
+    name="estimator_mean",
+    task="write estimator_mean(logits, rewards, baseline) -> (K,) the exact mean of (r(a) - b(a)) grad log pi(a)",
+    reference=estimator_mean_solution,
+    cases=_mean_cases,
+    describe=lambda logits, rewards, baseline: (f"for logits {fmt(logits)}, rewards {fmt(rewards)} and baseline "
+                                                f"b(a) {fmt(baseline)}"),
+    checked="on 4 inputs (a constant baseline gives grad J, b(a) = r(a) gives 0, two other per-arm baselines)",
+    hint_text=("an expectation over the arms: sum_a pi(a) (r(a) - b(a)) (e_a - pi). Keep b(a) inside the sum, "
+               "next to r(a): the argument 'b E[grad log pi] = 0' only holds when b does not depend on a."),
+    wrong_answers=[
+        WrongAnswer("constant_b", _mean_constant,
+                    "you treated the baseline as a constant, but it depends on the action: "
+                    "E[b(a) grad log pi(a)] = sum_a pi(a) b(a) (e_a - pi) is not 0, so such a baseline biases the "
+                    "estimate"),
+        WrongAnswer("no_pi", _mean_no_pi,
+                    "the expectation is missing the weights pi(a): E[f(a)] = sum_a pi(a) f(a)"),
+        WrongAnswer("sign", _mean_sign, "the sign is flipped: this is the mean of a descent direction"),
+    ],
+)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. the per-entry optimal baseline (Exercise 3)
 # --------------------------------------------------------------------------------------------
 
 def per_entry_baseline_solution(logits, rewards, i):
@@ -164,7 +223,7 @@ per_entry_baseline = Exercise(
 
 
 # --------------------------------------------------------------------------------------------
-# 3. samples needed for a 10 % relative error on every entry (Exercise 5)
+# 4. samples needed for a 10 % relative error on every entry (Exercise 5)
 # --------------------------------------------------------------------------------------------
 
 def samples_needed_solution(logits, rewards, baseline, rel_err=0.1):
@@ -244,4 +303,4 @@ samples_needed = Exercise(
     imports="import math\n\nimport pgcore as pg\n",
 )
 
-EXERCISES = [exact_gradient, per_entry_baseline, samples_needed]
+EXERCISES = [exact_gradient, estimator_mean, per_entry_baseline, samples_needed]
