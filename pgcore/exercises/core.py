@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["Exercise", "WrongAnswer", "Result", "Verdict", "fmt"]
+__all__ = ["Exercise", "WrongAnswer", "Result", "Verdict", "close", "fmt"]
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 NOT_ANSWERED = "not answered yet: replace the stub with your answer and run the cell again"
@@ -112,7 +112,11 @@ def _as_like(out, expected):
 
 
 def close(out, expected, rtol: float = 1e-5, atol: float = 1e-6) -> bool:
-    """True when `out` equals `expected` up to floating-point tolerance (shapes and types must agree)."""
+    """True when `out` equals `expected` up to floating-point tolerance (shapes and types must agree).
+
+    A list or array is compared as a tensor, a one-element tensor as a number, True/False as 1.0/0.0.
+    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
+    """
     if isinstance(expected, tuple):
         return (isinstance(out, (tuple, list)) and len(out) == len(expected)
                 and all(close(o, e, rtol, atol) for o, e in zip(out, expected)))
