@@ -39,8 +39,8 @@ TEST_COMMAND = "pytest --nbval -n auto"  # every notebook and test, spread over 
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, flags=re.S)
-    commands = [line.strip() for b in blocks for line in b.splitlines()]
+    blocks = re.findall(r"```(\w*)\n(.*?)```", readme, flags=re.S)  # every fenced block, with its language
+    commands = [line.strip() for lang, b in blocks if lang in ("", "bash", "sh") for line in b.splitlines()]
     tests = [c for c in commands if c.startswith("pytest")]
     assert tests == [TEST_COMMAND], f"README must show the one test command {TEST_COMMAND!r}, found {tests}"
     assert f"\n{TEST_COMMAND}\n" in ci, ".ci/run must run exactly the README's test command"
