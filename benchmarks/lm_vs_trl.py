@@ -1,0 +1,251 @@
+"""`pgcore.lm` side by side with Hugging Face TRL's RLOOTrainer (and GRPOTrainer, beta = 0): same model,
+prompts, batch, tokens, learning rate, KL and seed (printed, never asserted).
+
+    pip install -e ".[bench]"                          # TRL, pinned to the version measured
+    python benchmarks/lm_vs_trl.py                     # the issue's configuration (about 1 h on a 2-core CPU)
+    python benchmarks/lm_vs_trl.py --model tiny --steps 10     # a quick check that every runner works
+
+The configuration (defaults): SmolLM2-135M-Instruct in fp32 (pgcore's converted cache), the `vader`
+reward, data/chat_prompts.txt through the chat template, 8 prompts x 4 samples, 24 new tokens, lr 3e-5,
+KL coefficient 0.05 (k1 estimate, subtracted from the reward), RLOO advantages, a constant learning rate,
+gradient-norm clip 1.0, sampling at temperature 1 with top_k = 0 and top_p = 1, `--threads` CPU threads.
+
+Batch semantics: in TRL 1.16 `per_device_train_batch_size` counts *completions* (prompts x
+num_generations), not prompts; with `steps_per_generation = 1` one TRL step is one generation round and
+one optimizer update, as one `pgcore.lm` step is.
+
+Each runner is a fresh subprocess (model loading is not timed; peak memory is its own maximum resident
+set). Columns: seconds per step and its split (generate / reward / reference forward / policy forward +
+backward / optimizer; TRL's split is measured with hooks around its generate, reward function, reference
+model and optimizer step, the policy part is the remainder), completion tokens per second, the reward
+(mean of the first 5 steps -> last 5), the gain per second of training, and the peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+RUNNERS = ("pgcore", "trl-rloo", "trl-grpo")
+SPLIT = ("generate", "reward", "reference", "policy", "optimizer")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m", help="smollm2-135m (default) or tiny")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per step")
+    p.add_argument("--num-samples", type=int, default=4, help="completions per prompt")
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--lr", type=float, default=3e-5)
+    p.add_argument("--kl-coef", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--runners", default=",".join(RUNNERS), help=f"comma-separated, from {', '.join(RUNNERS)}")
+    p.add_argument("--prompts", default=None, help="prompt file (default: data/chat_prompts.txt for chat models, "
+                                                  "data/prompts.txt for tiny)")
+    p.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def prompts_file(args) -> str:
+    if args.prompts:
+        return args.prompts
+    return str(ROOT / "data" / ("prompts.txt" if args.model == "tiny" else "chat_prompts.txt"))
+
+
+# ---------------------------------------------------------------------------------------------- pgcore
+def run_pgcore(args) -> dict:
+    import torch
+
+    from pgcore.lm.config import LMConfig
+    from pgcore.lm.trainer import Trainer
+
+    torch.set_num_threads(args.threads)
+    cfg = LMConfig(model=args.model, reward_model="vader", prompts=prompts_file(args), steps=args.steps, seed=args.seed,
+                   batch_size=args.batch_size, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
+                   lr=args.lr, kl_coef=args.kl_coef, kl_estimator="k1", advantage="rloo", lr_scheduler="constant",
+                   max_grad_norm=1.0, output_dir=None, checkpoint_dir=None, model_dir=None)
+    trainer = Trainer(cfg)
+    start = time.perf_counter()
+    result = trainer.train()
+    wall = time.perf_counter() - start
+    h = result.history
+    split = {"generate": sum(r["time_generate"] for r in h), "reward": sum(r["time_reward"] for r in h)}
+    if "time_reference" in h[0]:  # the update split into its parts
+        split.update(reference=sum(r["time_reference"] for r in h), policy=sum(r["time_policy"] for r in h),
+                     optimizer=sum(r["time_optimizer"] for r in h))
+    else:
+        split["policy"] = sum(r["time_update"] for r in h)
+    return {"runner": "pgcore", "steps": len(h), "seconds": wall, "split": split,
+            "tokens": sum(r["tokens"] for r in h), "rewards": [r["reward_mean"] for r in h], "peak_mb": peak_mb()}
+
+
+# ------------------------------------------------------------------------------------------------- TRL
+def run_trl(args, kind: str) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+
+    from pgcore.lm.models import load_policy, load_prompts
+    from pgcore.lm.rewards import VaderReward
+    from pgcore.lm.smollm2 import smollm2_dir
+    from pgcore.lm.tiny import tiny_dir
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model_path = str(tiny_dir() if args.model == "tiny" else smollm2_dir())
+    chat = load_policy(args.model).chat_template
+    prompts = load_prompts(prompts_file(args))
+    rows = [[{"role": "user", "content": p}] for p in prompts] if chat else prompts
+    dataset = Dataset.from_dict({"prompt": rows})
+    times = {k: 0.0 for k in SPLIT}
+    tokens = [0]
+    vader = VaderReward()
+
+    def vader_reward(completions, **kwargs):
+        t = time.perf_counter()
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        out = vader.score(texts).tolist()
+        times["reward"] += time.perf_counter() - t
+        return out
+
+    common = dict(output_dir=tempfile.mkdtemp(prefix="trl-bench-"), per_device_train_batch_size=args.batch_size *
+                  args.num_samples, num_generations=args.num_samples, max_completion_length=args.max_new_tokens,
+                  learning_rate=args.lr, steps_per_generation=1, num_iterations=1, max_steps=args.steps,
+                  logging_steps=1, report_to="none", seed=args.seed, use_cpu=True, save_strategy="no",
+                  lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0,
+                  temperature=1.0, top_k=0, top_p=1.0, bf16=False, gradient_accumulation_steps=1,
+                  dataloader_num_workers=0, disable_tqdm=True)
+    if kind == "trl-rloo":
+        from trl import RLOOConfig as Config, RLOOTrainer as Trainer
+
+        config = Config(beta=args.kl_coef, **common)
+    else:
+        from trl import GRPOConfig as Config, GRPOTrainer as Trainer
+
+        config = Config(beta=0.0, **common)
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.step_start, self.opt_start, self.step_seconds = 0.0, 0.0, []
+
+        def on_step_begin(self, a, state, control, **kw):
+            self.step_start = time.perf_counter()
+
+        def on_pre_optimizer_step(self, a, state, control, **kw):
+            self.opt_start = time.perf_counter()
+
+        def on_optimizer_step(self, a, state, control, **kw):
+            times["optimizer"] += time.perf_counter() - self.opt_start
+
+        def on_step_end(self, a, state, control, **kw):
+            self.step_seconds.append(time.perf_counter() - self.step_start)
+
+    timer = Timer()
+    trainer = Trainer(model=model_path, reward_funcs=vader_reward, args=config, train_dataset=dataset,
+                      callbacks=[timer])
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    generate = model.generate
+
+    def timed_generate(*a, **kw):
+        t = time.perf_counter()
+        out = generate(*a, **kw)
+        times["generate"] += time.perf_counter() - t
+        seqs = out.sequences if hasattr(out, "sequences") else out
+        prompt_len = (kw.get("input_ids") if "input_ids" in kw else a[0]).shape[1]
+        completion = seqs[:, prompt_len:]
+        pad = trainer.processing_class.pad_token_id
+        tokens[0] += int((completion != pad).sum()) + int((completion == pad).any(dim=1).sum())  # + one EOS a row
+        return out
+
+    model.generate = timed_generate
+    ref = getattr(trainer, "ref_model", None)
+    if ref is not None:
+        started = {}
+        ref.register_forward_pre_hook(lambda m, i: started.__setitem__("t", time.perf_counter()))
+        ref.register_forward_hook(lambda m, i, o: times.__setitem__("reference", times["reference"] +
+                                                                    time.perf_counter() - started["t"]))
+    start = time.perf_counter()
+    trainer.train()
+    wall = time.perf_counter() - start
+    total = sum(timer.step_seconds)
+    times["policy"] = total - times["generate"] - times["reward"] - times["reference"] - times["optimizer"]
+    rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
+    return {"runner": kind, "steps": len(timer.step_seconds), "seconds": wall, "split": times, "tokens": tokens[0],
+            "rewards": rewards, "peak_mb": peak_mb()}
+
+
+# ------------------------------------------------------------------------------------------------ table
+def table(results: list[dict], args) -> str:
+    head = (f"{'runner':<10} {'steps':>5} {'s/step':>7} " + " ".join(f"{k[:9]:>9}" for k in SPLIT)
+            + f" {'tokens/s':>8} {'reward first5 -> last5':>22} {'gain/s':>9} {'peak MB':>8}")
+    lines = [head]
+    base = next((r for r in results if r["runner"] == "trl-rloo"), None)
+    for r in results:
+        n = max(r["steps"], 1)
+        rew = r["rewards"]
+        first, last = sum(rew[:5]) / max(len(rew[:5]), 1), sum(rew[-5:]) / max(len(rew[-5:]), 1)
+        gain = (last - first) / r["seconds"]
+        split = " ".join(f"{r['split'].get(k, 0.0) / n:9.2f}" for k in SPLIT)
+        lines.append(f"{r['runner']:<10} {r['steps']:>5} {r['seconds'] / n:7.2f} {split} {r['tokens'] / r['seconds']:8.1f} "
+                     f"{first:10.3f} -> {last:.3f} {gain:9.2e} {r['peak_mb']:8.0f}")
+        r["gain_per_s"] = gain
+    if base is not None:
+        for r in results:
+            if r is not base:
+                lines.append(f"{r['runner']} vs trl-rloo: {base['seconds'] / base['steps'] / (r['seconds'] / r['steps']):.2f}x "
+                             f"steps/s, {r['gain_per_s'] / base['gain_per_s'] if base['gain_per_s'] else float('nan'):.2f}x "
+                             f"gain/s, {r['peak_mb'] / base['peak_mb']:.2f}x peak memory")
+    lines.append(f"(model {args.model}, vader, {args.batch_size} prompts x {args.num_samples} samples, {args.max_new_tokens} "
+                 f"new tokens, lr {args.lr:g}, KL {args.kl_coef:g} (TRL GRPO: 0), {args.threads} threads, seed {args.seed})")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        result = run_pgcore(args) if args.worker == "pgcore" else run_trl(args, args.worker)
+        print("RESULT " + json.dumps(result))
+        return 0
+    runners = [r.strip() for r in args.runners.split(",") if r.strip()]
+    bad = [r for r in runners if r not in RUNNERS]
+    if bad:
+        print(f"lm_vs_trl.py: error: runner {bad[0]!r} unknown; accepted: {', '.join(RUNNERS)}", file=sys.stderr)
+        return 2
+    results = []
+    for runner in runners:
+        cmd = [sys.executable, __file__, "--worker", runner, "--model", args.model, "--steps", str(args.steps),
+               "--batch-size", str(args.batch_size), "--num-samples", str(args.num_samples), "--max-new-tokens",
+               str(args.max_new_tokens), "--lr", str(args.lr), "--kl-coef", str(args.kl_coef), "--seed", str(args.seed),
+               "--threads", str(args.threads), *(["--prompts", args.prompts] if args.prompts else [])]
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
+        print(f"running {runner} ...", flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("RESULT ")), None)
+        if proc.returncode or line is None:
+            print(f"{runner} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
+            return 1
+        results.append(json.loads(line[len("RESULT "):]))
+        print(table(results, args), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
