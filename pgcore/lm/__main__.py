@@ -142,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="samples per held-out problem per evaluation")
     t.add_argument("--entropy-coef", type=_float(0, strict=False), default=d.entropy_coef,
                    help="weight of the entropy bonus")
+    t.add_argument("--warmup-steps", type=_nonneg_int, default=d.warmup_steps,
+                   help="steps of linear learning-rate warmup (from 0) at the start of the run")
     t.add_argument("--max-grad-norm", type=_float(0, strict=True), default=d.max_grad_norm,
                    help="clip the gradient norm to this")
     o = p.add_argument_group("outputs")
