@@ -172,6 +172,55 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") ->
     return _KL[kind](logp, ref_logp)
 
 
+# --------------------------------------------------------------------------------------------
+# Notebook 05: how per-token terms of a batch of completions become one number
+# --------------------------------------------------------------------------------------------
+__all__ += ["AGGREGATIONS", "aggregate"]
+
+AGGREGATIONS = ("token", "sequence", "constant")
+
+
+def aggregate(x: torch.Tensor, mask: torch.Tensor, how: str = "token", max_tokens: int | None = None) -> torch.Tensor:
+    """Reduce per-token values x (N, T) of N completions to a scalar, counting only mask == 1 entries.
+
+        token     sum_{i,t} m x / sum_{i,t} m                 mean over all completion tokens of the batch
+                                                              (DAPO, TRL's default; `pg_loss` with a mask)
+        sequence  (1/N) sum_i [sum_t m x / sum_t m]           mean within each completion, then over
+                                                              completions (the original GRPO)
+        constant  sum_{i,t} m x / (N * max_tokens)            a constant divisor (Dr. GRPO): every token
+                                                              weighs the same, whatever the lengths
+
+    With `sequence`, a token of a short completion weighs more than one of a long completion; with
+    `token` every token of the batch weighs the same, but the weight depends on the batch's total
+    length; `constant` makes it independent of both (Liu et al. 2025, "Understanding R1-Zero-like
+    training"). `pg_loss(logp, adv, mask) == -aggregate(logp * adv, mask, "token")`.
+
+    Args:
+        x: (N, T) per-token values (e.g. logp * adv, or a per-token KL).
+        mask: (N, T) 0/1, the completion mask.
+        how: token, sequence or constant.
+        max_tokens: the divisor's length for `constant` (the generation budget, max_new_tokens);
+            default T.
+
+    Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
+    """
+    x = as_tensor(x, "x")
+    mask = as_tensor(mask, "mask")
+    if x.dim() != 2 or mask.shape != x.shape:
+        raise ValueError(f"x and mask must both be (N, T), got {tuple(x.shape)} and {tuple(mask.shape)}")
+    m = mask.to(x.dtype)
+    if how == "token":
+        return (x * m).sum() / m.sum().clamp(min=1.0)
+    if how == "sequence":
+        return ((x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)).mean()
+    if how == "constant":
+        length = x.shape[1] if max_tokens is None else max_tokens
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens!r}")
+        return (x * m).sum() / (x.shape[0] * length)
+    raise ValueError(f"aggregation {how!r} unknown; accepted: {', '.join(AGGREGATIONS)}")
+
+
 # Notebook 03's critic advantages and PPO's loss live in `pgcore.advantages`; these names stay here too,
 # so `pgcore.pg.gae` keeps working.
 from .advantages import gae, ppo_clip_loss, td_error  # noqa: E402,F401

@@ -81,7 +81,7 @@ def _float(lower: float, strict: bool):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (defaults come from `LMConfig`)."""
-    from .config import ADVANTAGES, KL_ESTIMATORS, LMConfig
+    from .config import ADVANTAGES, KL_ESTIMATORS, KL_PLACEMENTS, LOSS_AGGREGATIONS, LMConfig
 
     d = LMConfig()
     p = _Parser(
@@ -95,13 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m = p.add_argument_group("models and data")
     m.add_argument("--reward-model", required=True, metavar="NAME_OR_PATH",
-                   help="reward: tiny-sentiment (small classifier trained on data/), vader (rule-based), or an HF "
+                   help="reward: tiny-sentiment (small classifier trained on data/), vader (rule-based), arithmetic "
+                        "(a verifier: 1 when the completion of '{a}+{b}=' is the sum, else 0; its training problems "
+                        "are the default prompts, held-out ones are never trained on), or an HF "
                         "sequence-classification model name / local path")
     m.add_argument("--reward-label", default=None, metavar="NAME",
                    help="the classifier label whose probability is the reward (default: the label named "
                         "positive/pos; required when the model has several outputs and no such label)")
     m.add_argument("--model", default=d.model, metavar="NAME_OR_PATH",
-                   help="policy: tiny, smollm2-135m (chat template applied), an HF causal-LM name or local path")
+                   help="policy: tiny, tiny-arith (for --reward-model arithmetic), smollm2-135m (chat template "
+                        "applied), an HF causal-LM name or local path")
     m.add_argument("--prompts", default=None, metavar="FILE",
                    help="text file with one prompt per line (default: data/prompts.txt)")
     t = p.add_argument_group("the policy-gradient loop")
@@ -117,15 +120,33 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sampling temperature (the log-probs use the same one)")
     t.add_argument("--advantage", choices=ADVANTAGES, default=d.advantage,
                    help="none: raw reward; mean: minus batch mean; rloo: minus the mean of the prompt's other "
-                        "samples; group: normalized within the prompt's samples (GRPO)")
+                        "samples (= Dr. GRPO's r - mean up to the factor G/(G-1)); group: GRPO's (r - mean) / std "
+                        "within the prompt's G samples")
+    t.add_argument("--loss-aggregation", choices=LOSS_AGGREGATIONS, default=d.loss_aggregation,
+                   help="how per-token terms become the loss: token = mean over all completion tokens of the batch "
+                        "(DAPO, TRL's default); sequence = mean within each completion, then over completions (the "
+                        "original GRPO); constant = sum over tokens / (completions x max-new-tokens) (Dr. GRPO)")
     t.add_argument("--kl-coef", type=_float(0, strict=False), default=d.kl_coef,
                    help="weight of the KL(policy || initial policy) penalty subtracted from each completion's reward "
                         "(0: no penalty; the KL is logged anyway)")
     t.add_argument("--kl-estimator", choices=KL_ESTIMATORS, default=d.kl_estimator,
                    help="per-token KL estimate in the penalty: k1 = log(pi/ref) (unbiased gradient), k3 = ref/pi - 1 "
                         "- log(ref/pi) (lower-variance value, but a biased gradient when used as a reward)")
+    t.add_argument("--kl-in", choices=KL_PLACEMENTS, default=d.kl_in,
+                   help="reward: the KL penalty is subtracted from each completion's reward (detached, with "
+                        "--kl-estimator); loss: GRPO's k3 term with its gradient, kl-coef x (aggregated) k3, is added "
+                        "to the loss. The logged kl is the same in both")
+    t.add_argument("--eval-every", type=_nonneg_int, default=d.eval_every,
+                   help="held-out pass@1 (sampled at --temperature) every N steps and of the final model, in "
+                        "training_metrics.csv and summary.json; 0: never. Needs a verifier reward (arithmetic)")
+    t.add_argument("--eval-problems", type=_positive_int, default=d.eval_problems,
+                   help="held-out problems per evaluation")
+    t.add_argument("--eval-samples", type=_positive_int, default=d.eval_samples,
+                   help="samples per held-out problem per evaluation")
     t.add_argument("--entropy-coef", type=_float(0, strict=False), default=d.entropy_coef,
                    help="weight of the entropy bonus")
+    t.add_argument("--warmup-steps", type=_nonneg_int, default=d.warmup_steps,
+                   help="steps of linear learning-rate warmup (from 0) at the start of the run")
     t.add_argument("--max-grad-norm", type=_float(0, strict=True), default=d.max_grad_norm,
                    help="clip the gradient norm to this")
     o = p.add_argument_group("outputs")

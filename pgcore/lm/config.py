@@ -8,15 +8,19 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-__all__ = ["LMConfig", "ADVANTAGES", "KL_ESTIMATORS", "SCHEDULERS", "RESUMABLE_CHANGES"]
+__all__ = ["LMConfig", "ADVANTAGES", "KL_ESTIMATORS", "SCHEDULERS", "RESUMABLE_CHANGES", "LOSS_AGGREGATIONS",
+           "KL_PLACEMENTS"]
 
 ADVANTAGES = ("none", "mean", "rloo", "group")
 KL_ESTIMATORS = ("k1", "k3")
+LOSS_AGGREGATIONS = ("token", "sequence", "constant")
+KL_PLACEMENTS = ("reward", "loss")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 # Settings a run may change when resumed: where things go and how long to train. Everything else
 # must match the checkpoint, or the resumed run would not be the run that was checkpointed.
 RESUMABLE_CHANGES = frozenset({"steps", "save_every", "keep_last", "output_dir", "checkpoint_dir", "model_dir",
                                "run_name", "device", "prompts"})
+# (eval_every, eval_problems and eval_samples must match too: the held-out pass@1 column must mean one thing)
 
 
 @dataclass(frozen=True)
@@ -49,13 +53,29 @@ class LMConfig:
     """sampling temperature; log-probs use the same one, so the loss matches the sampler"""
     advantage: str = "rloo"
     """how rewards become advantages: none (raw reward), mean (minus the batch mean), rloo
-    (minus the mean of the prompt's other samples), group (GRPO: normalized within the prompt's group)"""
+    (minus the mean of the prompt's other samples), group (GRPO: normalized within the prompt's group,
+    (r - mean) / std). rloo equals Dr. GRPO's r - mean up to the factor G/(G-1)"""
+    loss_aggregation: str = "token"
+    """how per-token terms become the loss: token (mean over all completion tokens of the batch; DAPO,
+    TRL's default), sequence (mean within each completion, then over completions; the original GRPO),
+    constant (sum over tokens / (completions x max_new_tokens); Dr. GRPO)"""
     kl_coef: float = 0.1
     """weight of the KL(policy || reference) penalty subtracted from each completion's reward (0: none;
     the KL to the starting policy is logged anyway)"""
     kl_estimator: str = "k1"
     """per-token KL estimate in the penalty: k1 = log(pi/ref) (unbiased gradient) or k3 = ref/pi - 1 -
     log(ref/pi) (lower-variance value, biased gradient as a reward; see the module docstring)"""
+    kl_in: str = "reward"
+    """where the KL to the reference acts: reward (the detached penalty kl_coef * sum_t kl_t subtracted from
+    each completion's reward, with kl_estimator) or loss (GRPO: kl_coef * the aggregated per-token k3,
+    with its gradient, added to the loss). The logged kl is the same in both"""
+    eval_every: int = 0
+    """measure held-out pass@1 (sampled, temperature 1) every this many steps, before the step's update,
+    and of the final model (0: never; needs a verifier reward with held-out problems, e.g. arithmetic)"""
+    eval_problems: int = 256
+    """held-out problems per evaluation (the same ones every time)"""
+    eval_samples: int = 4
+    """completions sampled per held-out problem per evaluation"""
     entropy_coef: float = 0.0
     """weight of the entropy bonus (mean per-token entropy) subtracted from the loss"""
     lr: float = 1e-4
@@ -89,9 +109,9 @@ class LMConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v < (0 if allow_zero else 1):
                 raise ValueError(f"{name} must be an int >= {0 if allow_zero else 1}, got {v!r}")
 
-        for name in ("steps", "batch_size", "num_samples", "max_new_tokens"):
+        for name in ("steps", "batch_size", "num_samples", "max_new_tokens", "eval_problems", "eval_samples"):
             positive_int(name)
-        for name in ("save_every", "keep_last", "warmup_steps"):
+        for name in ("save_every", "keep_last", "warmup_steps", "eval_every"):
             positive_int(name, allow_zero=True)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
@@ -112,6 +132,11 @@ class LMConfig:
             )
         if self.kl_estimator not in KL_ESTIMATORS:
             raise ValueError(f"kl_estimator {self.kl_estimator!r} unknown; accepted: {', '.join(KL_ESTIMATORS)}")
+        if self.loss_aggregation not in LOSS_AGGREGATIONS:
+            raise ValueError(f"loss_aggregation {self.loss_aggregation!r} unknown; accepted: "
+                             f"{', '.join(LOSS_AGGREGATIONS)}")
+        if self.kl_in not in KL_PLACEMENTS:
+            raise ValueError(f"kl_in {self.kl_in!r} unknown; accepted: {', '.join(KL_PLACEMENTS)}")
         if self.lr_scheduler not in SCHEDULERS:
             raise ValueError(f"lr_scheduler {self.lr_scheduler!r} unknown; accepted: {', '.join(SCHEDULERS)}")
         if not self.run_name or "/" in self.run_name or self.run_name.startswith("."):

@@ -136,6 +136,10 @@ def load_policy(name_or_path: str = "tiny", *, device=None, dtype=None, cache_di
         path, chat = tiny_dir(config, cache), False
     elif name == "smollm2-135m":
         path, chat = smollm2_dir(cache), True
+    elif name == "tiny-arith":  # notebook 05's policy (pgcore.lm.arith), imported only when asked for
+        from .arith import tiny_arith_dir
+
+        path, chat = tiny_arith_dir(cache=cache), False
     else:
         path, chat = name, None
     model, tokenizer = load_pretrained(path, name, "causal-lm", device=device, dtype=dtype)

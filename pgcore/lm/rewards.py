@@ -5,6 +5,8 @@
   (`pgcore.utils.cache_dir()/tiny-sentiment-<fingerprint>/`)
   and then loaded exactly like any Hugging Face reward model. Reward = P(positive) in [0, 1].
 - `"vader"`: the rule-based VADER lexicon; reward = its compound score in [-1, 1].
+- `"arithmetic"`: a verifier, not a model (`pgcore.lm.arith`, notebook 05): 1.0 when the completion
+  of `"{a}+{b}="` is the sum, else 0.0. It scores with the prompts: `score(texts, prompts=...)`.
 - any Hugging Face sequence-classification model (hub name or local folder). Its positive label
   is found **by name** in `config.id2label` ("positive" / "pos", any case) or given with `label=`
   (`--reward-label`), never assumed to be index 1: label order differs between models.
@@ -35,7 +37,7 @@ __all__ = [
 
 POSITIVE_NAMES = ("positive", "pos")
 """label names (compared lower-case) taken as the positive label when none is given"""
-ACCEPTED = "tiny-sentiment, vader, a local path, or a hub name when online"
+ACCEPTED = "tiny-sentiment, vader, arithmetic, a local path, or a hub name when online"
 
 
 class RewardModel:
@@ -265,6 +267,13 @@ def load_reward(name_or_path: str, *, label: str | None = None, device=None, cac
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
         raise ValueError(f"reward model {name_or_path!r} is not a name; accepted: {ACCEPTED}")
     name = str(name_or_path)
+    if name == "arithmetic":  # a verifier, not a model (notebook 05)
+        if label is not None:
+            raise ValueError(f"reward label {label!r} given but arithmetic is a verifier and has no labels; "
+                             "accepted: no label")
+        from .arith import ArithmeticReward
+
+        return ArithmeticReward()
     if name == "vader":
         if label is not None:
             raise ValueError(f"reward label {label!r} given but vader is rule-based and has no labels; "

@@ -32,7 +32,8 @@ __all__ = ["TrainingRun", "LMResult", "NonFiniteLossError", "RunTerminated", "CS
 
 CSV_COLUMNS = (
     "step", "loss", "reward_mean", "reward_std", "kl", "entropy", "completion_len", "grad_norm", "lr",
-    "tokens", "time", "time_generate", "time_reward", "time_update",
+    "tokens", "zero_spread_frac", "len_correct", "len_incorrect", "heldout_pass1",
+    "time", "time_generate", "time_reward", "time_update",
 )
 PANELS = [("reward", "reward_mean", "reward_std"), ("KL to reference", "kl"), ("entropy per token", "entropy"),
           ("loss (not progress)", "loss"), ("completion length", "completion_len")]
@@ -273,6 +274,10 @@ class TrainingRun:
         """What summary.json holds: config, models, reward label, first/last reward, steps, times, versions."""
         h = self.history
         rewards = [row["reward_mean"] for row in h]
+        verifier = {}
+        if getattr(self.config, "eval_every", 0):  # held-out pass@1 (verifier rewards, notebook 05)
+            verifier = {"heldout_pass1_first": h[0].get("heldout_pass1") if h else None,
+                        "heldout_pass1_final": getattr(self, "heldout_pass1_final", None)}
         return {
             "status": status,
             "config": dataclasses.asdict(self.config),
@@ -286,6 +291,7 @@ class TrainingRun:
             "reward_last20_mean": float(np.mean(rewards[-20:])) if rewards else None,
             "reward_rise": _reward_rise(h) if rewards else None,
             "kl_last": h[-1]["kl"] if h else None,
+            **verifier,
             "train_seconds": float(sum(row["time"] for row in h)),
             "wall_seconds": wall_seconds,
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,

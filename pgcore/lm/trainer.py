@@ -27,6 +27,7 @@ Introduced in notebooks/04_lm_policy_gradient.ipynb.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -116,11 +117,23 @@ class Trainer(TrainingRun):
             with ckpt_lib.quiet_transformers():
                 reward = rewards.load_reward(cfg.reward_model, label=cfg.reward_label, device=self.device)
         self.reward = reward
+        if hasattr(reward, "check_policy"):  # e.g. the arithmetic verifier: can this tokenizer write digits?
+            reward.check_policy(policy)
         if prompts is None:
-            prompts = models.load_prompts(cfg.prompts)
+            if cfg.prompts is None and hasattr(reward, "default_prompts"):  # a task's own training problems
+                prompts = reward.default_prompts()
+            else:
+                prompts = models.load_prompts(cfg.prompts)
         self.raw_prompts = list(prompts)
         if not self.raw_prompts:
             raise ValueError("the prompt list is empty; accepted: at least one prompt")
+        if hasattr(reward, "check_prompts"):  # e.g. no held-out problem among the training prompts
+            reward.check_prompts(self.raw_prompts)
+        if cfg.eval_every and not hasattr(reward, "evaluate"):
+            raise ValueError(f"eval_every {cfg.eval_every} needs a verifier reward with held-out problems, and "
+                             f"{getattr(reward, 'name', cfg.reward_model)!r} has none; accepted: --reward-model "
+                             "arithmetic, or eval_every 0")
+        self.heldout_pass1_final: float | None = None
         self.prompts = models.format_prompts(policy, self.raw_prompts)  # chat template when the model has one
         self._check_prompt_lengths()
 
@@ -148,6 +161,9 @@ class Trainer(TrainingRun):
         cfg, G = self.config, self.config.num_samples
         t0 = time.perf_counter()
         step = self.global_step + 1
+        # held-out pass@1 of the policy that samples this step (every eval_every steps, from step 1)
+        pass1_before = self.evaluate() if cfg.eval_every and (step - 1) % cfg.eval_every == 0 else None
+        t0 = time.perf_counter()
 
         # 1. sample G completions of this process's share of the step's prompts
         prompts = self.prompts_for_step(step)
@@ -156,8 +172,12 @@ class Trainer(TrainingRun):
                          add_special_tokens=not self.policy.chat_template)
         t1 = time.perf_counter()
 
-        # 2. score the completions
-        rew = self.reward.score(batch.texts).to(self.device, torch.float32)  # (N,)
+        # 2. score the completions (a verifier such as `arithmetic` also reads the prompts)
+        if getattr(self.reward, "needs_prompts", False):
+            rew = self.reward.score(batch.texts, prompts=batch.prompts)
+        else:
+            rew = self.reward.score(batch.texts)
+        rew = rew.to(self.device, torch.float32)  # (N,)
         t2 = time.perf_counter()
 
         # 3. per-token log-probs: policy (with grad) and frozen reference (no grad)
@@ -170,19 +190,26 @@ class Trainer(TrainingRun):
         per_token_kl = pg.kl_estimate(logps.detach(), ref_logps, cfg.kl_estimator)  # (N, T)
         kl = (per_token_kl * mask).sum(dim=1)  # (N,): KL of each whole completion
 
-        # 4. advantages: reward minus the KL penalty, compared within / across prompts
-        score = rew - cfg.kl_coef * kl  # (N,)
+        # 4. advantages: reward (minus the KL penalty when it sits in the reward), compared within / across prompts
+        score = rew - cfg.kl_coef * kl if cfg.kl_in == "reward" else rew  # (N,)
         score_all = self.gather(score)  # (N_total,) all processes, prompt-major
         adv_all = compute_advantages(score_all.view(-1, G), cfg.advantage).reshape(-1)
         n = score.shape[0]
         adv = adv_all[self.process_index * n:(self.process_index + 1) * n]  # (N,) this process's rows
 
-        # 5. the policy-gradient loss (its value is not progress: watch the reward)
-        loss = pg.pg_loss(logps, adv, mask)
+        # 5. the policy-gradient loss (its value is not progress: watch the reward), aggregated over
+        #    tokens as configured; with kl_in="loss", GRPO's k3 term with its gradient is added
+        if cfg.loss_aggregation == "token":
+            loss = pg.pg_loss(logps, adv, mask)  # = -pg.aggregate(logps * adv, mask, "token")
+        else:
+            loss = -pg.aggregate(logps * adv.detach()[:, None], mask, cfg.loss_aggregation, cfg.max_new_tokens)
+        if cfg.kl_in == "loss" and cfg.kl_coef:
+            k3 = pg.kl_k3(logps, ref_logps)  # (N, T), with grad (GRPO, Shao et al. 2024, eq. 4)
+            loss = loss + cfg.kl_coef * pg.aggregate(k3, mask, cfg.loss_aggregation, cfg.max_new_tokens)
         entropy_mean = _masked_mean(entropy, mask)
         if cfg.entropy_coef:
             loss = loss - cfg.entropy_coef * entropy_mean
-        if self.num_processes > 1:
+        if self.num_processes > 1 and cfg.loss_aggregation == "token":
             # token-level mean over *all* processes: DDP averages gradients, so weigh by the local share
             tokens_all = self.gather(mask.sum().reshape(1).float()).sum()
             loss = loss * mask.sum().clamp(min=1) * self.num_processes / tokens_all.clamp(min=1)
@@ -202,6 +229,15 @@ class Trainer(TrainingRun):
             self.global_step = step
             rew_all, kl_all = self.gather(rew), self.gather(kl)
             lengths_all = self.gather(mask.sum(dim=1).float())
+            groups = rew_all.view(-1, G)
+            zero_spread = (groups.max(dim=1).values == groups.min(dim=1).values).float().mean().item()
+            len_correct = len_incorrect = None
+            if getattr(self.reward, "verifier", False):  # 1.0 / 0.0 rewards: lengths of right and wrong answers
+                right = rew_all > 0.5
+                len_correct = lengths_all[right].mean().item() if right.any() else None
+                len_incorrect = lengths_all[~right].mean().item() if (~right).any() else None
+            if cfg.eval_every and step == cfg.steps:  # the final model
+                self.heldout_pass1_final = self.evaluate()
             t3 = time.perf_counter()
             row = {
                 "step": step,
@@ -215,6 +251,10 @@ class Trainer(TrainingRun):
                 "grad_norm": grad_norm.item(),
                 "lr": lr,
                 "tokens": int(lengths_all.sum().item()),
+                "zero_spread_frac": zero_spread,
+                "len_correct": len_correct,
+                "len_incorrect": len_incorrect,
+                "heldout_pass1": pass1_before,
                 "time": t3 - t0,
                 "time_generate": t1 - t0,
                 "time_reward": t2 - t1,
@@ -223,6 +263,17 @@ class Trainer(TrainingRun):
             self.logger.log(row)
         self.last_batch = batch
         return row
+
+    def evaluate(self) -> float:
+        """Held-out pass@1 of the current policy: `eval_samples` sampled completions (the run's
+        temperature) of each of `eval_problems` held-out problems, the same problems and sampling
+        seed at every evaluation (so differences between evaluations are not sampling noise in the
+        problem draw). Every process computes the same number."""
+        cfg = self.config
+        policy = dataclasses.replace(self.policy, model=self.unwrapped_model)
+        return self.reward.evaluate(policy, cfg.eval_problems, cfg.eval_samples, temperature=cfg.temperature,
+                                    seed=_stream_seed(cfg.seed, 0, 0, 2) % 2**31,
+                                    max_new_tokens=cfg.max_new_tokens)
 
     def prompts_for_step(self, step: int) -> list[str]:
         """This process's prompts for `step`: a seeded draw of batch_size prompts (without
