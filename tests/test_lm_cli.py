@@ -19,7 +19,7 @@ from pgcore.lm.__main__ import main
 from pgcore.metrics import read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-TIME_COLUMNS = ["time", "time_generate", "time_reward", "time_update"]
+TIME_COLUMNS = ["time", "time_generate", "time_reward", "time_update", "time_reference", "time_policy", "time_optimizer"]
 RUN = ["--steps", "20", "--batch-size", "2", "--num-samples", "2", "--max-new-tokens", "8", "--save-every", "10",
        "--keep-last", "0", "--seed", "3"]
 REQUIRED_COLUMNS = {"step", "loss", "reward_mean", "reward_std", "kl", "entropy", "completion_len", "grad_norm", "lr",

@@ -19,7 +19,7 @@ from lm_fakes import LetterReward, make_policy
 from pgcore.lm.__main__ import main
 from pgcore.metrics import read_csv
 
-TIME_COLUMNS = ["time", "time_generate", "time_reward", "time_update"]
+TIME_COLUMNS = ["time", "time_generate", "time_reward", "time_update", "time_reference", "time_policy", "time_optimizer"]
 RUN = ["--reward-model", "tiny-sentiment", "--steps", "4", "--batch-size", "2", "--num-samples", "2",
        "--max-new-tokens", "4", "--save-every", "2", "--keep-last", "0", "--seed", "5"]
 ONE_THREAD = ["--threads", "1"]  # per process: 2 processes share 2 cores

@@ -16,7 +16,7 @@ from pgcore.lm.trainer import LMConfig, NonFiniteLossError, Trainer, compute_adv
 from pgcore.metrics import read_csv
 
 PROMPTS = ["the movie", "a", "terrible plot", "i loved this", "the food was"]
-TIME_COLUMNS = ["time", "time_generate", "time_reward", "time_update"]
+TIME_COLUMNS = ["time", "time_generate", "time_reward", "time_update", "time_reference", "time_policy", "time_optimizer"]
 
 
 def small_config(tmp_path, **kw) -> LMConfig:

@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reward: the KL penalty is subtracted from each completion's reward (detached, with "
                         "--kl-estimator); loss: GRPO's k3 term with its gradient, kl-coef x (aggregated) k3, is added "
                         "to the loss. The logged kl is the same in both")
+    t.add_argument("--kl-log-every", type=_nonneg_int, default=d.kl_log_every,
+                   help="with --kl-coef 0, run the frozen reference (to log the KL) only every N steps; 0: never "
+                        "(the kl column stays empty). With --kl-coef > 0 it runs every step")
+    t.add_argument("--share-prompt", action="store_true",
+                   help="run each prompt once per forward and share its key/value cache among its --num-samples "
+                        "completions: the same log-probs up to float rounding, much less compute for long "
+                        "(chat-template) prompts")
     t.add_argument("--eval-every", type=_nonneg_int, default=d.eval_every,
                    help="held-out pass@1 (sampled at --temperature) every N steps and of the final model, in "
                         "training_metrics.csv and summary.json; 0: never. Needs a verifier reward (arithmetic)")
@@ -239,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     def report(tr, row):
         if row["step"] % every == 0 or row["step"] == config.steps:
             say(f"step {row['step']:>5}/{config.steps}  reward {row['reward_mean']:+.3f} ± {row['reward_std']:.3f}  "
-                f"kl {row['kl']:.4f}  entropy {row['entropy']:.3f}  len {row['completion_len']:.1f}  "
+                f"kl {'-' if row['kl'] is None else format(row['kl'], '.4f')}  entropy {row['entropy']:.3f}  len {row['completion_len']:.1f}  "
                 f"{time.perf_counter() - start:.0f} s")
 
     try:

@@ -69,6 +69,13 @@ class LMConfig:
     """where the KL to the reference acts: reward (the detached penalty kl_coef * sum_t kl_t subtracted from
     each completion's reward, with kl_estimator) or loss (GRPO: kl_coef * the aggregated per-token k3,
     with its gradient, added to the loss). The logged kl is the same in both"""
+    kl_log_every: int = 1
+    """with kl_coef 0 (the KL acts nowhere), run the frozen reference only every this many steps, to log the
+    KL (0: never; the kl column is then empty on the other steps). kl_coef > 0 runs it every step"""
+    share_prompt: bool = False
+    """run each prompt once per forward and share its key/value cache among its num_samples completions
+    (the same log-probs and gradients up to float rounding, far less compute when prompts are long, e.g.
+    chat templates); False: one forward over every prompt + completion row"""
     eval_every: int = 0
     """measure held-out pass@1 (sampled, temperature 1) every this many steps, before the step's update,
     and of the final model (0: never; needs a verifier reward with held-out problems, e.g. arithmetic)"""
@@ -111,7 +118,7 @@ class LMConfig:
 
         for name in ("steps", "batch_size", "num_samples", "max_new_tokens", "eval_problems", "eval_samples"):
             positive_int(name)
-        for name in ("save_every", "keep_last", "warmup_steps", "eval_every"):
+        for name in ("save_every", "keep_last", "warmup_steps", "eval_every", "kl_log_every"):
             positive_int(name, allow_zero=True)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")

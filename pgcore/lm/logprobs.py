@@ -111,7 +111,8 @@ def per_token_logps(
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     position_ids = position_ids_from_mask(attention_mask)  # (B, L): left padding must not shift positions
-    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    # use_cache=False: a training forward needs no key/value cache (building one costs time and memory)
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     if _accepts_logits_to_keep(model):
         # +1: the logit at the last prompt token predicts the first completion token
         logits = model(**kwargs, logits_to_keep=logits_to_keep + 1).logits  # (B, T+1, V)

@@ -33,7 +33,7 @@ __all__ = ["TrainingRun", "LMResult", "NonFiniteLossError", "RunTerminated", "CS
 CSV_COLUMNS = (
     "step", "loss", "reward_mean", "reward_std", "kl", "entropy", "completion_len", "grad_norm", "lr",
     "tokens", "zero_spread_frac", "len_correct", "len_incorrect", "heldout_pass1",
-    "time", "time_generate", "time_reward", "time_update",
+    "time", "time_generate", "time_reward", "time_update", "time_reference", "time_policy", "time_optimizer",
 )
 PANELS = [("reward", "reward_mean", "reward_std"), ("KL to reference", "kl"), ("entropy per token", "entropy"),
           ("loss (not progress)", "loss"), ("completion length", "completion_len")]
@@ -110,6 +110,11 @@ def sigint_deferred() -> Iterator[None]:
         signal.raise_signal(s)
 
 
+def _fmt(x, spec: str) -> str:
+    """`format(x, spec)`, or "-" for a value not computed (None)."""
+    return "-" if x is None else format(x, spec)
+
+
 class TrainingRun:
     """The run's plumbing, mixed into `Trainer` (see the module docstring).
 
@@ -144,7 +149,7 @@ class TrainingRun:
             while self.global_step < cfg.steps:
                 row = self.step()
                 bar.update(1)
-                bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl']:.3f}")
+                bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=_fmt(row["kl"], ".3f"))
                 if cfg.save_every and self.global_step % cfg.save_every == 0 and self.global_step < cfg.steps:
                     self.save_checkpoint()
                     self.write_outputs(status="running", wall_seconds=time.perf_counter() - start, plot=False)
@@ -290,7 +295,7 @@ class TrainingRun:
             "reward_first10_mean": float(np.mean(rewards[:10])) if rewards else None,
             "reward_last20_mean": float(np.mean(rewards[-20:])) if rewards else None,
             "reward_rise": _reward_rise(h) if rewards else None,
-            "kl_last": h[-1]["kl"] if h else None,
+            "kl_last": next((row["kl"] for row in reversed(h) if row["kl"] is not None), None),
             **verifier,
             "train_seconds": float(sum(row["time"] for row in h)),
             "wall_seconds": wall_seconds,

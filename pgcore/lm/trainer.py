@@ -40,7 +40,7 @@ from .. import pg
 from ..metrics import MetricsLogger
 from ..utils import get_device, set_seed, weights_sha256
 from .config import ADVANTAGES, KL_ESTIMATORS, RESUMABLE_CHANGES, SCHEDULERS, LMConfig  # noqa: F401 (re-exported)
-from .logprobs import per_token_logps
+from .logprobs import per_token_logps, per_token_logps_shared_prompt
 from .run import CSV_COLUMNS, PANELS, LMResult, NonFiniteLossError, TrainingRun, sigint_deferred
 from .sampling import generate
 
@@ -142,7 +142,9 @@ class Trainer(TrainingRun):
         self.reference_sha256 = weights_sha256(self.ref_model)  # recorded in checkpoints, checked on resume
         self.model.eval()  # no dropout: sampling and log-probs must see the same function
         params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # foreach: one kernel per step for all tensors (bit-identical to the loop on CPU); fused on CUDA
+        fast = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fast)
         from transformers import get_scheduler
 
         self.scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.warmup_steps,
@@ -182,16 +184,20 @@ class Trainer(TrainingRun):
 
         # 3. per-token log-probs: policy (with grad) and frozen reference (no grad)
         mask = batch.completion_mask  # (N, T)
-        T = batch.completion_ids.shape[1]
-        logps, entropy = per_token_logps(self.model, batch.input_ids, batch.attention_mask, T, cfg.temperature,
-                                         return_entropy=True, entropy_grad=cfg.entropy_coef > 0)  # (N, T), (N, T)
-        with torch.no_grad():
-            ref_logps = per_token_logps(self.ref_model, batch.input_ids, batch.attention_mask, T, cfg.temperature)
-        per_token_kl = pg.kl_estimate(logps.detach(), ref_logps, cfg.kl_estimator)  # (N, T)
-        kl = (per_token_kl * mask).sum(dim=1)  # (N,): KL of each whole completion
+        logps, entropy = self.policy_logps(self.model, batch, entropy_grad=cfg.entropy_coef > 0)  # (N, T), (N, T)
+        t_policy = time.perf_counter()
+        if self.needs_reference(step):
+            with torch.inference_mode():
+                ref_logps = self.policy_logps(self.ref_model, batch)  # (N, T)
+            ref_logps = ref_logps.clone()  # a normal tensor again: the KL in the loss differentiates through it
+            per_token_kl = pg.kl_estimate(logps.detach(), ref_logps, cfg.kl_estimator)  # (N, T)
+            kl = (per_token_kl * mask).sum(dim=1)  # (N,): KL of each whole completion
+        else:  # kl_coef 0 and not a KL-logging step: no reference forward at all
+            ref_logps = kl = None
+        t_reference = time.perf_counter()
 
         # 4. advantages: reward (minus the KL penalty when it sits in the reward), compared within / across prompts
-        score = rew - cfg.kl_coef * kl if cfg.kl_in == "reward" else rew  # (N,)
+        score = rew - cfg.kl_coef * kl if cfg.kl_in == "reward" and cfg.kl_coef else rew  # (N,)
         score_all = self.gather(score)  # (N_total,) all processes, prompt-major
         adv_all = compute_advantages(score_all.view(-1, G), cfg.advantage).reshape(-1)
         n = score.shape[0]
@@ -218,6 +224,7 @@ class Trainer(TrainingRun):
             raise NonFiniteLossError(f"loss is {loss_all.mean().item()} at step {step}")
         self.optimizer.zero_grad(set_to_none=True)
         self.backward(loss)
+        t_backward = time.perf_counter()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
         if not torch.isfinite(grad_norm):
             raise NonFiniteLossError(f"gradient norm is {grad_norm.item()} at step {step}")
@@ -227,7 +234,9 @@ class Trainer(TrainingRun):
             self.optimizer.step()
             self.scheduler.step()
             self.global_step = step
-            rew_all, kl_all = self.gather(rew), self.gather(kl)
+            t_optimizer = time.perf_counter()
+            rew_all = self.gather(rew)
+            kl_all = self.gather(kl) if kl is not None else None
             lengths_all = self.gather(mask.sum(dim=1).float())
             groups = rew_all.view(-1, G)
             zero_spread = (groups.max(dim=1).values == groups.min(dim=1).values).float().mean().item()
@@ -244,7 +253,7 @@ class Trainer(TrainingRun):
                 "loss": loss_all.mean().item(),
                 "reward_mean": rew_all.mean().item(),
                 "reward_std": rew_all.std().item() if rew_all.numel() > 1 else 0.0,
-                "kl": kl_all.mean().item(),
+                "kl": kl_all.mean().item() if kl_all is not None else None,  # None: not computed this step
                 "entropy": (self.gather((entropy.detach() * mask.to(entropy.dtype)).sum().reshape(1)).sum()
                             / lengths_all.sum().clamp(min=1.0)).item(),  # token mean over all processes
                 "completion_len": lengths_all.mean().item(),
@@ -259,10 +268,31 @@ class Trainer(TrainingRun):
                 "time_generate": t1 - t0,
                 "time_reward": t2 - t1,
                 "time_update": t3 - t2,
+                "time_reference": t_reference - t_policy,
+                "time_policy": (t_policy - t2) + (t_backward - t_reference),  # forward + backward
+                "time_optimizer": t_optimizer - t_backward,  # clip, AdamW, scheduler
             }
             self.logger.log(row)
         self.last_batch = batch
         return row
+
+    def policy_logps(self, model, batch, *, entropy_grad: bool | None = None):
+        """Per-token log-probs of the batch's completions under `model` (N, T), plus the (N, T) entropies
+        when `entropy_grad` is given (True: with their graph). With `config.share_prompt`, each prompt
+        runs once and its key/value cache is shared by its G samples (`per_token_logps_shared_prompt`)."""
+        cfg = self.config
+        kw = dict(return_entropy=entropy_grad is not None, entropy_grad=bool(entropy_grad))
+        if cfg.share_prompt and cfg.num_samples > 1:
+            return per_token_logps_shared_prompt(model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
+                                                 batch.completion_mask, cfg.num_samples, cfg.temperature, **kw)
+        return per_token_logps(model, batch.input_ids, batch.attention_mask, batch.completion_ids.shape[1],
+                               cfg.temperature, **kw)
+
+    def needs_reference(self, step: int) -> bool:
+        """Whether `step` runs the frozen reference: always when the KL acts (kl_coef > 0); with kl_coef 0 only
+        to log the KL, every `kl_log_every` steps (0: never)."""
+        cfg = self.config
+        return cfg.kl_coef > 0 or (cfg.kl_log_every > 0 and (step - 1) % cfg.kl_log_every == 0)
 
     def evaluate(self) -> float:
         """Held-out pass@1 of the current policy: `eval_samples` sampled completions (the run's
