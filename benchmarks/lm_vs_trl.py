@@ -14,7 +14,8 @@ Batch semantics: in TRL 1.16 `per_device_train_batch_size` counts *completions* 
 num_generations), not prompts; with `steps_per_generation = 1` one TRL step is one generation round and
 one optimizer update, as one `pgcore.lm` step is.
 
-Each runner is a fresh subprocess (model loading is not timed; peak memory is its own maximum resident
+Runners: `pgcore` (with `share_prompt`: each prompt's forward runs once for its samples), `pgcore-plain`
+(one forward over every prompt + completion row), `trl-rloo`, `trl-grpo` (beta 0). Each runner is a fresh subprocess (model loading is not timed; peak memory is its own maximum resident
 set). Columns: seconds per step and its split (generate / reward / reference forward / policy forward +
 backward / optimizer; TRL's split is measured with hooks around its generate, reward function, reference
 model and optimizer step, the policy part is the remainder), completion tokens per second, the reward
@@ -38,7 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-RUNNERS = ("pgcore", "trl-rloo", "trl-grpo")
+RUNNERS = ("pgcore", "pgcore-plain", "trl-rloo", "trl-grpo")
 SPLIT = ("generate", "reward", "reference", "policy", "optimizer")
 
 
@@ -71,7 +72,7 @@ def prompts_file(args) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- pgcore
-def run_pgcore(args) -> dict:
+def run_pgcore(args, share_prompt: bool = True) -> dict:
     import torch
 
     from pgcore.lm.config import LMConfig
@@ -81,7 +82,7 @@ def run_pgcore(args) -> dict:
     cfg = LMConfig(model=args.model, reward_model="vader", prompts=prompts_file(args), steps=args.steps, seed=args.seed,
                    batch_size=args.batch_size, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
                    lr=args.lr, kl_coef=args.kl_coef, kl_estimator="k1", advantage="rloo", lr_scheduler="constant",
-                   max_grad_norm=1.0, output_dir=None, checkpoint_dir=None, model_dir=None)
+                   max_grad_norm=1.0, output_dir=None, checkpoint_dir=None, model_dir=None, share_prompt=share_prompt)
     trainer = Trainer(cfg)
     start = time.perf_counter()
     result = trainer.train()
@@ -93,7 +94,7 @@ def run_pgcore(args) -> dict:
                      optimizer=sum(r["time_optimizer"] for r in h))
     else:
         split["policy"] = sum(r["time_update"] for r in h)
-    return {"runner": "pgcore", "steps": len(h), "seconds": wall, "split": split,
+    return {"runner": "pgcore" if share_prompt else "pgcore-plain", "steps": len(h), "seconds": wall, "split": split,
             "tokens": sum(r["tokens"] for r in h), "rewards": [r["reward_mean"] for r in h], "peak_mb": peak_mb()}
 
 
@@ -221,7 +222,10 @@ def table(results: list[dict], args) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
-        result = run_pgcore(args) if args.worker == "pgcore" else run_trl(args, args.worker)
+        if args.worker.startswith("pgcore"):
+            result = run_pgcore(args, share_prompt=args.worker == "pgcore")
+        else:
+            result = run_trl(args, args.worker)
         print("RESULT " + json.dumps(result))
         return 0
     runners = [r.strip() for r in args.runners.split(",") if r.strip()]

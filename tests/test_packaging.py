@@ -22,7 +22,7 @@ def test_environment_yml_matches_pyproject():
     wanted |= {_name(r) for r in project["optional-dependencies"]["dev"]}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_list = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    have = {_name(r) for r in pip_list if not r.startswith("-e")}
+    have = {_name(r) for r in pip_list if not r.startswith("-")}
     assert have == wanted, f"only in environment.yml: {sorted(have - wanted)}; only in pyproject: {sorted(wanted - have)}"
     assert "-e ." in pip_list, "environment.yml must install the course package itself"
 
@@ -45,3 +45,19 @@ def test_ci_runs_the_readme_test_command():
     assert tests == [TEST_COMMAND], f"README must show the one test command {TEST_COMMAND!r}, found {tests}"
     assert f"\n{TEST_COMMAND}\n" in ci, ".ci/run must run exactly the README's test command"
     assert "torch==2.13.0" in ci.split("-e \".[dev]\"")[0], ".ci/run must pin the CPU torch before the project install"
+
+
+def test_constraints_pin_every_dependency():
+    """.ci/constraints.txt holds the versions the stored notebook outputs were made with: every dependency
+    (torch is pinned by the install command itself) has an exact pin, so a new release cannot move a digit."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]} - {"torch"}
+    pins = {}
+    for line in (ROOT / ".ci" / "constraints.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not an exact pin (name==version)"
+            pins[_name(name)] = version
+    assert wanted <= set(pins), f"not pinned in .ci/constraints.txt: {sorted(wanted - set(pins))}"
+    assert "torch" not in pins, "torch is pinned by the install command (CPU or CUDA build), not here"
