@@ -231,7 +231,10 @@ def test_gradient_stats_by_hand():
     ref = torch.tensor([1.0, 1.0])
     s = vw.gradient_stats(g, ref)
     assert math.isclose(s["trace_cov"], 1.0 + 1.0, rel_tol=1e-6)                      # var of each column is 1
-    assert math.isclose(s["rel_var"], 2.0 / 5.0, rel_tol=1e-6)                        # mean (2, 1)
+    assert math.isclose(s["naive_ratio"], 2.0 / 5.0, rel_tol=1e-6)                    # mean (2, 1)
+    assert math.isclose(s["signal"], (3 + 2 + 8) / 3, rel_tol=1e-6)                   # mean of g_i . g_j, i != j
+    assert math.isclose(s["signal"], 5.0 - 2.0 / 3, rel_tol=1e-6)                     # = ||mean||^2 - tr Cov / M
+    assert math.isclose(s["noise_to_signal"], 2.0 / 5.0 * 5 / (5.0 - 2.0 / 3), rel_tol=1e-6)
     cos = [1 / math.sqrt(2), 5 / math.sqrt(13 * 2), 3 / math.sqrt(10)]
     assert math.isclose(s["cos"], sum(cos) / 3, rel_tol=1e-6)
     assert math.isclose(s["cos_of_mean"], 3 / math.sqrt(10), rel_tol=1e-6)
