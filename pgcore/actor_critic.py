@@ -10,7 +10,10 @@ The same five steps as `pgcore.reinforce`, the same rollouts (`collect_rollout`)
   4. the update:     `update_epochs` passes over the batch in `num_minibatches` minibatches, each a
      step on `pgcore.pg.ppo_clip_loss`: the importance ratio pi_theta / pi_old lets a batch be
      reused, `clip_eps` clips it (PPO); clip_eps=None is the plain ratio objective. With one epoch
-     and one minibatch the ratio is 1 and the step is REINFORCE's step on `pg_loss`.
+     and one minibatch the ratio is 1 and the step is REINFORCE's step on `pg_loss`. `ppo_update` is this
+     step on its own; CleanRL's options are fields too: advantages standardized per minibatch
+     (`adv_norm_scope`), an approx-KL early stop (`target_kl`), the critic trained in the same minibatch
+     loop (`value_minibatch`), an entropy bonus (`ent_coef`) and gradient clipping (`max_grad_norm`).
 
 So `train(config=ActorCriticConfig.from_reinforce(rc))` is REINFORCE (it retraces
 `pgcore.reinforce.train(config=rc)` step for step), `advantage="gae"` is
@@ -44,12 +47,15 @@ __all__ = [
     "critic_values",
     "rollout_advantages",
     "fit_value",
+    "ppo_update",
     "train",
     "TrainResult",
 ]
 
 #: the advantage estimators `train` knows; the last two need the critic
 ADVANTAGES = ("total_return", "reward_to_go", "nstep", "gae")
+#: what normalize_adv standardizes over: the whole batch once, or each minibatch on its own (CleanRL)
+ADV_NORM_SCOPES = ("batch", "minibatch")
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,9 @@ class ActorCriticConfig:
     n_steps: int = 8
     """n of the n-step advantage, >= 1 (advantage="nstep"): sum of n rewards + gamma^n V(s_{t+n}) - V(s_t)"""
     normalize_adv: bool = True
-    """standardize the advantages over the batch (mean 0, std 1) before the update"""
+    """standardize the advantages (mean 0, std 1) for the update"""
+    adv_norm_scope: str = "batch"
+    """what normalize_adv standardizes over: "batch" (all steps, once, before the update) or "minibatch" (each minibatch on its own, as CleanRL's PPO)"""
     update_epochs: int = 1
     """passes over each batch (1: on-policy REINFORCE / A2C; PPO uses several)"""
     num_minibatches: int = 1
@@ -96,10 +104,14 @@ class ActorCriticConfig:
     """weight of an entropy bonus added to the objective (>= 0)"""
     max_grad_norm: float | None = None
     """clip the policy gradient's global norm to this value (None: no clipping; grad_norm is logged either way)"""
+    target_kl: float | None = None
+    """stop an update's epochs early once the k3 approx KL(pi_old || pi) of the epoch's last minibatch (measured before its step) exceeds this, as CleanRL; None: always run update_epochs"""
     value_lr: float = 1e-2
     """learning rate of the critic's Adam optimizer"""
     value_iters: int = 10
-    """full-batch gradient steps on the critic's squared error per update"""
+    """full-batch gradient steps on the critic's squared error per update (after the policy's; unused with value_minibatch)"""
+    value_minibatch: bool = False
+    """train the critic inside the policy's loop instead: on every minibatch one step on 0.5 * mean((V - target)^2), as CleanRL's PPO"""
     early_stop: bool = True
     """stop before the budget once the policy reaches target_return (training test, then a confirmation run)"""
     target_return: float | None = None
@@ -148,6 +160,12 @@ class ActorCriticConfig:
             bad("lam", "a number in [0, 1]")
         if not isinstance(self.normalize_adv, bool):
             bad("normalize_adv", "True or False")
+        if self.adv_norm_scope not in ADV_NORM_SCOPES:
+            bad("adv_norm_scope", ", ".join(ADV_NORM_SCOPES))
+        if self.target_kl is not None and (not is_num(self.target_kl) or self.target_kl <= 0):
+            bad("target_kl", "None or a number > 0")
+        if not isinstance(self.value_minibatch, bool):
+            bad("value_minibatch", "True or False")
         if self.clip_eps is not None and (not is_num(self.clip_eps) or not (0 < self.clip_eps < 1)):
             bad("clip_eps", "None or a number in (0, 1)")
         if not is_num(self.ent_coef) or self.ent_coef < 0:
@@ -278,7 +296,8 @@ def rollout_advantages(
     Monte Carlo ("total_return", "reward_to_go"): `pgcore.reinforce.compute_weights` and
     `compute_advantages` (baseline none / mean / value), target G_t. Bootstrapped ("nstep",
     "gae"): the n-step advantage or GAE(lambda) from the critic, target A_t + V(s_t) (the n-step
-    return, the lambda-return). Then standardized if `config.normalize_adv`.
+    return, the lambda-return). Then standardized if `config.normalize_adv` with `adv_norm_scope="batch"`
+    (with "minibatch", `ppo_update` standardizes each minibatch instead).
 
     Returns:
         (adv (S,), target (S,) or None when there is no critic), in `batch.mask` order.
@@ -288,7 +307,7 @@ def rollout_advantages(
     cfg = config
     if cfg.advantage in ("total_return", "reward_to_go"):
         weights = compute_weights(batch, cfg.gamma, cfg.advantage)
-        adv = compute_advantages(batch, weights, cfg.baseline, cfg.normalize_adv, value_net)
+        adv = compute_advantages(batch, weights, cfg.baseline, cfg.normalize_adv and cfg.adv_norm_scope == "batch", value_net)
         target = None
         if value_net is not None:
             target = reward_to_go(batch.rew, cfg.gamma, batch.done, batch.mask)[batch.mask]
@@ -303,7 +322,7 @@ def rollout_advantages(
         full = n_step_advantage(batch.rew, val, batch.done, cfg.gamma, cfg.n_steps, **common)
     adv = full[batch.mask]
     target = adv + val[batch.mask]
-    if cfg.normalize_adv and adv.numel() >= 2:
+    if cfg.normalize_adv and cfg.adv_norm_scope == "batch" and adv.numel() >= 2:
         adv = normalize(adv)
     return adv, target
 
@@ -359,6 +378,90 @@ def fit_value(
         return float(((value_net(obs) - target) ** 2).mean())
 
 
+def ppo_update(
+    policy: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    obs: torch.Tensor,
+    act: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    config: ActorCriticConfig,
+    *,
+    generator: torch.Generator | None = None,
+    value_net: torch.nn.Module | None = None,
+    value_optimizer: torch.optim.Optimizer | None = None,
+    v_target: torch.Tensor | None = None,
+) -> dict:
+    """Steps 4-5 of `train`: `update_epochs` passes of `num_minibatches` steps on one batch (PPO's update).
+
+    Per epoch, a fresh permutation of the S steps (from `generator`; none when num_minibatches = 1)
+    is cut into minibatches; on each: the advantages (standardized here if normalize_adv and
+    adv_norm_scope="minibatch"), `pgcore.pg.ppo_clip_loss` minus ent_coef times the mean entropy,
+    backward, the gradient norm clipped to max_grad_norm, an optimizer step; with value_minibatch,
+    then one step of `value_optimizer` on 0.5 * mean((V(s) - v_target)^2) over the minibatch. After
+    each epoch, with target_kl set, the epochs stop once the last minibatch's approx KL (k3, measured
+    before its step) exceeds target_kl. The same loop as CleanRL's ppo.py, with the critic a separate
+    network with its own optimizer.
+
+    Args:
+        policy, optimizer: the policy (obs -> Categorical) and its optimizer; updated in place.
+        obs (S, obs_dim), act (S,), old_logp (S,) log pi_old(a|s) from the rollout, adv (S,): on the
+            policy's device.
+        config: an ActorCriticConfig (update_epochs, num_minibatches, clip_eps, ent_coef,
+            max_grad_norm, normalize_adv, adv_norm_scope, target_kl, value_minibatch).
+        generator: CPU generator of the minibatch permutations.
+        value_net, value_optimizer, v_target (S,): the critic, for value_minibatch.
+
+    Returns:
+        dict: "first" (loss, grad_norm, entropy) of the first step (the on-policy one), "clip_fracs"
+        (one per step), "epochs" (passes run), "approx_kl" (of the last minibatch, before its step).
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    cfg = config
+    max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
+    per_minibatch = cfg.normalize_adv and cfg.adv_norm_scope == "minibatch"
+    train_critic = cfg.value_minibatch and value_net is not None
+    if train_critic and (value_optimizer is None or v_target is None):
+        raise ValueError("value_minibatch needs value_optimizer and v_target")
+    num_steps = obs.shape[0]
+    first = None
+    clip_fracs: list[float] = []
+    epochs = 0
+    approx_kl = float("nan")
+    for _ in range(cfg.update_epochs):
+        if cfg.num_minibatches == 1:
+            chunks = [slice(None)]
+        else:
+            perm = torch.randperm(num_steps, generator=generator).to(obs.device)
+            size = -(-num_steps // cfg.num_minibatches)
+            chunks = [perm[i:i + size] for i in range(0, num_steps, size)]
+        for idx in chunks:
+            dist = policy(obs[idx])
+            logp = dist.log_prob(act[idx])
+            entropy = dist.entropy().mean()
+            mb_adv = normalize(adv[idx]) if per_minibatch else adv[idx]
+            loss, stats = ppo_clip_loss(logp, old_logp[idx], mb_adv, cfg.clip_eps)
+            loss = loss - cfg.ent_coef * entropy
+            optimizer.zero_grad()
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), max_norm)
+            optimizer.step()
+            if train_critic:
+                v_loss = 0.5 * ((value_net(obs[idx]) - v_target[idx]) ** 2).mean()
+                value_optimizer.zero_grad()
+                v_loss.backward()
+                value_optimizer.step()
+            clip_fracs.append(stats["clip_frac"])
+            approx_kl = stats["approx_kl"]
+            if first is None:  # the on-policy step: what REINFORCE would log
+                first = (float(loss.detach()), float(grad_norm), float(entropy.detach()))
+        epochs += 1
+        if cfg.target_kl is not None and approx_kl > cfg.target_kl:  # approx_kl, see http://joschu.net/blog/kl-approx.html
+            break
+    return {"first": first, "clip_fracs": clip_fracs, "epochs": epochs, "approx_kl": approx_kl}
+
+
 def train(
     env="CartPole-v1",
     *,
@@ -371,8 +474,8 @@ def train(
 
     Each update: collect num_envs * episodes_per_env complete episodes (step 1); the advantage of
     every step from the returns or the critic (2-3, `rollout_advantages`); `update_epochs` passes
-    of `num_minibatches` Adam steps on `pgcore.pg.ppo_clip_loss` (4-5); then `value_iters` steps
-    on the critic. Early stopping, budget and seeding work exactly as in `pgcore.reinforce.train`.
+    of `num_minibatches` Adam steps on `pgcore.pg.ppo_clip_loss` (4-5, `ppo_update`); then `value_iters`
+    steps on the critic (or, with value_minibatch, one critic step per minibatch inside `ppo_update`). Early stopping, budget and seeding work exactly as in `pgcore.reinforce.train`.
 
     Args:
         env: a Gymnasium env id, a gym.Env object or a gym.vector.VectorEnv (discrete actions).
@@ -408,7 +511,6 @@ def train(
         value_opt = torch.optim.Adam(value_net.parameters(), lr=cfg.value_lr) if value_net is not None else None
         generator = torch.Generator().manual_seed(seed)
         shuffle_generator = torch.Generator().manual_seed(seed + 2)
-        max_norm = cfg.max_grad_norm if cfg.max_grad_norm is not None else float("inf")
 
         history: list[dict] = []
         recent: list[float] = []
@@ -429,37 +531,21 @@ def train(
                 old_logp = batch.logp[batch.mask].to(device)     # log pi_old(a_t|s_t), from the rollout
                 # 4.-5. epochs of minibatch steps on the ratio objective (clipped if clip_eps)
                 policy.train()
-                num_steps = obs.shape[0]
-                first = None
-                clip_fracs = []
-                for _ in range(cfg.update_epochs):
-                    if cfg.num_minibatches == 1:
-                        chunks = [slice(None)]
-                    else:
-                        perm = torch.randperm(num_steps, generator=shuffle_generator).to(device)
-                        size = -(-num_steps // cfg.num_minibatches)
-                        chunks = [perm[i:i + size] for i in range(0, num_steps, size)]
-                    for idx in chunks:
-                        dist = policy(obs[idx])
-                        logp = dist.log_prob(act[idx])
-                        entropy = dist.entropy().mean()
-                        loss, stats = ppo_clip_loss(logp, old_logp[idx], adv[idx], cfg.clip_eps)
-                        loss = loss - cfg.ent_coef * entropy
-                        optimizer.zero_grad()
-                        loss.backward()
-                        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), max_norm)
-                        optimizer.step()
-                        clip_fracs.append(stats["clip_frac"])
-                        if first is None:  # the on-policy step: what REINFORCE would log
-                            first = (float(loss.detach()), float(grad_norm), float(entropy.detach()))
+                v_target_dev = v_target.to(device) if (cfg.value_minibatch and v_target is not None) else None
+                upd = ppo_update(policy, optimizer, obs, act, old_logp, adv, cfg, generator=shuffle_generator,
+                                 value_net=value_net, value_optimizer=value_opt, v_target=v_target_dev)
+                first, clip_fracs = upd["first"], upd["clip_fracs"]
                 # what the whole update did to the policy on its batch
                 policy.eval()
                 with torch.no_grad():
                     _, after = ppo_clip_loss(policy(obs).log_prob(act), old_logp, adv, None)
 
                 value_loss = float("nan")
-                if value_net is not None:  # regress V on the targets, for the next batch
+                if value_net is not None and not cfg.value_minibatch:  # regress V on the targets, for the next batch
                     value_loss = fit_value(value_net, obs, v_target, value_opt, iters=cfg.value_iters)
+                elif value_net is not None:  # trained in the minibatch loop: its error after the update
+                    with torch.no_grad():
+                        value_loss = float(((value_net(obs) - v_target_dev) ** 2).mean())
 
                 env_steps += batch.num_steps
                 episodes += batch.num_episodes

@@ -231,7 +231,10 @@ def test_gradient_stats_by_hand():
     ref = torch.tensor([1.0, 1.0])
     s = vw.gradient_stats(g, ref)
     assert math.isclose(s["trace_cov"], 1.0 + 1.0, rel_tol=1e-6)                      # var of each column is 1
-    assert math.isclose(s["rel_var"], 2.0 / 5.0, rel_tol=1e-6)                        # mean (2, 1)
+    assert math.isclose(s["naive_ratio"], 2.0 / 5.0, rel_tol=1e-6)                    # mean (2, 1)
+    assert math.isclose(s["signal"], (3 + 2 + 8) / 3, rel_tol=1e-6)                   # mean of g_i . g_j, i != j
+    assert math.isclose(s["signal"], 5.0 - 2.0 / 3, rel_tol=1e-6)                     # = ||mean||^2 - tr Cov / M
+    assert math.isclose(s["noise_to_signal"], 2.0 / 5.0 * 5 / (5.0 - 2.0 / 3), rel_tol=1e-6)
     cos = [1 / math.sqrt(2), 5 / math.sqrt(13 * 2), 3 / math.sqrt(10)]
     assert math.isclose(s["cos"], sum(cos) / 3, rel_tol=1e-6)
     assert math.isclose(s["cos_of_mean"], 3 / math.sqrt(10), rel_tol=1e-6)
@@ -281,3 +284,95 @@ def test_make_lab_rejects_bad_batches(lab):
     two_each = collect_rollout(make_env("CartPole-v1", num_envs=2, seed=0), lab.policy, 4, generator=_gen(0))
     with pytest.raises(ValueError, match="one episode per column"):
         vw.make_lab(lab.policy, lab.value_net, two_each, lab.reference, 0.99, episodes_per_batch=1)
+
+
+def _ppo_inputs(seed=0, n_episodes=6):
+    torch.manual_seed(seed)
+    policy, critic = MLPPolicy(4, 2, (16,)), ValueNet(4, (16,))
+    b = collect_rollout(make_env("CartPole-v1", num_envs=n_episodes, seed=seed), policy, n_episodes, generator=_gen(seed))
+    obs, act, old_logp = b.obs[b.mask], b.act[b.mask], b.logp[b.mask]
+    adv = torch.randn(obs.shape[0], generator=_gen(seed + 1)) * 3 + 1
+    v_target = torch.randn(obs.shape[0], generator=_gen(seed + 2)) * 10 + 20
+    return policy, critic, obs, act, old_logp, adv, v_target
+
+
+def _run_update(cfg, policy, critic, obs, act, old_logp, adv, v_target, seed=0):
+    import copy
+    p, c = copy.deepcopy(policy), copy.deepcopy(critic)
+    opt, vopt = torch.optim.Adam(p.parameters(), lr=cfg.lr), torch.optim.Adam(c.parameters(), lr=cfg.value_lr)
+    out = pg.actor_critic.ppo_update(p, opt, obs, act, old_logp, adv, cfg, generator=_gen(seed),
+                                     value_net=c, value_optimizer=vopt, v_target=v_target)
+    return p, c, out
+
+
+def test_ppo_update_new_options_default_off():
+    cfg = ActorCriticConfig()
+    assert cfg.adv_norm_scope == "batch" and cfg.target_kl is None and cfg.value_minibatch is False
+    for bad in (dict(adv_norm_scope="epoch"), dict(target_kl=0.0), dict(target_kl=-1.0), dict(value_minibatch=1)):
+        with pytest.raises(ValueError):
+            ActorCriticConfig(**bad)
+
+
+def test_ppo_update_minibatch_normalization_by_hand():
+    inputs = _ppo_inputs()
+    cfg = ActorCriticConfig(update_epochs=2, num_minibatches=3, clip_eps=0.2, adv_norm_scope="minibatch", lr=0.01)
+    p, _, out = _run_update(cfg, *inputs)
+    policy, _, obs, act, old_logp, adv, _ = inputs
+    # by hand: the same permutations, each minibatch's advantages standardized on their own
+    import copy
+    q = copy.deepcopy(policy)
+    opt = torch.optim.Adam(q.parameters(), lr=0.01)
+    gen, n = _gen(0), obs.shape[0]
+    size = -(-n // 3)
+    for _ in range(2):
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, size):
+            idx = perm[i:i + size]
+            a = adv[idx]
+            a = (a - a.mean()) / (a.std() + 1e-8)
+            ratio = torch.exp(q(obs[idx]).log_prob(act[idx]) - old_logp[idx])
+            loss = -torch.min(ratio * a, ratio.clamp(0.8, 1.2) * a).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(p.parameters(), q.parameters()))
+    assert out["epochs"] == 2 and len(out["clip_fracs"]) == 6
+    # and it differs from standardizing the whole batch once
+    p2, _, _ = _run_update(cfg.replace(adv_norm_scope="batch"), policy, inputs[1], obs, act, old_logp, pg.pg.normalize(adv), inputs[6])
+    assert not all(torch.allclose(x, y, atol=1e-6) for x, y in zip(p.parameters(), p2.parameters()))
+
+
+def test_ppo_update_target_kl_stops_the_epochs():
+    inputs = _ppo_inputs()
+    cfg = ActorCriticConfig(update_epochs=6, num_minibatches=2, clip_eps=0.2, lr=0.05)
+    _, _, full = _run_update(cfg, *inputs)
+    _, _, stopped = _run_update(cfg.replace(target_kl=1e-9), *inputs)
+    assert full["epochs"] == 6 and len(full["clip_fracs"]) == 12
+    assert stopped["epochs"] == 1 and len(stopped["clip_fracs"]) == 2 and stopped["approx_kl"] > 1e-9
+
+
+def test_ppo_update_value_minibatch_steps_the_critic():
+    inputs = _ppo_inputs()
+    policy, critic, obs, act, old_logp, adv, v_target = inputs
+    cfg = ActorCriticConfig(update_epochs=3, num_minibatches=2, value_minibatch=True, value_lr=0.01)
+    p_off, c_off, _ = _run_update(cfg.replace(value_minibatch=False), *inputs)
+    p_on, c_on, _ = _run_update(cfg, *inputs)
+    assert all(torch.equal(x, y) for x, y in zip(c_off.parameters(), critic.parameters())), "off: critic untouched here"
+    with torch.no_grad():
+        before = float(((critic(obs) - v_target) ** 2).mean())
+        after = float(((c_on(obs) - v_target) ** 2).mean())
+    assert after < before
+    assert all(torch.equal(x, y) for x, y in zip(p_on.parameters(), p_off.parameters())), "the policy's steps do not change"
+    with pytest.raises(ValueError, match="value_minibatch"):
+        pg.actor_critic.ppo_update(policy, torch.optim.Adam(policy.parameters()), obs, act, old_logp, adv, cfg,
+                                   value_net=critic)
+
+
+def test_train_with_cleanrl_options_runs_and_is_deterministic():
+    cfg = ActorCriticConfig(update_epochs=4, num_minibatches=4, clip_eps=0.2, adv_norm_scope="minibatch", target_kl=0.01,
+                            value_minibatch=True, ent_coef=0.01, max_grad_norm=0.5, **FAST)
+    a = train("CartPole-v1", seed=1, config=cfg, progress=False)
+    b = train("CartPole-v1", seed=1, config=cfg, progress=False)
+    assert [h["return_mean"] for h in a.history] == [h["return_mean"] for h in b.history]
+    assert all(math.isfinite(h["value_loss"]) for h in a.history)
+    assert any(h["optimizer_steps"] < 16 for h in a.history), "the KL early stop cut some update short"

@@ -92,7 +92,8 @@ def short_run(
     Returns:
         dict with the settings and
           "step", "reward_mean", "kl", "entropy", "completion_len": (steps,) arrays from the run's history;
-          "reward_first", "reward_last": mean reward of the first / last 5 steps;
+          "reward_first", "reward_last": mean score of the first / last 5 steps (the reward model's score,
+              `reward_mean` of the history: without the KL penalty);
           "kl_last": mean KL to the starting policy over the last 5 steps (nats per completion);
           "samples": list of (prompt, completion) after training; "sample_rewards": their rewards;
           "text": `text_stats` of the sampled completions; "policy": the trained copy.
@@ -142,7 +143,7 @@ def format_readout(stats: dict) -> str:
     return (
         f"<b>KL coefficient</b> = {stats['kl_coef']:.2f} &nbsp;|&nbsp; lr = {stats['lr']:.2g}, "
         f"{stats['advantage']}, T = {stats['temperature']:.2f}, {stats['steps']} steps &nbsp;|&nbsp; "
-        f"reward: first 5 steps = {stats['reward_first']:.3f}, last 5 = {stats['reward_last']:.3f} &nbsp;|&nbsp; "
+        f"score (reward model, no KL penalty): first 5 steps = {stats['reward_first']:.3f}, last 5 = {stats['reward_last']:.3f} &nbsp;|&nbsp; "
         f"KL to start = {stats['kl_last']:.3f} nats &nbsp;|&nbsp; "
         f"samples: distinct-2 = {t['distinct_n']:.2f}, repeated words = {t['repeated']:.2f}"
     )
@@ -153,7 +154,7 @@ def _samples_html(pairs, rewards=None, limit: int = 8) -> str:
     for k, (prompt, text) in enumerate(list(pairs)[:limit]):
         r = "" if rewards is None else f"<td style='padding-right:1em'>{rewards[k]:.2f}</td>"
         rows.append(f"<tr>{r}<td><i>{html.escape(prompt)}</i>{html.escape(text)}</td></tr>")
-    head = "<tr><th style='text-align:left'>reward</th><th style='text-align:left'>completion</th></tr>" \
+    head = "<tr><th style='text-align:left'>score</th><th style='text-align:left'>completion</th></tr>" \
         if rewards is not None else ""
     return f"<table style='font-family:monospace;font-size:12px'>{head}{''.join(rows)}</table>"
 
@@ -207,8 +208,8 @@ def lm_panel(policy, reward, *, kl_coef: float = 0.0, lr: float = 1e-3, advantag
             out.clear_output(wait=True)
             fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
             axes[0].plot(stats["step"], stats["reward_mean"], "o-", markersize=3)
-            axes[0].set(xlabel="step", ylabel="mean reward of the batch", ylim=(-0.02, 1.02),
-                        title=f"reward, β = {stats['kl_coef']:g}, lr = {stats['lr']:.2g}")
+            axes[0].set(xlabel="step", ylabel="mean score of the batch", ylim=(-0.02, 1.02),
+                        title=f"score (reward model), β = {stats['kl_coef']:g}, lr = {stats['lr']:.2g}")
             axes[1].plot(stats["step"], stats["kl"], "o-", markersize=3, color="C3")
             axes[1].set(xlabel="step", ylabel="KL(π ‖ π_start) per completion (nats)", title="distance from the start")
             fig.tight_layout()

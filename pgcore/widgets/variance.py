@@ -1,8 +1,9 @@
 """Notebook 03's measurements and panel: how noisy is each advantage estimator's gradient?
 
 The measurement, at a fixed policy: many batches of episodes, one gradient estimate per batch and
-per estimator, then the spread (trace of the covariance) and the direction (cosine to a
-high-sample reference gradient). To make that fast enough to redo live, the per-step scores
+per estimator, then the noise (trace of the covariance), the signal (an unbiased estimate of the
+squared norm of the mean, `gradient_stats`), the bias against an unbiased estimator on the same
+batches (`bias_stats`) and the direction (cosine to a high-sample reference gradient). To make that fast enough to redo live, the per-step scores
 grad log pi(a_t|s_t) are computed once (`per_step_scores`, one row per step); a batch's estimate
 for any advantage is then a weighted sum of rows (`batch_gradients`).
 
@@ -17,6 +18,7 @@ Introduced in notebooks/03_variance_reduction.ipynb.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -31,6 +33,7 @@ __all__ = [
     "per_step_scores",
     "batch_gradients",
     "gradient_stats",
+    "bias_stats",
     "VarianceLab",
     "make_lab",
     "BASELINE_CHOICES",
@@ -102,31 +105,99 @@ def batch_gradients(
     return torch.stack(rows) / episodes_per_batch
 
 
-def gradient_stats(grads: torch.Tensor, reference: torch.Tensor) -> dict:
-    """Spread and direction of M gradient estimates (M, P) against a reference gradient (P,).
+def _sq_norm_of_mean(grads: torch.Tensor) -> tuple[float, float]:
+    """Unbiased estimate of ||E g||^2 from M i.i.d. rows, and its jackknife standard error (nan if M < 3).
 
-    Returns a dict of floats:
-      "trace_cov": tr Cov = sum over parameters of the sample variance across the M estimates;
-      "rel_var": trace_cov / ||mean estimate||^2, scale-free (noise-to-signal of one estimate);
-      "cos": mean over the estimates of cos(g_b, reference): how well one batch points the way;
-      "cos_of_mean": cos(mean estimate, reference): near 1 unless the estimator is biased;
-      "mean_norm": ||mean estimate||.
+    The estimate is the mean over pairs i != j of g_i . g_j, which equals ||mean||^2 - tr Cov / M
+    (sample covariance, ddof = 1): the squared norm of the mean minus what the noise adds to it.
+    """
+    x = grads.double()
+    m = x.shape[0]
+    gram = x @ x.T                                                     # (M, M) dot products
+    diag = gram.diagonal()
+    off = float(gram.sum() - diag.sum())                               # sum over i != j
+    est = off / (m * (m - 1))
+    if m < 3:
+        return est, float("nan")
+    left_out = (off - 2 * (gram.sum(dim=1) - diag)) / ((m - 1) * (m - 2))   # (M,) the estimate without row k
+    se = math.sqrt((m - 1) / m * float(((left_out - left_out.mean()) ** 2).sum()))
+    return est, se
+
+
+def gradient_stats(grads: torch.Tensor, reference: torch.Tensor | None = None) -> dict:
+    """Noise, signal and direction of M independent gradient estimates (M, P), optionally against a reference (P,).
+
+    One estimate g_b = g + noise_b. Over the M rows:
+      "trace_cov": tr Cov, the sum over parameters of the sample variance (ddof = 1): the noise of one estimate;
+      "signal": an unbiased estimate of ||E g||^2, ||mean||^2 - tr Cov / M (= mean over pairs i != j of
+          g_i . g_j). ||mean||^2 alone is not: it also holds the mean's own noise, tr Cov / M;
+      "signal_se": its standard error (jackknife; nan when M < 3); conservative: when the noise dominates
+          it overstates the error, by up to about sqrt(2);
+      "signal_significant": signal > 2 signal_se, i.e. the mean direction is measured at all;
+      "noise_to_signal": tr Cov / signal, the scale-free noise of one estimate (inf when signal <= 0;
+          read it as a rough lower bound when not signal_significant);
+      "noise_to_signal_low": tr Cov / (signal + 2 signal_se), a lower bound of about 97.5 % confidence;
+      "naive_ratio": tr Cov / ||mean||^2, the biased ratio: when the noise dominates it saturates near M;
+      "cos_between": mean cosine between two different rows; in high dimension about
+          ||E g||^2 / E||g||^2 = 1 / (1 + noise_to_signal), since E g_i . g_j = ||E g||^2;
+      "mean_norm": ||mean||.
+    With a reference: "cos", the mean over the rows of cos(g_b, reference) (how well one batch points the
+    way), and "cos_of_mean", cos(mean, reference) (below 1 from bias, but also from the mean's and the
+    reference's leftover noise: measure bias with `bias_stats`).
 
     Introduced in notebooks/03_variance_reduction.ipynb.
     """
-    if grads.dim() != 2 or grads.shape[0] < 2 or reference.shape != grads.shape[1:]:
-        raise ValueError(f"grads must be (M >= 2, P) and reference (P,), got {tuple(grads.shape)} and {tuple(reference.shape)}")
-    mean = grads.mean(dim=0)
-    trace = float(grads.var(dim=0).sum())
-    ref = reference.to(grads.dtype)
-    cos = torch.nn.functional.cosine_similarity(grads, ref[None], dim=1)
-    return {
+    if grads.dim() != 2 or grads.shape[0] < 2 or (reference is not None and reference.shape != grads.shape[1:]):
+        raise ValueError(f"grads must be (M >= 2, P) and reference None or (P,), got {tuple(grads.shape)} and "
+                         f"{None if reference is None else tuple(reference.shape)}")
+    m = grads.shape[0]
+    x = grads.double()
+    mean = x.mean(dim=0)
+    trace = float(x.var(dim=0).sum())
+    signal, se = _sq_norm_of_mean(x)
+    mean_sq = float(mean.norm() ** 2)
+    unit = x / x.norm(dim=1, keepdim=True).clamp_min(1e-300)
+    cos_gram = unit @ unit.T
+    out = {
         "trace_cov": trace,
-        "rel_var": trace / float(mean.norm() ** 2),
-        "cos": float(cos.mean()),
-        "cos_of_mean": float(torch.nn.functional.cosine_similarity(mean, ref, dim=0)),
-        "mean_norm": float(mean.norm()),
+        "signal": signal,
+        "signal_se": se,
+        "signal_significant": bool(signal > 2 * se),
+        "noise_to_signal": trace / signal if signal > 0 else math.inf,
+        "noise_to_signal_low": trace / (signal + 2 * se) if signal + 2 * se > 0 else math.inf,
+        "naive_ratio": trace / mean_sq if mean_sq > 0 else math.inf,
+        "cos_between": float((cos_gram.sum() - cos_gram.diagonal().sum()) / (m * (m - 1))),
+        "mean_norm": math.sqrt(mean_sq),
     }
+    if reference is not None:
+        ref = reference.double()
+        out["cos"] = float(torch.nn.functional.cosine_similarity(x, ref[None], dim=1).mean())
+        out["cos_of_mean"] = float(torch.nn.functional.cosine_similarity(mean, ref, dim=0))
+    return out
+
+
+def bias_stats(grads: torch.Tensor, unbiased: torch.Tensor) -> dict:
+    """How far the mean of an estimator is from that of an unbiased one, measured on the same batches.
+
+    `grads` and `unbiased` are (M, P): row b of each is computed from the same batch b. The paired
+    differences d_b = grads_b - unbiased_b have mean E d = the bias of `grads` (E unbiased = g), and
+    `gradient_stats` of d estimates ||bias||^2 without the noise that inflates ||mean d||^2. Pairing
+    cancels the noise the two estimators share, so small biases show.
+
+    Returns a dict of floats:
+      "bias_sq": unbiased estimate of ||E grads - g||^2 (can be < 0 by chance when the bias is ~0);
+      "bias_sq_se": its standard error;
+      "rel_bias_sq": bias_sq / ||g||^2 (||g||^2 estimated from `unbiased` the same way);
+      "rel_bias_sq_se": bias_sq_se / ||g||^2.
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    if grads.shape != unbiased.shape:
+        raise ValueError(f"grads and unbiased must have the same shape (M, P), got {tuple(grads.shape)} and {tuple(unbiased.shape)}")
+    d = gradient_stats(grads.double() - unbiased.double())
+    g = gradient_stats(unbiased)
+    return {"bias_sq": d["signal"], "bias_sq_se": d["signal_se"],
+            "rel_bias_sq": d["signal"] / g["signal"], "rel_bias_sq_se": d["signal_se"] / g["signal"]}
 
 
 @dataclass
@@ -175,6 +246,14 @@ class VarianceLab:
     def stats(self, adv: torch.Tensor) -> dict:
         """`gradient_stats` of the batch estimates for `adv` against the reference."""
         return gradient_stats(self.gradients(adv), self.reference)
+
+    def unbiased_advantage(self) -> torch.Tensor:
+        """(T, N) G_t - V(s_t): the reward-to-go minus the critic as a baseline, an unbiased advantage."""
+        return torch.where(self.batch.mask, self.rtg - self.val, torch.zeros_like(self.rtg))
+
+    def bias(self, adv: torch.Tensor) -> dict:
+        """`bias_stats` of the batch estimates for `adv` against those of `unbiased_advantage`, batch by batch."""
+        return bias_stats(self.gradients(adv), self.gradients(self.unbiased_advantage()))
 
     def batch_mean(self, x: torch.Tensor) -> torch.Tensor:
         """(T, N) -> (T, N): each valid step gets the mean of x over its batch's valid steps (0 elsewhere)."""
@@ -320,8 +399,8 @@ def variance_stats(
     `clip_eps` over the first `ppo_batches` batches (advantages normalized) do to the policy.
 
     Returns:
-        dict with the arguments and "trace_cov", "rel_var", "cos", "cos_of_mean" (see
-        `gradient_stats`), "lam_grid" and "trace_grid" (arrays), "approx_kl", "ratio_min",
+        dict with the arguments, the keys of `gradient_stats` ("trace_cov", "noise_to_signal", "cos",
+        "cos_of_mean", ...) and of `bias_stats` against G_t - V(s_t) ("rel_bias_sq", ...), "lam_grid" and "trace_grid" (arrays), "approx_kl", "ratio_min",
         "ratio_max", "clip_frac" (per-epoch arrays from `ppo_epochs`), "kl" (after the last epoch).
 
     Introduced in notebooks/03_variance_reduction.ipynb.
@@ -330,7 +409,7 @@ def variance_stats(
         raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
     lam = round(float(lam), 6)
     adv = lab_advantage(lab, lam, baseline)
-    stats = lab.stats(adv)
+    stats = {**lab.stats(adv), **lab.bias(adv)}
     grid = np.asarray(lam_grid, dtype=float)
     trace_grid = np.array([lab.stats(lab_advantage(lab, float(x), baseline))["trace_cov"] for x in grid])
     # the PPO part: the first batches' steps, their advantages for this setting, normalized
@@ -358,8 +437,9 @@ def format_readout(stats: dict) -> str:
     clip = "no clip" if stats["clip_eps"] is None else f"clip ε = {stats['clip_eps']:.2f}"
     return (
         f"<b>GAE λ</b> = {stats['lam']:.2f}, baseline: {BASELINE_CHOICES[stats['baseline']]} &nbsp;|&nbsp; "
-        f"gradient variance tr Cov = {stats['trace_cov']:.1f} (relative {stats['rel_var']:.3f}) &nbsp;|&nbsp; "
-        f"mean cosine to the reference = {stats['cos']:.3f}, cosine of the mean = {stats['cos_of_mean']:.3f}"
+        f"gradient variance tr Cov = {stats['trace_cov']:.1f} (noise-to-signal {stats['noise_to_signal']:.3f}) &nbsp;|&nbsp; "
+        f"mean cosine to the reference = {stats['cos']:.3f}, squared bias / ||g||² = {stats['rel_bias_sq']:.4f} "
+        f"± {stats['rel_bias_sq_se']:.4f}"
         f" &nbsp;|&nbsp; PPO, {stats['epochs']} epochs, {clip}: approx KL = {stats['kl']:.4f}, "
         f"ratio in [{stats['ratio_min'][-1]:.2f}, {stats['ratio_max'][-1]:.2f}]"
     )
