@@ -22,6 +22,8 @@ import numpy as np
 from gymnasium import spaces
 
 __all__ = [
+    "GroupedStarts",
+    "grouped_cartpole",
     "ShortCorridor",
     "SHORT_CORRIDOR_ID",
     "short_corridor_value",
@@ -247,4 +249,40 @@ def make_env(env="CartPole-v1", *, num_envs: int = 1, seed: int | None = None,
     if seed is not None:
         envs.reset(seed=int(seed))
         envs.action_space.seed(int(seed))
+    return envs
+
+
+class GroupedStarts(gym.vector.VectorWrapper):
+    """After every reset, copies g*G ... g*G + G - 1 of a CartPoleVectorEnv share copy g*G's start state."""
+
+    def __init__(self, env: gym.vector.VectorEnv, group_size: int):
+        super().__init__(env)
+        self.group_size = group_size
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        cart = self.env.unwrapped
+        cart.state = np.repeat(cart.state[:, :: self.group_size], self.group_size, axis=1)  # (4, N)
+        return cart.state.T.astype(np.float32), info
+
+
+def grouped_cartpole(num_groups: int, group_size: int, seed: int = 0) -> gym.vector.VectorEnv:
+    """A CartPole-v1 vector env of num_groups * group_size copies where each group of G copies starts alike.
+
+    Copies g*G ... g*G + G - 1 (G = group_size) start every `reset()` from the same random state,
+    so a `collect_rollout(envs, policy, num_groups * G)` (one episode per copy) gives, per group,
+    G episodes of one start state: the control analogue of G sampled completions of one prompt
+    (RLOO, GRPO). Reshape the per-column returns to (num_groups, G) for `pgcore.pg.rloo` /
+    `group_normalize`. Only episodes that begin at a `reset()` share starts (Gymnasium's autoreset
+    draws a fresh state), so collect one episode per copy.
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    for name, v in (("num_groups", num_groups), ("group_size", group_size)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    envs = gym.make_vec("CartPole-v1", num_envs=int(num_groups) * int(group_size), vectorization_mode="vector_entry_point")
+    envs = GroupedStarts(envs, int(group_size))
+    envs.reset(seed=int(seed))
+    envs.action_space.seed(int(seed))
     return envs

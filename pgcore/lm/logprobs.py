@@ -68,6 +68,13 @@ def _cache_argument(model) -> str:
     return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
+def _accepts(model, argument: str) -> bool:
+    """Does the model's forward take `argument` (by name, or through **kwargs)?"""
+    inner = getattr(model, "module", model)  # look through a DDP / Accelerate wrapper
+    params = inspect.signature(inner.forward).parameters
+    return argument in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
 def _accepts_logits_to_keep(model) -> bool:
     inner = getattr(model, "module", model)  # look through a DDP / Accelerate wrapper
     return "logits_to_keep" in inspect.signature(inner.forward).parameters
@@ -111,8 +118,9 @@ def per_token_logps(
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     position_ids = position_ids_from_mask(attention_mask)  # (B, L): left padding must not shift positions
-    # use_cache=False: a training forward needs no key/value cache (building one costs time and memory)
-    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    if _accepts(model, "use_cache"):  # a training forward needs no key/value cache (it costs time and memory)
+        kwargs["use_cache"] = False
     if _accepts_logits_to_keep(model):
         # +1: the logit at the last prompt token predicts the first completion token
         logits = model(**kwargs, logits_to_keep=logits_to_keep + 1).logits  # (B, T+1, V)

@@ -70,53 +70,13 @@ class ReinforceConfig:
     """torch device; None picks pgcore.get_device()"""
 
     def __post_init__(self):
-        def bad(name, accepted):
-            raise ValueError(f"ReinforceConfig.{name}={getattr(self, name)!r} is invalid; accepted: {accepted}")
-
-        def is_num(x):
-            return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
-
-        def is_int(x):
-            return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-        if not is_num(self.lr) or self.lr <= 0:
-            bad("lr", "a number > 0")
-        if not is_num(self.gamma) or not (0 < self.gamma <= 1):
-            bad("gamma", "a number in (0, 1]")
-        for name in ("num_envs", "episodes_per_env", "max_env_steps", "value_iters", "stop_window"):
-            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
-                bad(name, "an int >= 1")
-        hs = self.hidden_sizes
-        if not isinstance(hs, (tuple, list)) or not all(is_int(h) and h >= 1 for h in hs):
-            bad("hidden_sizes", "a tuple of ints >= 1, e.g. (32,)")
-        if isinstance(hs, list):
-            object.__setattr__(self, "hidden_sizes", tuple(hs))
-        if not is_num(self.log_std_init):
+        bad = check_shared_fields(self)
+        if not is_number(self.log_std_init):
             bad("log_std_init", "a finite number")
-        if self.activation not in ACTIVATIONS:
-            bad("activation", ", ".join(ACTIVATIONS))
         if self.weighting not in WEIGHTINGS:
             bad("weighting", ", ".join(WEIGHTINGS))
-        if self.baseline not in BASELINES:
-            bad("baseline", ", ".join(BASELINES))
         if not isinstance(self.anneal_lr, bool):
             bad("anneal_lr", "True or False")
-        if not isinstance(self.normalize_adv, bool):
-            bad("normalize_adv", "True or False")
-        if not is_num(self.ent_coef) or self.ent_coef < 0:
-            bad("ent_coef", "a number >= 0")
-        if self.max_grad_norm is not None and (not is_num(self.max_grad_norm) or self.max_grad_norm <= 0):
-            bad("max_grad_norm", "None or a number > 0")
-        if not is_num(self.value_lr) or self.value_lr <= 0:
-            bad("value_lr", "a number > 0")
-        if not isinstance(self.early_stop, bool):
-            bad("early_stop", "True or False")
-        if self.target_return is not None and not is_num(self.target_return):
-            bad("target_return", "None or a finite number")
-        if not is_int(self.confirm_episodes) or self.confirm_episodes < 0:
-            bad("confirm_episodes", "an int >= 0")
-        if not is_num(self.confirm_margin) or self.confirm_margin < 0:
-            bad("confirm_margin", "a number >= 0")
 
     @property
     def episodes_per_update(self) -> int:
@@ -127,3 +87,59 @@ class ReinforceConfig:
         """A copy with some fields changed (validated again), e.g. `cfg.replace(lr=3e-3)`."""
         return dataclasses.replace(self, **changes)
 
+
+
+def is_number(x) -> bool:
+    """A finite int or float (numpy scalars too), not a bool."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def is_int(x) -> bool:
+    """An int (numpy integers too), not a bool."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def check_shared_fields(config):
+    """Validate the fields `ReinforceConfig` and `ActorCriticConfig` share (one copy of the rules); returns
+    `bad(name, accepted)`, which raises the one-line ValueError for a field, for the config's own checks.
+
+    Introduced in notebooks/02_reinforce_cartpole.ipynb.
+    """
+    cls = type(config).__name__
+
+    def bad(name, accepted):
+        raise ValueError(f"{cls}.{name}={getattr(config, name)!r} is invalid; accepted: {accepted}")
+
+    c = config
+    if not is_number(c.lr) or c.lr <= 0:
+        bad("lr", "a number > 0")
+    if not is_number(c.gamma) or not (0 < c.gamma <= 1):
+        bad("gamma", "a number in (0, 1]")
+    for name in ("num_envs", "episodes_per_env", "max_env_steps", "value_iters", "stop_window"):
+        if not is_int(getattr(c, name)) or getattr(c, name) < 1:
+            bad(name, "an int >= 1")
+    hs = c.hidden_sizes
+    if not isinstance(hs, (tuple, list)) or not all(is_int(h) and h >= 1 for h in hs):
+        bad("hidden_sizes", "a tuple of ints >= 1, e.g. (32,)")
+    if isinstance(hs, list):
+        object.__setattr__(c, "hidden_sizes", tuple(hs))
+    if c.activation not in ACTIVATIONS:
+        bad("activation", ", ".join(ACTIVATIONS))
+    if c.baseline not in BASELINES:
+        bad("baseline", ", ".join(BASELINES))
+    for name in ("normalize_adv", "early_stop"):
+        if not isinstance(getattr(c, name), bool):
+            bad(name, "True or False")
+    if not is_number(c.ent_coef) or c.ent_coef < 0:
+        bad("ent_coef", "a number >= 0")
+    if c.max_grad_norm is not None and (not is_number(c.max_grad_norm) or c.max_grad_norm <= 0):
+        bad("max_grad_norm", "None or a number > 0")
+    if not is_number(c.value_lr) or c.value_lr <= 0:
+        bad("value_lr", "a number > 0")
+    if c.target_return is not None and not is_number(c.target_return):
+        bad("target_return", "None or a finite number")
+    if not is_int(c.confirm_episodes) or c.confirm_episodes < 0:
+        bad("confirm_episodes", "an int >= 0")
+    if not is_number(c.confirm_margin) or c.confirm_margin < 0:
+        bad("confirm_margin", "a number >= 0")
+    return bad

@@ -19,7 +19,7 @@ from ..policies import GaussianPolicy, MLPPolicy, ValueNet
 from ..returns import reward_to_go
 from ..utils import get_device
 from .config import ReinforceConfig
-from .rollout import Rollout, _torch_threads, collect_rollout, compute_advantages, compute_weights
+from .rollout import Rollout, torch_threads, collect_rollout, compute_advantages, compute_weights
 
 
 # ---------------------------------------------------------------- shared by train() here and in actor_critic
@@ -36,7 +36,7 @@ def _target_return(env, target: float | None) -> float | None:
     return getattr(spec, "reward_threshold", None)
 
 
-def _start(env, config, config_cls, seed):
+def start_training(env, config, config_cls, seed):
     """Both train loops begin here: the validated config and seed, the device, the env id, the
     return that counts as solved, and whether to stop early on it."""
     cfg = config_cls() if config is None else config
@@ -49,7 +49,7 @@ def _start(env, config, config_cls, seed):
     return cfg, int(seed), get_device(cfg.device), _envs.env_id_of(env), target, cfg.early_stop and target is not None
 
 
-def _init_networks(envs, policy, cfg, device: torch.device, env_id: str, seed: int, critic: bool):
+def init_networks(envs, policy, cfg, device: torch.device, env_id: str, seed: int, critic: bool):
     """The policy (a fresh MLPPolicy, or GaussianPolicy for a Box action space, or a deep copy of the given
     one, checked against the env) and the critic (a ValueNet when `critic`, else None), initialized from
     `seed` without touching the global RNG."""
@@ -79,7 +79,7 @@ def _init_networks(envs, policy, cfg, device: torch.device, env_id: str, seed: i
     return policy, value_net
 
 
-class _Confirmation:
+class Confirmation:
     """The solved check: `confirm_episodes` fresh episodes (own envs, own seeded generator) must score at
     least target + confirm_margin. The envs are made on first use and closed by `close`."""
 
@@ -105,7 +105,7 @@ class _Confirmation:
             self.envs.close()
 
 
-def _episode_stats(batch: Rollout) -> dict:
+def episode_stats(batch: Rollout) -> dict:
     """The history fields that describe a batch's finished episodes."""
     rets = batch.ep_returns
     return {
@@ -198,13 +198,13 @@ def train(
     """
     from tqdm.auto import tqdm
 
-    cfg, seed, device, env_id, target, early_stop = _start(env, config, ReinforceConfig, seed)
+    cfg, seed, device, env_id, target, early_stop = start_training(env, config, ReinforceConfig, seed)
 
     envs = _envs.make_env(env, num_envs=cfg.num_envs, seed=seed, allow_box=True)
-    confirmation = _Confirmation(env, cfg, seed)
+    confirmation = Confirmation(env, cfg, seed)
     bar = None
     try:
-        policy, value_net = _init_networks(envs, policy, cfg, device, env_id, seed, critic=cfg.baseline == "value")
+        policy, value_net = init_networks(envs, policy, cfg, device, env_id, seed, critic=cfg.baseline == "value")
         optimizer = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
         value_opt = torch.optim.Adam(value_net.parameters(), lr=cfg.value_lr) if value_net is not None else None
         generator = torch.Generator().manual_seed(seed)
@@ -215,7 +215,7 @@ def train(
         solved = False
         start = time.perf_counter()
         bar = tqdm(total=cfg.max_env_steps, disable=not progress, desc=f"REINFORCE {env_id}", unit="step")
-        with _torch_threads(device):
+        with torch_threads(device):
             while env_steps < cfg.max_env_steps:
                 # 1. sample a batch of complete episodes with the current policy
                 policy.eval()
@@ -264,7 +264,7 @@ def train(
                     "update": len(history) + 1,
                     "env_steps": env_steps,
                     "episodes": episodes,
-                    **_episode_stats(batch),
+                    **episode_stats(batch),
                     "loss": float(loss.detach()),
                     "grad_norm": float(grad_norm),
                     "entropy": float(entropy.detach()),

@@ -66,7 +66,7 @@ class Rollout:
 
 
 @contextlib.contextmanager
-def _torch_threads(device: torch.device, num_threads: int = 1):
+def torch_threads(device: torch.device, num_threads: int = 1):
     """Run tiny-batch CPU work on one thread: with several, each (B, 2) op waits at a thread
     barrier, which is slower, and much slower on a busy machine. The old setting is restored."""
     if device.type != "cpu":
@@ -80,7 +80,7 @@ def _torch_threads(device: torch.device, num_threads: int = 1):
         torch.set_num_threads(old)
 
 
-def _policy_device(policy: torch.nn.Module) -> torch.device:
+def policy_device(policy: torch.nn.Module) -> torch.device:
     p = next(policy.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
 
@@ -103,7 +103,7 @@ def sample_actions(policy, obs: np.ndarray, generator: torch.Generator | None = 
 
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
-    device = _policy_device(policy)
+    device = policy_device(policy)
     with torch.no_grad():
         dist = policy(torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device))
         if isinstance(dist, Categorical):
@@ -157,7 +157,7 @@ def collect_rollout(
         raise ValueError("envs has autoreset disabled; accepted: NEXT_STEP or SAME_STEP autoreset")
     next_step = mode == gym.vector.AutoresetMode.NEXT_STEP
 
-    with _torch_threads(_policy_device(policy)):
+    with torch_threads(policy_device(policy)):
         return _collect(envs, policy, per_env, next_step, generator)
 
 
@@ -263,7 +263,7 @@ def compute_advantages(
         if value_net is None:
             raise ValueError("baseline='value' needs a value_net; accepted: a pgcore.policies.ValueNet")
         with torch.no_grad():
-            v = value_net(batch.obs[batch.mask].to(_policy_device(value_net))).cpu()
+            v = value_net(batch.obs[batch.mask].to(policy_device(value_net))).cpu()
         adv = w - v
     else:
         raise ValueError(f"unknown baseline {baseline!r}; accepted: {', '.join(BASELINES)}")
@@ -320,10 +320,10 @@ def evaluate(
     space = single.observation_space
     flat_box = isinstance(space, gym.spaces.Box) and len(space.shape) == 1
     generator = torch.Generator().manual_seed(int(seed))
-    device = _policy_device(policy)
+    device = policy_device(policy)
     returns = np.zeros(episodes)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_torch_threads(device))
+        stack.enter_context(torch_threads(device))
         if owned:
             stack.callback(single.close)
         for k in range(episodes):

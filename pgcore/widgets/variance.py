@@ -1,7 +1,7 @@
 """Notebook 03's measurements and panel: how noisy is each advantage estimator's gradient?
 
-The measurement, at a fixed policy: many batches of episodes, one gradient estimate per batch and
-per estimator, then the noise (trace of the covariance), the signal (an unbiased estimate of the
+The measurement (`pgcore.variance`), at a fixed policy: many batches of episodes, one gradient estimate
+per batch and per estimator, then the noise (trace of the covariance), the signal (an unbiased estimate of the
 squared norm of the mean, `gradient_stats`), the bias against an unbiased estimator on the same
 batches (`bias_stats`) and the direction (cosine to a high-sample reference gradient). To make that fast enough to redo live, the per-step scores
 grad log pi(a_t|s_t) are computed once (`per_step_scores`, one row per step); a batch's estimate
@@ -10,27 +10,27 @@ for any advantage is then a weighted sum of rows (`batch_gradients`).
 `VarianceLab` holds what is precomputed once (policy, critic, rollout, scores, reference);
 `variance_stats` is the plain function (tests call it) that turns a setting of lambda, the
 baseline, the PPO epochs and the clip into numbers; `variance_panel` wraps it in ipywidgets.
-`grouped_cartpole` makes the CartPole batches of notebook 03's RLOO / GRPO section: G episodes
-from each start state, as G completions of one prompt.
+`pgcore.envs.grouped_cartpole` makes the CartPole batches of notebook 03's RLOO / GRPO section: G
+episodes from each start state, as G completions of one prompt.
 
 Introduced in notebooks/03_variance_reduction.ipynb.
 """
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from .. import pg as _pg
-from ..reinforce.rollout import Rollout, _torch_threads
+from ..reinforce.rollout import Rollout, torch_threads
+from ..envs import grouped_cartpole  # noqa: F401 (re-exported: notebook 03 used it from here)
 from ..returns import reward_to_go
+from ..variance import batch_gradients, bias_stats, gradient_stats, per_step_scores
 
 __all__ = [
-    "per_step_scores",
+    "per_step_scores",  # this and the next three: from pgcore.variance
     "batch_gradients",
     "gradient_stats",
     "bias_stats",
@@ -42,162 +42,11 @@ __all__ = [
     "variance_stats",
     "format_readout",
     "variance_panel",
-    "grouped_cartpole",
+    "grouped_cartpole",  # from pgcore.envs
 ]
 
 #: what V is in the panel's GAE(lambda): the learned critic, the batch's mean return, or nothing
 BASELINE_CHOICES = {"value": "learned V(s)", "mean": "batch mean of G_t", "none": "none (V = 0)"}
-
-
-def per_step_scores(policy: torch.nn.Module, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    """The score of every step, grad_theta log pi_theta(a_i|s_i), one flattened row per step.
-
-    Args:
-        policy: module, policy(obs (B, obs_dim)) -> Categorical.
-        obs: (S, obs_dim) observations; act: (S,) actions.
-
-    Returns:
-        (S, P) float tensor, P = the number of policy parameters, columns in the order of
-        `policy.parameters()` (each flattened). Computed with torch.func (vmap of grad), on the CPU.
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
-    """
-    from torch.func import functional_call, grad, vmap
-
-    params = {k: v.detach() for k, v in policy.named_parameters()}
-
-    def logp_one(p, o, a):
-        return functional_call(policy, p, (o[None],)).log_prob(a[None])[0]
-
-    rows = vmap(grad(logp_one), in_dims=(None, 0, 0))(params, obs, act)
-    return torch.cat([rows[k].reshape(obs.shape[0], -1) for k in params], dim=1)
-
-
-def batch_gradients(
-    scores: torch.Tensor,
-    adv: torch.Tensor,
-    batch_sizes,
-    episodes_per_batch: int,
-) -> torch.Tensor:
-    """One policy-gradient estimate per batch: g_b = (1/B) sum over the steps i of batch b of adv_i * score_i.
-
-    The textbook estimator: the mean over a batch's B episodes of sum_t A_t grad log pi(a_t|s_t).
-    (`pg_loss` divides by the number of steps instead, a rescaling of each batch.)
-
-    Args:
-        scores: (S, P) from `per_step_scores`, rows grouped by batch: first the steps of batch 0,
-            then those of batch 1, ...
-        adv: (S,) the advantage of each step, in the same order.
-        batch_sizes: (M,) ints, the number of steps of each batch (summing to S).
-        episodes_per_batch: B, the number of episodes in each batch.
-
-    Returns:
-        (M, P) estimates.
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
-    """
-    sizes = [int(n) for n in (batch_sizes.tolist() if isinstance(batch_sizes, torch.Tensor) else batch_sizes)]
-    if adv.shape != scores.shape[:1] or sum(sizes) != scores.shape[0]:
-        raise ValueError(f"adv {tuple(adv.shape)} must be ({scores.shape[0]},) and batch_sizes must sum to {scores.shape[0]}, "
-                         f"got {sum(sizes)}")
-    adv = adv.to(scores.dtype)
-    rows = [a @ s for a, s in zip(adv.split(sizes), scores.split(sizes))]  # (P,) per batch
-    return torch.stack(rows) / episodes_per_batch
-
-
-def _sq_norm_of_mean(grads: torch.Tensor) -> tuple[float, float]:
-    """Unbiased estimate of ||E g||^2 from M i.i.d. rows, and its jackknife standard error (nan if M < 3).
-
-    The estimate is the mean over pairs i != j of g_i . g_j, which equals ||mean||^2 - tr Cov / M
-    (sample covariance, ddof = 1): the squared norm of the mean minus what the noise adds to it.
-    """
-    x = grads.double()
-    m = x.shape[0]
-    gram = x @ x.T                                                     # (M, M) dot products
-    diag = gram.diagonal()
-    off = float(gram.sum() - diag.sum())                               # sum over i != j
-    est = off / (m * (m - 1))
-    if m < 3:
-        return est, float("nan")
-    left_out = (off - 2 * (gram.sum(dim=1) - diag)) / ((m - 1) * (m - 2))   # (M,) the estimate without row k
-    se = math.sqrt((m - 1) / m * float(((left_out - left_out.mean()) ** 2).sum()))
-    return est, se
-
-
-def gradient_stats(grads: torch.Tensor, reference: torch.Tensor | None = None) -> dict:
-    """Noise, signal and direction of M independent gradient estimates (M, P), optionally against a reference (P,).
-
-    One estimate g_b = g + noise_b. Over the M rows:
-      "trace_cov": tr Cov, the sum over parameters of the sample variance (ddof = 1): the noise of one estimate;
-      "signal": an unbiased estimate of ||E g||^2, ||mean||^2 - tr Cov / M (= mean over pairs i != j of
-          g_i . g_j). ||mean||^2 alone is not: it also holds the mean's own noise, tr Cov / M;
-      "signal_se": its standard error (jackknife; nan when M < 3); conservative: when the noise dominates
-          it overstates the error, by up to about sqrt(2);
-      "signal_significant": signal > 2 signal_se, i.e. the mean direction is measured at all;
-      "noise_to_signal": tr Cov / signal, the scale-free noise of one estimate (inf when signal <= 0;
-          read it as a rough lower bound when not signal_significant);
-      "noise_to_signal_low": tr Cov / (signal + 2 signal_se), a lower bound of about 97.5 % confidence;
-      "naive_ratio": tr Cov / ||mean||^2, the biased ratio: when the noise dominates it saturates near M;
-      "cos_between": mean cosine between two different rows; in high dimension about
-          ||E g||^2 / E||g||^2 = 1 / (1 + noise_to_signal), since E g_i . g_j = ||E g||^2;
-      "mean_norm": ||mean||.
-    With a reference: "cos", the mean over the rows of cos(g_b, reference) (how well one batch points the
-    way), and "cos_of_mean", cos(mean, reference) (below 1 from bias, but also from the mean's and the
-    reference's leftover noise: measure bias with `bias_stats`).
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
-    """
-    if grads.dim() != 2 or grads.shape[0] < 2 or (reference is not None and reference.shape != grads.shape[1:]):
-        raise ValueError(f"grads must be (M >= 2, P) and reference None or (P,), got {tuple(grads.shape)} and "
-                         f"{None if reference is None else tuple(reference.shape)}")
-    m = grads.shape[0]
-    x = grads.double()
-    mean = x.mean(dim=0)
-    trace = float(x.var(dim=0).sum())
-    signal, se = _sq_norm_of_mean(x)
-    mean_sq = float(mean.norm() ** 2)
-    unit = x / x.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    cos_gram = unit @ unit.T
-    out = {
-        "trace_cov": trace,
-        "signal": signal,
-        "signal_se": se,
-        "signal_significant": bool(signal > 2 * se),
-        "noise_to_signal": trace / signal if signal > 0 else math.inf,
-        "noise_to_signal_low": trace / (signal + 2 * se) if signal + 2 * se > 0 else math.inf,
-        "naive_ratio": trace / mean_sq if mean_sq > 0 else math.inf,
-        "cos_between": float((cos_gram.sum() - cos_gram.diagonal().sum()) / (m * (m - 1))),
-        "mean_norm": math.sqrt(mean_sq),
-    }
-    if reference is not None:
-        ref = reference.double()
-        out["cos"] = float(torch.nn.functional.cosine_similarity(x, ref[None], dim=1).mean())
-        out["cos_of_mean"] = float(torch.nn.functional.cosine_similarity(mean, ref, dim=0))
-    return out
-
-
-def bias_stats(grads: torch.Tensor, unbiased: torch.Tensor) -> dict:
-    """How far the mean of an estimator is from that of an unbiased one, measured on the same batches.
-
-    `grads` and `unbiased` are (M, P): row b of each is computed from the same batch b. The paired
-    differences d_b = grads_b - unbiased_b have mean E d = the bias of `grads` (E unbiased = g), and
-    `gradient_stats` of d estimates ||bias||^2 without the noise that inflates ||mean d||^2. Pairing
-    cancels the noise the two estimators share, so small biases show.
-
-    Returns a dict of floats:
-      "bias_sq": unbiased estimate of ||E grads - g||^2 (can be < 0 by chance when the bias is ~0);
-      "bias_sq_se": its standard error;
-      "rel_bias_sq": bias_sq / ||g||^2 (||g||^2 estimated from `unbiased` the same way);
-      "rel_bias_sq_se": bias_sq_se / ||g||^2.
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
-    """
-    if grads.shape != unbiased.shape:
-        raise ValueError(f"grads and unbiased must have the same shape (M, P), got {tuple(grads.shape)} and {tuple(unbiased.shape)}")
-    d = gradient_stats(grads.double() - unbiased.double())
-    g = gradient_stats(unbiased)
-    return {"bias_sq": d["signal"], "bias_sq_se": d["signal_se"],
-            "rel_bias_sq": d["signal"] / g["signal"], "rel_bias_sq_se": d["signal_se"] / g["signal"]}
 
 
 @dataclass
@@ -418,7 +267,7 @@ def variance_stats(
     mask = b.mask[:, cols]
     obs, act = b.obs[:, cols][mask], b.act[:, cols][mask]
     a = _pg.normalize(adv[:, cols][mask])
-    with _torch_threads(torch.device("cpu")):
+    with torch_threads(torch.device("cpu")):
         ppo = ppo_epochs(lab.policy, obs, act, a, epochs=epochs, clip_eps=clip_eps, lr=lr)
     return {
         "lam": lam, "baseline": baseline, "epochs": int(epochs), "clip_eps": clip_eps, "lr": lr,
@@ -502,39 +351,3 @@ def variance_panel(lab: VarianceLab, lam: float = 0.95, baseline: str = "value",
     panel.add_class("pg-main-panel")
     update()
     return panel
-
-
-class _GroupedStarts(gym.vector.VectorWrapper):
-    """After every reset, copies g*G ... g*G + G - 1 of a CartPoleVectorEnv share copy g*G's start state."""
-
-    def __init__(self, env: gym.vector.VectorEnv, group_size: int):
-        super().__init__(env)
-        self.group_size = group_size
-
-    def reset(self, **kwargs):
-        obs, info = self.env.reset(**kwargs)
-        cart = self.env.unwrapped
-        cart.state = np.repeat(cart.state[:, :: self.group_size], self.group_size, axis=1)  # (4, N)
-        return cart.state.T.astype(np.float32), info
-
-
-def grouped_cartpole(num_groups: int, group_size: int, seed: int = 0) -> gym.vector.VectorEnv:
-    """A CartPole-v1 vector env of num_groups * group_size copies where each group of G copies starts alike.
-
-    Copies g*G ... g*G + G - 1 (G = group_size) start every `reset()` from the same random state,
-    so a `collect_rollout(envs, policy, num_groups * G)` (one episode per copy) gives, per group,
-    G episodes of one start state: the control analogue of G sampled completions of one prompt
-    (RLOO, GRPO). Reshape the per-column returns to (num_groups, G) for `pgcore.pg.rloo` /
-    `group_normalize`. Only episodes that begin at a `reset()` share starts (Gymnasium's autoreset
-    draws a fresh state), so collect one episode per copy.
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
-    """
-    for name, v in (("num_groups", num_groups), ("group_size", group_size)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-    envs = gym.make_vec("CartPole-v1", num_envs=int(num_groups) * int(group_size), vectorization_mode="vector_entry_point")
-    envs = _GroupedStarts(envs, int(group_size))
-    envs.reset(seed=int(seed))
-    envs.action_space.seed(int(seed))
-    return envs
