@@ -63,7 +63,7 @@ def short_run(
           "eval_step", "pass1": held-out pass@1 after eval_step updates (0, eval_every, ..., steps);
           "pass1_first", "pass1_final": the starting and final model's held-out pass@1;
           "pass1_se": the standard error of one pass@1 value (binomial, over eval_problems x eval_samples);
-          "zero_spread_first": mean zero-spread fraction of the first 5 steps; "policy": the trained copy.
+          "zero_spread_mean": mean zero-spread fraction over the run's steps; "policy": the trained copy.
 
     Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
     """
@@ -99,7 +99,7 @@ def short_run(
         "eval_step": np.array(eval_step), "pass1": np.array(pass1, dtype=float),
         "pass1_first": float(pass1[0]), "pass1_final": float(pass1[-1]),
         "pass1_se": float(np.sqrt(max(pass1[0] * (1 - pass1[0]), 1e-12) / n)),
-        "zero_spread_first": float(col("zero_spread_frac")[:5].mean()),
+        "zero_spread_mean": float(col("zero_spread_frac").mean()),
         "policy": trained,
     }
 
@@ -114,13 +114,13 @@ def format_readout(stats: dict) -> str:
     return (
         f"<b>group size G</b> = {stats['num_samples']} ({stats['batch_size']} prompts per step) &nbsp;|&nbsp; "
         f"β = {stats['kl_coef']:g} (KL in {stats['kl_in']}), {stats['loss_aggregation']} aggregation, "
-        f"{stats['steps']} steps &nbsp;|&nbsp; zero-spread groups (first 5 steps) = {stats['zero_spread_first']:.2f} "
+        f"{stats['steps']} steps &nbsp;|&nbsp; zero-spread groups (mean over the run) = {stats['zero_spread_mean']:.2f} "
         f"&nbsp;|&nbsp; held-out pass@1: start = {stats['pass1_first']:.3f}, end = {stats['pass1_final']:.3f} "
         f"(± {stats['pass1_se']:.3f}) &nbsp;|&nbsp; incorrect length (last 10 steps) = {inc_last:.2f} tokens"
     )
 
 
-def grpo_panel(policy, *, num_samples: int = 4, kl_coef: float = 0.0, loss_aggregation: str = "token",
+def grpo_panel(policy, *, num_samples: int = 2, kl_coef: float = 0.0, loss_aggregation: str = "token",
                steps: int = 30, lr: float = 5e-4, seed: int = 0, eval_every: int = 10):
     """The notebook's main panel (an ipywidgets VBox with class "pg-main-panel").
 
