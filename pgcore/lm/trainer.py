@@ -19,6 +19,15 @@ in KL divergence gradient estimation for RL"; k3 belongs in the loss, as in GRPO
 notebook 04 can show the difference; see http://joschu.net/blog/kl-approx.html. The logged `kl` is the
 mean over completions of the sequence-level sum, whatever kl_coef is.
 
+Notebook 05 adds two choices (defaults keep the behaviour above). `kl_in="loss"` moves the KL out of the reward
+into the loss, as GRPO does: kl_coef * aggregate(k3_t), differentiated through the policy's log-probs; the logged
+kl is computed as before. `loss_aggregation` says how per-token terms become one number (`pgcore.pg.aggregate`):
+token (the masked mean over all completion tokens, today's `pg_loss`), sequence (mean per completion, then over
+completions: the original GRPO) or constant (sum / (completions x max_new_tokens): Dr. GRPO). With a verifier
+reward (`arithmetic`), each row also logs the lengths of correct and incorrect completions, every row the fraction
+of groups whose rewards are all equal (their advantages, hence their gradient, are 0), and with `eval_every` the
+held-out pass@1 of the policy that samples the step (`Trainer.evaluate`).
+
 The step reads top to bottom in `Trainer.step`; the settings are `config.LMConfig`; the plumbing
 (the loop, checkpoints, metrics files, resume, Ctrl-C / SIGTERM, the NaN guard) sits apart in
 `run.TrainingRun`, which `Trainer` inherits.
