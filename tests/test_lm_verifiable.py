@@ -7,8 +7,8 @@ import copy
 
 import pytest
 import torch
-
 from lm_fakes import LetterReward, make_policy
+
 from pgcore import pg
 from pgcore.lm.logprobs import per_token_logps
 from pgcore.lm.trainer import LMConfig, Trainer, compute_advantages
