@@ -24,9 +24,9 @@ into the loss, as GRPO does: kl_coef * aggregate(k3_t), differentiated through t
 kl is computed as before. `loss_aggregation` says how per-token terms become one number (`pgcore.pg.aggregate`):
 token (the masked mean over all completion tokens, today's `pg_loss`), sequence (mean per completion, then over
 completions: the original GRPO) or constant (sum / (completions x max_new_tokens): Dr. GRPO). With a verifier
-reward (`arithmetic`), each row also logs the lengths of correct and incorrect completions, every row the fraction
-of groups whose rewards are all equal (their advantages, hence their gradient, are 0), and with `eval_every` the
-held-out pass@1 of the policy that samples the step (`Trainer.evaluate`).
+reward (`arithmetic`), each row also logs `VERIFIER_COLUMNS`: the fraction of groups whose rewards are all equal
+(their advantages, hence their gradient, are 0), the mean lengths of correct and incorrect completions, and with
+`eval_every` the held-out pass@1 of the policy that samples the step (`Trainer.evaluate`; None on other steps).
 
 The step reads top to bottom in `Trainer.step`; the settings are `config.LMConfig`; the plumbing
 (the loop, checkpoints, metrics files, resume, Ctrl-C / SIGTERM, the NaN guard) sits apart in
@@ -50,11 +50,11 @@ from ..metrics import MetricsLogger
 from ..utils import get_device, set_seed
 from .config import ADVANTAGES, KL_ESTIMATORS, RESUMABLE_CHANGES, SCHEDULERS, LMConfig  # noqa: F401 (re-exported)
 from .logprobs import per_token_logps
-from .run import CSV_COLUMNS, PANELS, LMResult, NonFiniteLossError, TrainingRun, sigint_deferred
+from .run import CSV_COLUMNS, PANELS, VERIFIER_COLUMNS, LMResult, NonFiniteLossError, TrainingRun, sigint_deferred
 from .sampling import generate
 
 __all__ = ["LMConfig", "LMResult", "Trainer", "train", "compute_advantages", "NonFiniteLossError", "ADVANTAGES",
-           "CSV_COLUMNS"]
+           "CSV_COLUMNS", "VERIFIER_COLUMNS"]
 
 
 def compute_advantages(score: torch.Tensor, kind: str) -> torch.Tensor:
@@ -258,15 +258,11 @@ class Trainer(TrainingRun):
                 "grad_norm": grad_norm.item(),
                 "lr": lr,
                 "tokens": int(lengths_all.sum().item()),
-                "zero_spread_frac": zero_spread,
-                "len_correct": len_correct,
-                "len_incorrect": len_incorrect,
-                "heldout_pass1": pass1_before,
-                "time": t3 - t0,
-                "time_generate": t1 - t0,
-                "time_reward": t2 - t1,
-                "time_update": t3 - t2,
             }
+            if getattr(self.reward, "verifier", False):  # VERIFIER_COLUMNS (notebook 05); None: nothing to report
+                row.update({"zero_spread_frac": zero_spread, "len_correct": len_correct,
+                            "len_incorrect": len_incorrect, "heldout_pass1": pass1_before})
+            row.update({"time": t3 - t0, "time_generate": t1 - t0, "time_reward": t2 - t1, "time_update": t3 - t2})
             self.logger.log(row)
         self.last_batch = batch
         return row
