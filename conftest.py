@@ -24,8 +24,8 @@ BROWSER_TIMING = "browser_seconds"  # recorded by tests/test_browser.py with rec
 # Longest files first; the rest keep their order. With pyproject's `--dist loadfile
 # --no-loadscope-reorder` the workers take whole files in this order, so that no long file starts
 # last and leaves the other cores idle (seconds per file: the table at the end of a run).
-LONGEST_FIRST = ("tests/test_browser.py", "tests/test_lm_cli.py", "notebooks/04_", "notebooks/02_",
-                 "tests/test_lm_distributed.py", "notebooks/03_")
+LONGEST_FIRST = ("tests/test_browser.py", "tests/test_lm_cli.py", "notebooks/05_", "notebooks/04_", "notebooks/02_",
+                 "tests/test_lm_distributed.py", "notebooks/03_", "tests/test_lm_verifiable_cli.py")
 
 _durations: dict[str, float] = defaultdict(float)
 _browser: list[tuple[str, list[float]]] = []

@@ -2,10 +2,12 @@
 
     python benchmarks/lm.py                        # tiny + tiny-sentiment, LMConfig defaults (200 steps)
     python benchmarks/lm.py --smollm2 --smollm2-steps 60   # also SmolLM2-135M-Instruct + vader
+    python benchmarks/lm.py --skip-tiny --arith-seeds 0 1 2  # only the verifiable-reward tier (notebook 05)
 
 Targets (issue "pgcore.lm"): tiny tier reward rise >= 0.30 (mean of the last 20 steps minus the first
 10) within 200 steps and <= 2 minutes on a 2-core CPU; SmolLM2-135M + vader: +0.3 within 60 steps
-(met with lr 1e-4 and KL coefficient 0.02, the --smollm2 defaults; ~17 min on a 2-core CPU).
+(met with lr 1e-4 and KL coefficient 0.02, the --smollm2 defaults; ~17 min on a 2-core CPU); tiny-arith +
+arithmetic (the README's GRPO command line): held-out pass@1 rise >= 0.15 within 3 minutes.
 Prints steps/s, completion tokens/s, peak memory and the split of each step's time between sampling,
 reward scoring and the update. Judge CPU time (user+sys / threads) on a busy machine. A reward that
 rises is not yet a policy that writes well: the table also shows the reward and distinct-2 (share of
@@ -100,6 +102,18 @@ def bench(label: str, config: LMConfig, target_rise: float, target_seconds: floa
     return row, before, after
 
 
+def bench_arith(config: LMConfig, target_rise: float = 0.15, target_seconds: float = 180.0) -> dict:
+    """The verifiable-reward tier (notebook 05): held-out pass@1 before -> after a GRPO run, and its seconds."""
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    result = train(config, progress=True)  # loads tiny-arith (cached) and the arithmetic verifier itself
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    s = result.summary
+    rise = s["heldout_pass1_final"] - s["heldout_pass1_first"]
+    return {"tier": f"tiny-arith + arithmetic, seed {config.seed}", "steps": len(result.history),
+            "pass@1 before": s["heldout_pass1_first"], "pass@1 after": s["heldout_pass1_final"], "rise": rise,
+            "wall s": wall, "cpu s": cpu, "ok": rise >= target_rise and wall <= target_seconds}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=LMConfig().steps, help="tiny tier steps (default: LMConfig)")
@@ -112,6 +126,9 @@ def main(argv=None) -> int:
     p.add_argument("--smollm2-prompts", default=str(Path(__file__).resolve().parents[1] / "data" / "chat_prompts.txt"),
                    help="prompt file of the SmolLM2 run (default: data/chat_prompts.txt, review requests)")
     p.add_argument("--skip-tiny", action="store_true")
+    p.add_argument("--skip-arith", action="store_true", help="skip the tiny-arith + arithmetic (GRPO) tier")
+    p.add_argument("--arith-seeds", type=int, nargs="+", default=[0, 1],
+                   help="seeds of the tiny-arith tier (the README's command line, one run per seed)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     args = p.parse_args(argv)
     if args.threads:
@@ -131,12 +148,25 @@ def main(argv=None) -> int:
             row, before, after = bench("smollm2-135m + vader", cfg, 0.30, None)
             rows.append(row)
             samples.append((row["tier"], before, after))
+        arith_rows = []
+        if not args.skip_arith:
+            # the README's command line: python -m pgcore.lm --model tiny-arith --reward-model arithmetic ...
+            for seed in args.arith_seeds:
+                cfg = LMConfig(model="tiny-arith", reward_model="arithmetic", advantage="group", batch_size=64,
+                               num_samples=8, max_new_tokens=6, lr=5e-4, kl_coef=0.0, steps=150, eval_every=25,
+                               seed=seed, **places)
+                arith_rows.append(bench_arith(cfg))
     import pandas as pd
 
     pd.set_option("display.width", 200)
+    if arith_rows:
+        print("verifiable rewards (notebook 05): held-out pass@1 (256 problems x 4 samples, T = 1), target rise >= 0.15 "
+              "within 180 s")
+        print(pd.DataFrame(arith_rows).set_index("tier").to_string(float_format=lambda v: f"{v:.3f}"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device "
           f"{'cuda' if torch.cuda.is_available() else 'cpu'}")
-    print(pd.DataFrame(rows).set_index("tier").T.to_string(float_format=lambda v: f"{v:.3f}"))
+    if rows:
+        print(pd.DataFrame(rows).set_index("tier").T.to_string(float_format=lambda v: f"{v:.3f}"))
     for tier, before, after in samples:
         print(f"\n{tier}: fresh samples (the same prompts and seed) before -> after training")
         for i in range(0, len(before["texts"]), 4):

@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from pgcore.lm import arith
-from pgcore.lm.arith import EOS, ArithmeticReward, arithmetic_reward, is_heldout, parse_prompt, problems, verify
+from pgcore.lm.arith import (
+    EOS,
+    ArithmeticReward,
+    arithmetic_reward,
+    is_heldout,
+    parse_prompt,
+    problems,
+    verify,
+)
 
 
 # ------------------------------------------------------------------------------ the verifier

@@ -7,13 +7,20 @@ import copy
 
 import pytest
 import torch
-
 from lm_fakes import LetterReward, make_policy
+
 from pgcore import pg
 from pgcore.lm.logprobs import per_token_logps
-from pgcore.lm.trainer import LMConfig, Trainer, compute_advantages
+from pgcore.lm.trainer import CSV_COLUMNS, VERIFIER_COLUMNS, LMConfig, Trainer, compute_advantages
 
 PROMPTS = ["the movie", "a", "terrible plot", "i loved this", "the food was"]
+
+
+class LetterVerifier(LetterReward):
+    """LetterReward flagged as a verifier: the trainer then logs VERIFIER_COLUMNS (its 1.0 / 0.0 split is
+    reward > 0.5)."""
+
+    verifier = True
 
 
 def cfg_(tmp_path=None, **kw) -> LMConfig:
@@ -152,7 +159,7 @@ def test_kl_in_loss_pulls_toward_the_reference_when_rewards_carry_no_signal(monk
     gradient step lowers the KL to the reference. In the reward, the same KL moves the policy only via
     the spread of the penalties."""
     config = cfg_(kl_coef=1.0, kl_in="loss", lr=1e-3, max_grad_norm=1e9, num_samples=4, batch_size=4)
-    tr, row, start, _ = _step_and_grads(config, make_policy(seed=0), LetterReward("§"), monkeypatch, perturb=0.05)
+    tr, row, start, _ = _step_and_grads(config, make_policy(seed=0), LetterVerifier("§"), monkeypatch, perturb=0.05)
     assert row["zero_spread_frac"] == 1.0 and row["reward_mean"] == 0.0
     b, m = tr.last_batch, tr.last_batch.completion_mask
     with torch.no_grad():
@@ -165,12 +172,20 @@ def test_kl_in_loss_pulls_toward_the_reference_when_rewards_carry_no_signal(monk
 
 def test_zero_spread_groups_give_a_zero_loss_and_no_gradient(monkeypatch):
     config = cfg_(advantage="group")
-    tr, row, start, grads = _step_and_grads(config, make_policy(seed=0), LetterReward("§"), monkeypatch)
+    tr, row, start, grads = _step_and_grads(config, make_policy(seed=0), LetterVerifier("§"), monkeypatch)
     assert row["zero_spread_frac"] == 1.0 and row["loss"] == 0.0 and row["grad_norm"] == 0.0
-    assert row["len_correct"] is None and row["len_incorrect"] is None, "not a verifier: no length columns"
-    assert row["heldout_pass1"] is None
-    _, row2, _, _ = _step_and_grads(cfg_(advantage="group"), make_policy(seed=0), LetterReward("e"), monkeypatch)
+    assert row["len_correct"] is None, "no correct completion in the batch"
+    assert row["len_incorrect"] == pytest.approx(tr.last_batch.completion_mask.sum(1).float().mean().item())
+    assert row["heldout_pass1"] is None, "no evaluation without eval_every"
+    _, row2, _, _ = _step_and_grads(cfg_(advantage="group"), make_policy(seed=0), LetterVerifier("e"), monkeypatch)
     assert 0.0 <= row2["zero_spread_frac"] < 1.0
+    assert list(row2)[list(row2).index("tokens") + 1:][:4] == list(VERIFIER_COLUMNS)
+
+
+def test_other_rewards_keep_todays_columns(monkeypatch):
+    """A reward model that is not a verifier gets exactly the metrics rows it got before notebook 05."""
+    _, row, _, _ = _step_and_grads(cfg_(), make_policy(seed=0), LetterReward("e"), monkeypatch)
+    assert list(row) == list(CSV_COLUMNS)
 
 
 def test_defaults_keep_todays_behaviour():

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pgcore.lm.pass_at_k import pass_at_k, pass_at_k_curve
+from pgcore.lm import pass_at_k, pass_at_k_curve
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 7])
@@ -52,3 +52,10 @@ def test_curve_averages_over_problems_and_rejects_bad_input():
             pass_at_k(*bad)
     with pytest.raises(ValueError):
         pass_at_k_curve(4, [], [1])
+
+
+def test_pgcore_lm_pass_at_k_is_the_function():
+    import pgcore.lm
+    import pgcore.lm.passk
+
+    assert pgcore.lm.pass_at_k is pgcore.lm.passk.pass_at_k and pgcore.lm.pass_at_k(4, 2, 1) == 0.5

@@ -10,6 +10,8 @@ imported only when a model is actually needed):
 - `logprobs`: per-token log-probs of a completion
 - `config`: `LMConfig`; `trainer`: the step; `run`: the loop, files, checkpoints and resume around it; `__main__`: the command line (`python -m pgcore.lm`, `pgcore-lm`)
 - `distributed`: `AccelerateTrainer`, the loop data-parallel on several processes (`accelerate launch -m pgcore.lm`)
+- `arith`: the `arithmetic` verifier, its held-out split and the `tiny-arith` policy; `passk`: `pass_at_k`, the
+  unbiased pass@k estimator (notebook 05)
 
 Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
@@ -17,13 +19,15 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("models", "tiny", "smollm2", "rewards", "sampling", "logprobs", "config", "trainer", "run", "distributed")
+_SUBMODULES = ("models", "tiny", "smollm2", "rewards", "sampling", "logprobs", "config", "trainer", "run", "distributed",
+               "arith", "passk")
 _NAMES = {
     "Policy": "models", "TinyConfig": "models", "load_policy": "models", "format_prompts": "models",
     "load_prompts": "models", "read_reviews": "models", "LMConfig": "config", "train": "trainer", "Trainer": "trainer",
     "RewardModel": "rewards", "VaderReward": "rewards", "HFClassifierReward": "rewards",
     "SentimentConfig": "rewards", "load_reward": "rewards", "pick_label": "rewards", "permute_labels": "rewards",
-    "AccelerateTrainer": "distributed",
+    "AccelerateTrainer": "distributed", "pass_at_k": "passk", "pass_at_k_curve": "passk",
+    "ArithmeticReward": "arith", "verify": "arith",
 }
 
 __all__ = [*_SUBMODULES, *_NAMES]

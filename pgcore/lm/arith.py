@@ -33,15 +33,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..checkpoint import quiet_transformers
-from ..utils import atomic_dir, build_once, cache_dir
+from ..utils import build_once, cache_dir
 from .rewards import RewardModel
-from .tiny import BUILD_FILE, EOS, lazy_transformers, pad_right, train_lm
+from .tiny import BUILD_FILE, EOS, lazy_transformers, pad_right, save_build, train_lm
 
 __all__ = [
     "CHARS", "HELDOUT_PERCENT", "MAX_NEW_TOKENS", "MAX_OPERAND", "is_heldout", "problems", "make_prompt",
     "parse_prompt", "verify", "arithmetic_reward", "ArithmeticReward", "TinyArithConfig", "char_tokenizer",
-    "build_tiny_arith", "tiny_arith_fingerprint", "tiny_arith_dir", "count_correct", "digits_writable",
+    "build_tiny_arith", "tiny_arith_fingerprint", "tiny_arith_dir", "count_correct", "sample_correct", "digits_writable",
 ]
 
 CHARS = "0123456789+= \n"
@@ -287,11 +286,7 @@ def build_tiny_arith(out_dir: str | os.PathLike, config: TinyArithConfig | None 
     build = {"kind": "tiny-arith", "fingerprint": tiny_arith_fingerprint(config), "config": asdict(config),
              "parameters": model.num_parameters(), "final_train_loss": round(final_loss, 4),
              "train_problems": len(pairs), "train_seconds": round(time.perf_counter() - start, 2)}
-    with atomic_dir(out_dir) as tmp, quiet_transformers():
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / BUILD_FILE).write_text(json.dumps(build, indent=2) + "\n")
-    return Path(out_dir)
+    return save_build(out_dir, model, tokenizer, build)
 
 
 def tiny_arith_dir(config: TinyArithConfig | None = None, cache: str | os.PathLike | None = None) -> Path:
@@ -313,6 +308,16 @@ def count_correct(policy, pairs: Sequence[tuple[int, int]], num_samples: int, *,
     arguments give the same counts. pass@1 = counts.sum() / (P * num_samples); pass@k: `pass_at_k`.
     Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
     """
+    return sample_correct(policy, pairs, num_samples, temperature=temperature, seed=seed,
+                          max_new_tokens=max_new_tokens, rows_per_batch=rows_per_batch).sum(axis=1)
+
+
+def sample_correct(policy, pairs: Sequence[tuple[int, int]], num_samples: int, *, temperature: float = 1.0,
+                   seed: int = 0, max_new_tokens: int = MAX_NEW_TOKENS, rows_per_batch: int = 4096) -> np.ndarray:
+    """(P, num_samples) 0/1 verifier rewards of `num_samples` sampled completions of each problem (see `count_correct`).
+
+    Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
+    """
     from .models import format_prompts  # noqa: PLC0415
     from .sampling import generate  # noqa: PLC0415
 
@@ -329,6 +334,6 @@ def count_correct(policy, pairs: Sequence[tuple[int, int]], num_samples: int, *,
         batch = generate(policy.model, policy.tokenizer, prompts, num_samples, max_new_tokens, temperature,
                          seed=seed * 1_000_003 + k, add_special_tokens=not policy.chat_template)
         ok = arithmetic_reward(batch.prompts, batch.texts).view(len(chunk), num_samples)
-        counts.append(ok.sum(dim=1).round().long().numpy())
+        counts.append(ok.round().long().numpy())
     policy.model.train(was_training)
-    return np.concatenate(counts)
+    return np.concatenate(counts, axis=0)

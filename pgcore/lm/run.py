@@ -27,14 +27,16 @@ from ..metrics import environment_info
 from ..utils import FolderInUseError, FolderLock, atomic_dir, check_writable_dir
 from .config import RESUMABLE_CHANGES
 
-__all__ = ["TrainingRun", "LMResult", "NonFiniteLossError", "RunTerminated", "CSV_COLUMNS", "PANELS",
+__all__ = ["TrainingRun", "LMResult", "NonFiniteLossError", "RunTerminated", "CSV_COLUMNS", "VERIFIER_COLUMNS", "PANELS",
            "sigint_deferred"]
 
 CSV_COLUMNS = (
     "step", "loss", "reward_mean", "reward_std", "kl", "entropy", "completion_len", "grad_norm", "lr",
-    "tokens", "zero_spread_frac", "len_correct", "len_incorrect", "heldout_pass1",
-    "time", "time_generate", "time_reward", "time_update", "time_reference", "time_policy", "time_optimizer",
+    "tokens", "time", "time_generate", "time_reward", "time_update", "time_reference", "time_policy", "time_optimizer",
 )
+# Extra columns of runs with a verifier reward (notebook 05), between "tokens" and "time"; None where a step has no
+# value (no correct / no incorrect completion; held-out pass@1 only every eval_every steps).
+VERIFIER_COLUMNS = ("zero_spread_frac", "len_correct", "len_incorrect", "heldout_pass1")
 PANELS = [("reward", "reward_mean", "reward_std"), ("KL to reference", "kl"), ("entropy per token", "entropy"),
           ("loss (not progress)", "loss"), ("completion length", "completion_len")]
 

@@ -19,6 +19,15 @@ in KL divergence gradient estimation for RL"; k3 belongs in the loss, as in GRPO
 notebook 04 can show the difference; see http://joschu.net/blog/kl-approx.html. The logged `kl` is the
 mean over completions of the sequence-level sum, whatever kl_coef is.
 
+Notebook 05 adds two choices (defaults keep the behaviour above). `kl_in="loss"` moves the KL out of the reward
+into the loss, as GRPO does: kl_coef * aggregate(k3_t), differentiated through the policy's log-probs; the logged
+kl is computed as before. `loss_aggregation` says how per-token terms become one number (`pgcore.pg.aggregate`):
+token (the masked mean over all completion tokens, today's `pg_loss`), sequence (mean per completion, then over
+completions: the original GRPO) or constant (sum / (completions x max_new_tokens): Dr. GRPO). With a verifier
+reward (`arithmetic`), each row also logs `VERIFIER_COLUMNS`: the fraction of groups whose rewards are all equal
+(their advantages, hence their gradient, are 0), the mean lengths of correct and incorrect completions, and with
+`eval_every` the held-out pass@1 of the policy that samples the step (`Trainer.evaluate`; None on other steps).
+
 The step reads top to bottom in `Trainer.step`; the settings are `config.LMConfig`; the plumbing
 (the loop, checkpoints, metrics files, resume, Ctrl-C / SIGTERM, the NaN guard) sits apart in
 `run.TrainingRun`, which `Trainer` inherits.
@@ -41,11 +50,11 @@ from ..metrics import MetricsLogger
 from ..utils import get_device, set_seed, weights_sha256
 from .config import ADVANTAGES, KL_ESTIMATORS, RESUMABLE_CHANGES, SCHEDULERS, LMConfig  # noqa: F401 (re-exported)
 from .logprobs import per_token_logps, per_token_logps_shared_prompt
-from .run import CSV_COLUMNS, PANELS, LMResult, NonFiniteLossError, TrainingRun, sigint_deferred
+from .run import CSV_COLUMNS, PANELS, VERIFIER_COLUMNS, LMResult, NonFiniteLossError, TrainingRun, sigint_deferred
 from .sampling import generate
 
 __all__ = ["LMConfig", "LMResult", "Trainer", "train", "compute_advantages", "NonFiniteLossError", "ADVANTAGES",
-           "CSV_COLUMNS"]
+           "CSV_COLUMNS", "VERIFIER_COLUMNS"]
 
 
 def compute_advantages(score: torch.Tensor, kind: str) -> torch.Tensor:
@@ -260,18 +269,14 @@ class Trainer(TrainingRun):
                 "grad_norm": grad_norm.item(),
                 "lr": lr,
                 "tokens": int(lengths_all.sum().item()),
-                "zero_spread_frac": zero_spread,
-                "len_correct": len_correct,
-                "len_incorrect": len_incorrect,
-                "heldout_pass1": pass1_before,
-                "time": t3 - t0,
-                "time_generate": t1 - t0,
-                "time_reward": t2 - t1,
-                "time_update": t3 - t2,
-                "time_reference": t_reference - t_policy,
-                "time_policy": (t_policy - t2) + (t_backward - t_reference),  # forward + backward
-                "time_optimizer": t_optimizer - t_backward,  # clip, AdamW, scheduler
             }
+            if getattr(self.reward, "verifier", False):  # VERIFIER_COLUMNS (notebook 05); None: nothing to report
+                row.update({"zero_spread_frac": zero_spread, "len_correct": len_correct,
+                            "len_incorrect": len_incorrect, "heldout_pass1": pass1_before})
+            row.update({"time": t3 - t0, "time_generate": t1 - t0, "time_reward": t2 - t1, "time_update": t3 - t2,
+                        "time_reference": t_reference - t_policy,
+                        "time_policy": (t_policy - t2) + (t_backward - t_reference),  # forward + backward
+                        "time_optimizer": t_optimizer - t_backward})  # clip, AdamW, scheduler
             self.logger.log(row)
         self.last_batch = batch
         return row

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("bandit", "reinforce", "variance", "lm")
+_SUBMODULES = ("bandit", "reinforce", "variance", "lm", "grpo")
 
 
 def __getattr__(name: str):
