@@ -87,3 +87,17 @@ def test_the_update_time_is_split(tmp_path):
     parts = row["time_reference"] + row["time_policy"] + row["time_optimizer"]
     assert min(row["time_reference"], row["time_policy"], row["time_optimizer"]) > 0
     assert parts <= row["time_update"] + 1e-6 and row["time_generate"] + row["time_reward"] + parts <= row["time"]
+
+
+def test_bfloat16_autocast_trains_with_float32_weights(tmp_path):
+    """--dtype bfloat16 computes the forward passes in bf16 (autocast) and keeps weights and AdamW in float32:
+    a step is finite, and its policy's entropy is the float32 policy's up to bf16 rounding."""
+    a = trainer(config(tmp_path / "a", steps=2))
+    b = trainer(config(tmp_path / "b", steps=2, dtype="bfloat16"))
+    ra, rb = a.step(), b.step()
+    assert a.last_batch.completion_ids.shape[0] == b.last_batch.completion_ids.shape[0]
+    assert math.isfinite(rb["loss"]) and math.isfinite(rb["grad_norm"]) and math.isfinite(rb["kl"])
+    assert all(p.dtype == torch.float32 for p in b.model.parameters())
+    assert abs(ra["entropy"] - rb["entropy"]) < 0.05 * abs(ra["entropy"]) + 0.05
+    with pytest.raises(ValueError, match="dtype 'float16' unknown"):
+        config(tmp_path, dtype="float16")

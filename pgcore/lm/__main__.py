@@ -171,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from a checkpoint: the newest checkpoint-<step>/ in --checkpoint-dir, or PATH; "
                         "the other settings must match the checkpoint's (only --steps and output places may change)")
     o.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
+    o.add_argument("--dtype", choices=("float32", "bfloat16", "bf16"), default=d.dtype,
+                   help="precision of the forward passes: bfloat16 (bf16) autocasts sampling, log-probs and the "
+                        "reference (weights and AdamW stay float32), for GPUs that have bf16")
     o.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice); tiny models run fastest on 1, and on a "
                         "busy machine extra threads mostly wait for each other")
@@ -205,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     from .run import RunTerminated
     from .trainer import LMConfig, NonFiniteLossError, Trainer
 
+    if args.dtype == "bf16":
+        args.dtype = "bfloat16"
     fields = {f.name for f in dataclasses.fields(LMConfig)}
     try:
         config = LMConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "resume"})

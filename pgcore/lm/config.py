@@ -8,10 +8,11 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-__all__ = ["LMConfig", "ADVANTAGES", "KL_ESTIMATORS", "SCHEDULERS", "RESUMABLE_CHANGES", "LOSS_AGGREGATIONS",
+__all__ = ["LMConfig", "DTYPES", "ADVANTAGES", "KL_ESTIMATORS", "SCHEDULERS", "RESUMABLE_CHANGES", "LOSS_AGGREGATIONS",
            "KL_PLACEMENTS"]
 
 ADVANTAGES = ("none", "mean", "rloo", "group")
+DTYPES = ("float32", "bfloat16")
 KL_ESTIMATORS = ("k1", "k3")
 LOSS_AGGREGATIONS = ("token", "sequence", "constant")
 KL_PLACEMENTS = ("reward", "loss")
@@ -109,6 +110,9 @@ class LMConfig:
     """name of the final model folder inside model_dir"""
     device: str | None = None
     """cpu, cuda, cuda:1, ... (None: CUDA when present, else CPU)"""
+    dtype: str = "float32"
+    """compute precision of the forward passes (sampling, log-probs, reference): float32, or bfloat16 via
+    torch.autocast (weights and the optimizer stay float32; for GPUs with bf16, e.g. Ampere and newer)"""
 
     def __post_init__(self):
         def positive_int(name, allow_zero=False):
@@ -142,6 +146,8 @@ class LMConfig:
         if self.loss_aggregation not in LOSS_AGGREGATIONS:
             raise ValueError(f"loss_aggregation {self.loss_aggregation!r} unknown; accepted: "
                              f"{', '.join(LOSS_AGGREGATIONS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} unknown; accepted: {', '.join(DTYPES)}")
         if self.kl_in not in KL_PLACEMENTS:
             raise ValueError(f"kl_in {self.kl_in!r} unknown; accepted: {', '.join(KL_PLACEMENTS)}")
         if self.lr_scheduler not in SCHEDULERS:

@@ -35,6 +35,7 @@ Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
@@ -120,6 +121,9 @@ class Trainer(TrainingRun):
         self.model = policy.model
         self.tokenizer = policy.tokenizer
         self.device = next(self.model.parameters()).device
+        if cfg.dtype == "bfloat16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"dtype bfloat16: {torch.cuda.get_device_name(self.device)} has no bf16 support; "
+                             "accepted: float32 on this GPU")
         if reward is None:
             from . import rewards
 
@@ -178,9 +182,10 @@ class Trainer(TrainingRun):
 
         # 1. sample G completions of this process's share of the step's prompts
         prompts = self.prompts_for_step(step)
-        batch = generate(self.unwrapped_model, self.tokenizer, prompts, G, cfg.max_new_tokens, cfg.temperature,
-                         seed=_stream_seed(cfg.seed, step, self.process_index, 1),
-                         add_special_tokens=not self.policy.chat_template)
+        with self.autocast():
+            batch = generate(self.unwrapped_model, self.tokenizer, prompts, G, cfg.max_new_tokens, cfg.temperature,
+                             seed=_stream_seed(cfg.seed, step, self.process_index, 1),
+                             add_special_tokens=not self.policy.chat_template)
         t1 = time.perf_counter()
 
         # 2. score the completions (a verifier such as `arithmetic` also reads the prompts)
@@ -193,11 +198,13 @@ class Trainer(TrainingRun):
 
         # 3. per-token log-probs: policy (with grad) and frozen reference (no grad)
         mask = batch.completion_mask  # (N, T)
-        logps, entropy = self.policy_logps(self.model, batch, entropy_grad=cfg.entropy_coef > 0)  # (N, T), (N, T)
+        with self.autocast():
+            logps, entropy = self.policy_logps(self.model, batch, entropy_grad=cfg.entropy_coef > 0)  # (N, T), (N, T)
+        logps, entropy = logps.float(), entropy.float()
         t_policy = time.perf_counter()
         if self.needs_reference(step):
-            with torch.inference_mode():
-                ref_logps = self.policy_logps(self.ref_model, batch)  # (N, T)
+            with torch.inference_mode(), self.autocast():
+                ref_logps = self.policy_logps(self.ref_model, batch).float()  # (N, T)
             ref_logps = ref_logps.clone()  # a normal tensor again: the KL in the loss differentiates through it
             per_token_kl = pg.kl_estimate(logps.detach(), ref_logps, cfg.kl_estimator)  # (N, T)
             kl = (per_token_kl * mask).sum(dim=1)  # (N,): KL of each whole completion
@@ -292,6 +299,13 @@ class Trainer(TrainingRun):
                                                  batch.completion_mask, cfg.num_samples, cfg.temperature, **kw)
         return per_token_logps(model, batch.input_ids, batch.attention_mask, batch.completion_ids.shape[1],
                                cfg.temperature, **kw)
+
+    def autocast(self):
+        """The forward passes' precision: bfloat16 autocast with `dtype="bfloat16"` (weights stay float32), else
+        nothing."""
+        if self.config.dtype == "bfloat16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def needs_reference(self, step: int) -> bool:
         """Whether `step` runs the frozen reference: always when the KL acts (kl_coef > 0); with kl_coef 0 only
