@@ -233,11 +233,10 @@ class MetricsLogger:
         if self._csv_columns is None or list(row) != self._csv_columns or not path.is_file():
             self._write_csv()  # first row of this logger, or new columns: the whole file, atomically
             return
-        import csv
+        import pandas as pd
 
-        with open(path, "a", newline="", encoding="utf-8") as f:
-            csv.writer(f, lineterminator=os.linesep).writerow(["" if row[c] is None else repr(row[c]) if isinstance(row[c], float) else row[c]
-                                    for c in self._csv_columns])
+        with open(path, "a", newline="", encoding="utf-8") as f:  # the same formatting as write_csv
+            pd.DataFrame([row], columns=self._csv_columns).to_csv(f, header=False, index=False)
             f.flush()
 
     def _write_csv(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,7 +59,10 @@ def test_wheel_runs_from_any_folder_with_packaged_data_and_a_user_cache(tmp_path
     """Build a wheel, install it (not editable) in a fresh venv, run pgcore-lm and reinforce.train
     from an unrelated folder: data comes from the package, models are cached in $PGCORE_HOME."""
     dist, venv, work, home = (tmp_path / n for n in ("dist", "venv", "work", "home"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
+    src = tmp_path / "src"  # a copy: building in the checkout would leave a build/ folder there
+    shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "output", "checkpoints", "models", "notebooks", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)],
                    check=True, capture_output=True, timeout=600)
     wheel = next(dist.glob("pgcore-*.whl"))
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)

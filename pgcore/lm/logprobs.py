@@ -61,23 +61,16 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return position_ids.masked_fill(attention_mask == 0, 0)
 
 
-def _cache_argument(model) -> str:
-    """The keyword a model's forward takes the key/value cache by: `cache` (transformers >= 5.2x) or
-    `past_key_values` (before)."""
-    inner = getattr(model, "module", model)
-    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+def _forward_parameters(model):
+    """The parameters of the model's forward, looking through a DDP / Accelerate wrapper."""
+    return inspect.signature(getattr(model, "module", model).forward).parameters
 
 
-def _accepts(model, argument: str) -> bool:
-    """Does the model's forward take `argument` (by name, or through **kwargs)?"""
-    inner = getattr(model, "module", model)  # look through a DDP / Accelerate wrapper
-    params = inspect.signature(inner.forward).parameters
-    return argument in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
-def _accepts_logits_to_keep(model) -> bool:
-    inner = getattr(model, "module", model)  # look through a DDP / Accelerate wrapper
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+def _takes(model, argument: str, *, via_kwargs: bool = False) -> bool:
+    """Does the model's forward take `argument` by name (or, with `via_kwargs`, through **kwargs too)?"""
+    params = _forward_parameters(model)
+    return argument in params or (via_kwargs and any(p.kind is inspect.Parameter.VAR_KEYWORD
+                                                     for p in params.values()))
 
 
 def per_token_logps(
@@ -119,9 +112,9 @@ def per_token_logps(
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     position_ids = position_ids_from_mask(attention_mask)  # (B, L): left padding must not shift positions
     kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-    if _accepts(model, "use_cache"):  # a training forward needs no key/value cache (it costs time and memory)
+    if _takes(model, "use_cache", via_kwargs=True):  # a training forward needs no key/value cache (it costs time and memory)
         kwargs["use_cache"] = False
-    if _accepts_logits_to_keep(model):
+    if _takes(model, "logits_to_keep"):
         # +1: the logit at the last prompt token predicts the first completion token
         logits = model(**kwargs, logits_to_keep=logits_to_keep + 1).logits  # (B, T+1, V)
     else:
@@ -195,8 +188,9 @@ def per_token_logps_shared_prompt(
         cache.batch_repeat_interleave(G)
         last_prompt_logits = last_prompt_logits.repeat_interleave(G, dim=0)  # (N, 1, V)
     # 3. the completions against the cache; their last logit predicts nothing
+    cache_kw = "cache" if _takes(model, "cache") else "past_key_values"  # transformers >= 5.2x: cache
     logits = model(input_ids=completion_ids, attention_mask=full_mask, position_ids=position_ids[:, P:],
-                   use_cache=False, **{_cache_argument(model): cache}).logits[:, :-1, :]  # (N, T-1, V)
+                   use_cache=False, **{cache_kw: cache}).logits[:, :-1, :]  # (N, T-1, V)
     logits = torch.cat([last_prompt_logits, logits], dim=1) / temperature  # (N, T, V)
     logps = selective_log_softmax(logits, completion_ids)  # (N, T)
     if return_entropy:

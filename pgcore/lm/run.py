@@ -27,8 +27,8 @@ from ..metrics import environment_info
 from ..utils import FolderInUseError, FolderLock, atomic_dir, check_writable_dir
 from .config import RESUMABLE_CHANGES
 
-__all__ = ["TrainingRun", "LMResult", "NonFiniteLossError", "RunTerminated", "CSV_COLUMNS", "VERIFIER_COLUMNS", "PANELS",
-           "sigint_deferred"]
+__all__ = ["TrainingRun", "LMResult", "NonFiniteLossError", "RunTerminated", "CSV_COLUMNS", "VERIFIER_COLUMNS",
+           "PANELS", "signals_deferred"]
 
 CSV_COLUMNS = (
     "step", "loss", "reward_mean", "reward_std", "kl", "entropy", "completion_len", "grad_norm", "lr",
@@ -95,7 +95,7 @@ DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 @contextlib.contextmanager
-def sigint_deferred() -> Iterator[None]:
+def signals_deferred() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block ends, so an update is applied and recorded whole or not
     at all; then deliver them to the handlers that were in place (Ctrl-C: KeyboardInterrupt)."""
     if threading.current_thread() is not threading.main_thread():

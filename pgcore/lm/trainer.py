@@ -51,7 +51,7 @@ from ..metrics import MetricsLogger
 from ..utils import get_device, set_seed, weights_sha256
 from .config import ADVANTAGES, KL_ESTIMATORS, RESUMABLE_CHANGES, SCHEDULERS, LMConfig  # noqa: F401 (re-exported)
 from .logprobs import per_token_logps, per_token_logps_shared_prompt
-from .run import CSV_COLUMNS, PANELS, VERIFIER_COLUMNS, LMResult, NonFiniteLossError, TrainingRun, sigint_deferred
+from .run import CSV_COLUMNS, PANELS, VERIFIER_COLUMNS, LMResult, NonFiniteLossError, TrainingRun, signals_deferred
 from .sampling import generate
 
 __all__ = ["LMConfig", "LMResult", "Trainer", "train", "compute_advantages", "NonFiniteLossError", "ADVANTAGES",
@@ -246,7 +246,7 @@ class Trainer(TrainingRun):
             raise NonFiniteLossError(f"gradient norm is {grad_norm.item()} at step {step}")
         lr = self.scheduler.get_last_lr()[0]
 
-        with sigint_deferred():  # the update and its record happen together, or not at all
+        with signals_deferred():  # the update and its record happen together, or not at all
             self.optimizer.step()
             self.scheduler.step()
             self.global_step = step
