@@ -65,6 +65,19 @@ def make_policy(seed: int = 0, **kw):
     return Policy(model=make_model(tok, seed=seed, **kw), tokenizer=tok, name="fake-gpt2", chat_template=False)
 
 
+def make_llama_policy(seed: int = 0):
+    """A tiny random Llama (SmolLM2's architecture: rotary positions, RMSNorm, tied embeddings, grouped
+    key/value heads)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = make_tokenizer()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    return Policy(model=LlamaForCausalLM(cfg).eval(), tokenizer=tok, name="fake-llama", chat_template=False)
+
+
 class LetterReward:
     """Reward = fraction of the completion's characters equal to `letter` (0 for an empty text)."""
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pgcore as pg
-from lm_fakes import make_policy
+from lm_fakes import make_llama_policy, make_policy
 from pgcore.lm import logprobs, sampling
 from pgcore.lm.logprobs import entropy_from_logits, per_token_logps, position_ids_from_mask, selective_log_softmax
 from pgcore.lm.sampling import generate
@@ -113,32 +113,24 @@ def test_per_token_logps_rejects_bad_shapes(policy):
         per_token_logps(policy.model, ids, torch.ones(2, 4, dtype=torch.long), 2)
 
 
-def _llama_policy():
-    """A tiny random Llama (SmolLM2's architecture: rotary positions, RMSNorm, tied embeddings)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from lm_fakes import make_tokenizer
-    from pgcore.lm.models import Policy
-
-    tok = make_tokenizer()
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
-    return Policy(model=LlamaForCausalLM(cfg).eval(), tokenizer=tok, name="fake-llama", chat_template=False)
+SYSTEM = "system: you are a kind critic. user: "  # a prefix every prompt shares, as a chat template's system turn
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 @pytest.mark.parametrize("num_samples", [1, 4])
-def test_shared_prompt_forward_equals_the_one_pass_forward(arch, num_samples):
-    """Each prompt run once, its cache shared by its G samples: the same per-token log-probs, entropies
-    and parameter gradients as one forward over prompt + completion (fp32 tolerance: only the order of
-    additions differs), for left-padded prompts of mixed lengths."""
-    policy = make_policy(n_layer=2) if arch == "gpt2" else _llama_policy()
+@pytest.mark.parametrize("prefix", ["", SYSTEM])
+def test_shared_prompt_forward_equals_the_one_pass_forward(arch, num_samples, prefix):
+    """Each prompt run once (and the prefix they all share, once), its cache shared by its G samples: the
+    same per-token log-probs, entropies and parameter gradients as one forward over prompt + completion
+    (fp32 tolerance: only the order of additions differs), for left-padded prompts of mixed lengths."""
+    policy = make_policy(n_layer=2) if arch == "gpt2" else make_llama_policy()
     model, tok = policy.model, policy.tokenizer
-    b = sampling.generate(model, tok, ["the movie was great and the acting", "i", "terrible plot, boring"],
+    b = sampling.generate(model, tok, [prefix + p for p in ["the movie was great and the acting", "i",
+                                                            "terrible plot, boring"]],
                           num_samples, max_new_tokens=10, seed=3)
     assert b.prompt_mask.sum(dim=1).unique().numel() == 3, "prompts of three lengths"
+    shared = logprobs.common_prefix_length(b.prompt_ids[::num_samples], b.prompt_mask[::num_samples])
+    assert (shared >= len(tok(SYSTEM)["input_ids"]) - 1) if prefix else shared == 0
     T = b.completion_ids.shape[1]
     mask = b.completion_mask
     adv = torch.linspace(-1, 1, len(b))
@@ -169,3 +161,14 @@ def test_shared_prompt_forward_refuses_rows_that_do_not_share_a_prompt():
     with pytest.raises(ValueError, match="divide"):
         logprobs.per_token_logps_shared_prompt(policy.model, b.prompt_ids, b.prompt_mask, b.completion_ids,
                                                b.completion_mask, 3)
+
+
+def test_common_prefix_length_of_left_padded_rows():
+    ids = torch.tensor([[0, 0, 5, 6, 7, 8], [5, 6, 7, 9, 9, 9], [0, 0, 0, 5, 6, 1]])
+    mask = (torch.arange(6)[None] >= torch.tensor([[2], [0], [3]])).long()
+    assert logprobs.common_prefix_length(ids, mask) == 2  # 5, 6
+    assert logprobs.common_prefix_length(ids[:2], mask[:2]) == 3  # 5, 6, 7
+    same = torch.tensor([[4, 5, 6], [4, 5, 6]])
+    assert logprobs.common_prefix_length(same, torch.ones_like(same)) == 2, "each row keeps its last token"
+    assert logprobs.common_prefix_length(ids[:1], mask[:1]) == 0, "one row: nothing to share"
+    assert logprobs.common_prefix_length(torch.tensor([[1, 2], [3, 4]]), torch.ones(2, 2, dtype=torch.long)) == 0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lm_fakes import make_policy
-from pgcore.lm.logprobs import position_ids_from_mask
-from pgcore.lm.sampling import completion_mask, expand_prompts, generate
+from lm_fakes import make_llama_policy, make_policy
+from pgcore.lm.logprobs import per_token_logps, position_ids_from_mask
+from pgcore.lm.sampling import completion_mask, expand_prompts, generate, sample_categorical
 
 PROMPTS = ["the movie", "a", "terrible plot, boring and"]
 
@@ -87,16 +87,20 @@ def test_generate_is_reproducible_from_a_seed_and_leaves_global_rng_alone(policy
     assert not torch.equal(a.completion_ids, c.completion_ids)
 
 
-def naive_sample(model, prompt_ids, prompt_mask, max_new_tokens, temperature, eos, pad):
-    """Token by token, full forward each time (no cache), softmax(logits / T), torch.multinomial."""
+def multinomial(logits, temperature):
+    return torch.multinomial(torch.softmax(logits.float() / temperature, dim=-1), num_samples=1).squeeze(1)
+
+
+def naive_sample(model, prompt_ids, prompt_mask, max_new_tokens, temperature, eos, pad, draw=multinomial):
+    """Token by token, full forward each time (no cache), softmax(logits / T) (no top-k, no top-p), drawn
+    with `draw` (torch.multinomial by default)."""
     ids, mask = prompt_ids, prompt_mask
     done = torch.zeros(ids.shape[0], dtype=torch.bool)
     out = []
     for _ in range(max_new_tokens):
         with torch.no_grad():
             logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)).logits
-        probs = torch.softmax(logits[:, -1, :].float() / temperature, dim=-1)  # (N, V): no top-k, no top-p
-        nxt = torch.multinomial(probs, num_samples=1).squeeze(1)
+        nxt = draw(logits[:, -1, :], temperature)  # (N,)
         nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
         out.append(nxt)
         ids = torch.cat([ids, nxt[:, None]], dim=1)
@@ -144,3 +148,49 @@ def test_generate_rejects_bad_input(policy):
         generate(policy, None, PROMPTS, 1, 1000)
     with pytest.raises(ValueError, match="no tokens"):
         generate(policy, None, ["", "a"], 1, 4)
+
+
+def test_sample_categorical_draws_each_token_with_its_probability():
+    """Inverse-CDF draws: each token's frequency within 5 standard errors of its probability (at two
+    temperatures), a token of probability 0 never drawn."""
+    probs = torch.tensor([[0.5, 0.25, 0.125, 0.125, 0.0], [0.05, 0.05, 0.1, 0.3, 0.5]])
+    n = 100_000
+    torch.manual_seed(0)
+    for temperature in (1.0, 0.5):
+        target = torch.softmax(probs.log() / temperature, dim=-1)  # (2, 5)
+        draws = sample_categorical(probs.log().repeat_interleave(n, dim=0), temperature).view(2, n)
+        freq = torch.stack([torch.bincount(row, minlength=5) for row in draws]).double() / n
+        se = (target * (1 - target) / n).sqrt().double()
+        assert ((freq - target).abs() <= 5 * se + 1e-12).all(), (freq, target)
+        assert freq[0, 4] == 0, "probability 0: never drawn"
+    with pytest.raises(ValueError, match="N, V"):
+        sample_categorical(torch.zeros(5))
+
+
+PREFIXED = ["system: be kind. user: " + p for p in PROMPTS]  # one prefix shared by every prompt
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("prompts", [PROMPTS, PREFIXED], ids=["plain", "prefixed"])
+@pytest.mark.parametrize("num_samples,temperature", [(3, 1.0), (1, 0.7)])
+def test_shared_prompt_sampler_draws_the_tokens_of_a_naive_sampler(policy, arch, prompts, num_samples, temperature):
+    """share_prompt: each prompt (and their shared prefix) prefilled once, the cache expanded for the
+    samples, tokens drawn by inverse CDF. Same RNG stream, same tokens as a sampler that recomputes
+    every forward from scratch on the plain left-padded rows; the log-probs it drew with are the
+    policy's (one forward over prompt + completion)."""
+    policy = policy if arch == "gpt2" else make_llama_policy()
+    tok = policy.tokenizer
+    batch = generate(policy, None, prompts, num_samples, 12, temperature, seed=3, share_prompt=True,
+                     return_logps=True)
+    plain = generate(policy, None, prompts, num_samples, 12, temperature, seed=3)
+    assert torch.equal(batch.prompt_ids, plain.prompt_ids) and torch.equal(batch.prompt_mask, plain.prompt_mask)
+    torch.manual_seed(3)
+    naive = naive_sample(policy.model, batch.prompt_ids, batch.prompt_mask, 12, temperature,
+                         tok.eos_token_id, tok.pad_token_id, draw=sample_categorical)
+    assert torch.equal(batch.completion_ids, naive)
+    assert torch.equal(batch.completion_mask, completion_mask(batch.completion_ids, tok.eos_token_id))
+    with torch.no_grad():
+        logps = per_token_logps(policy.model, batch.input_ids, batch.attention_mask, batch.completion_ids.shape[1],
+                                temperature)
+    m = batch.completion_mask.bool()
+    assert torch.allclose(logps[m], batch.sampling_logps[m], atol=1e-5)

@@ -14,7 +14,7 @@ import inspect
 import torch
 
 __all__ = ["selective_log_softmax", "entropy_from_logits", "position_ids_from_mask", "per_token_logps",
-           "per_token_logps_shared_prompt"]
+           "per_token_logps_shared_prompt", "prompt_forward", "common_prefix_length"]
 
 
 def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -120,12 +120,22 @@ def per_token_logps(
     else:
         logits = model(**kwargs).logits[:, -(logits_to_keep + 1):]  # (B, T+1, V)
     logits = logits[:, :-1, :]  # (B, T, V): last position predicts nothing
-    logits = logits / temperature
+    if temperature != 1.0:  # (x / 1.0 is x: skipping it saves a pass over the (B, T, V) logits)
+        logits = logits / temperature
     completion_ids = input_ids[:, -logits_to_keep:]  # (B, T): the tokens those logits predict
     logps = selective_log_softmax(logits, completion_ids)  # (B, T)
     if return_entropy:
-        return logps, entropy_from_logits(logits if entropy_grad else logits.detach())
+        return logps, _entropy(logits, entropy_grad)
     return logps
+
+
+def _entropy(logits: torch.Tensor, grad: bool) -> torch.Tensor:
+    """`entropy_from_logits`, with its graph, or (for logging) without one, a row at a time: then no
+    (B, T, V) temporaries."""
+    if grad:
+        return entropy_from_logits(logits)
+    with torch.no_grad():
+        return torch.stack([entropy_from_logits(row) for row in logits.detach()])
 
 
 def per_token_logps_shared_prompt(
@@ -145,7 +155,9 @@ def per_token_logps_shared_prompt(
     The rows are prompt-major (row i * G + g is sample g of prompt i, as `Batch` holds them), so
     the G copies of a prompt are identical. Instead of G forward passes over the same prompt:
 
-        1. one forward over the B distinct prompts (B, P), keeping their key/value cache
+        1. one forward over the B distinct prompts (B, P), keeping their key/value cache (the
+           tokens every prompt starts with, e.g. a chat template's system turn, run once: see
+           `prompt_forward`)
         2. the cache repeated G times (B -> N = B * G rows); gradients flow back through the
            repeat into the shared prompt computation, so d/dtheta is the sum over the G samples
         3. one forward over the N completions (N, T) against that cache
@@ -175,24 +187,83 @@ def per_token_logps_shared_prompt(
     if G > 1 and not (torch.equal(prompt_ids.view(-1, G, P), prompt_ids[first, None].expand(-1, G, -1))
                       and torch.equal(prompt_mask.view(-1, G, P), prompt_mask[first, None].expand(-1, G, -1))):
         raise ValueError("the rows of a group must share their prompt (prompt-major rows, as generate returns them)")
-    full_mask = torch.cat([prompt_mask, completion_mask.to(prompt_mask.dtype)], dim=1)  # (N, P+T)
-    position_ids = position_ids_from_mask(full_mask)  # (N, P+T), as in the one-pass forward
 
-    # 1. each distinct prompt once, with its key/value cache
-    out = model(input_ids=prompt_ids[first], attention_mask=prompt_mask[first], position_ids=position_ids[first, :P],
-                use_cache=True)
-    last_prompt_logits = out.logits[:, -1:, :]  # (B, 1, V): predicts the first completion token
-    cache = getattr(out, "cache", None) or out.past_key_values
+    # 1. each distinct prompt once (the prefix all of them share, once), with its key/value cache
+    cache, last_prompt_logits, layout = prompt_forward(model, prompt_ids[first], prompt_mask[first])
     # 2. the cache shared by the G samples of each prompt (differentiable: repeat_interleave)
     if G > 1:
         cache.batch_repeat_interleave(G)
         last_prompt_logits = last_prompt_logits.repeat_interleave(G, dim=0)  # (N, 1, V)
+        layout = layout.repeat_interleave(G, dim=0)  # (N, P)
+    full_mask = torch.cat([layout, completion_mask.to(layout.dtype)], dim=1)  # (N, P+T)
+    position_ids = position_ids_from_mask(full_mask)  # (N, P+T): the positions of the one-pass forward
     # 3. the completions against the cache; their last logit predicts nothing
     cache_kw = "cache" if _takes(model, "cache") else "past_key_values"  # transformers >= 5.2x: cache
     logits = model(input_ids=completion_ids, attention_mask=full_mask, position_ids=position_ids[:, P:],
                    use_cache=False, **{cache_kw: cache}).logits[:, :-1, :]  # (N, T-1, V)
-    logits = torch.cat([last_prompt_logits, logits], dim=1) / temperature  # (N, T, V)
-    logps = selective_log_softmax(logits, completion_ids)  # (N, T)
+    # the two pieces of the (N, T, V) logits stay apart (no concatenated copy); log-probs row by row
+    pieces = [(last_prompt_logits, completion_ids[:, :1]), (logits, completion_ids[:, 1:])]
+    if temperature != 1.0:
+        pieces = [(piece / temperature, ids) for piece, ids in pieces]
+    logps = torch.cat([selective_log_softmax(piece, ids) for piece, ids in pieces], dim=1)  # (N, T)
     if return_entropy:
-        return logps, entropy_from_logits(logits if entropy_grad else logits.detach())
+        return logps, torch.cat([_entropy(piece, entropy_grad) for piece, _ in pieces], dim=1)
     return logps
+
+
+def common_prefix_length(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> int:
+    """How many leading real tokens every row shares (left-padded (B, P) rows), keeping at least one
+    token of its own in each row (each prompt's last token, whose logit predicts the completion, stays
+    its own). 0 for a single row.
+
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    B, P = prompt_ids.shape
+    lengths = prompt_mask.sum(dim=1)  # (B,)
+    shortest = int(lengths.min())
+    if B < 2 or shortest < 2:
+        return 0
+    columns = (P - lengths)[:, None] + torch.arange(shortest - 1, device=prompt_ids.device)  # (B, shortest - 1)
+    aligned = prompt_ids.gather(1, columns)  # each row's first real tokens, side by side
+    same = (aligned == aligned[:1]).all(dim=0)  # (shortest - 1,)
+    return int(same.long().cumprod(dim=0).sum())
+
+
+def prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+    """Run B distinct left-padded prompts (B, P) once, keeping their key/value cache; the C tokens every
+    prompt starts with (`common_prefix_length`: a chat template's system turn, for instance) run once
+    for all B.
+
+    Layout: the cache holds [the shared prefix | each prompt's own tokens, left-padded] (still P
+    columns); `layout` (B, P) is its attention mask (ones, then the suffixes' padding mask). Positions
+    count real tokens, so every token keeps the position it has in the plain left-padded row, and the
+    keys and values are the ones a forward over the plain rows computes (up to float rounding).
+    Gradients flow through the shared prefix (its cache is repeated B times, differentiably).
+
+    Returns (cache, last_logits (B, 1, V): the logit of each prompt's last token, layout (B, P)).
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    B, P = prompt_ids.shape
+    C = common_prefix_length(prompt_ids, prompt_mask)
+    keep = {"logits_to_keep": 1} if _takes(model, "logits_to_keep") else {}
+    cache_kw = "cache" if _takes(model, "cache") else "past_key_values"  # transformers >= 5.2x: cache
+    if C == 0:
+        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
+                    use_cache=True, **keep)
+        return (getattr(out, "cache", None) or out.past_key_values), out.logits[:, -1:, :], prompt_mask
+    # the prefix, once: row 0's first C real tokens, at positions 0 .. C-1
+    first_real = P - int(prompt_mask[0].sum())
+    prefix = prompt_ids[:1, first_real:first_real + C]  # (1, C)
+    out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix),
+                position_ids=torch.arange(C, device=prefix.device)[None], use_cache=True, **keep)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    cache.batch_repeat_interleave(B)
+    # each prompt's own tokens, left-padded to P - C columns: row i's real tokens sit in columns P - len_i ..
+    # P - 1, so its suffix (from column P - len_i + C) is prompt column j + C for suffix column j >= P - len_i
+    lengths = prompt_mask.sum(dim=1, keepdim=True)  # (B, 1)
+    suffix_mask = (torch.arange(P - C, device=prompt_ids.device)[None] >= P - lengths).to(prompt_mask.dtype)
+    suffix_ids = prompt_ids[:, C:].masked_fill(suffix_mask == 0, 0)  # (B, P - C); masked tokens are never seen
+    layout = torch.cat([torch.ones_like(prompt_mask[:, :C]), suffix_mask], dim=1)  # (B, P)
+    out = model(input_ids=suffix_ids, attention_mask=layout, position_ids=position_ids_from_mask(layout)[:, C:],
+                use_cache=True, **keep, **{cache_kw: cache})
+    return (getattr(out, "cache", None) or out.past_key_values), out.logits[:, -1:, :], layout

@@ -17,7 +17,9 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-__all__ = ["Batch", "generate", "completion_mask", "expand_prompts", "eos_token_ids"]
+from .logprobs import _takes, position_ids_from_mask, prompt_forward
+
+__all__ = ["Batch", "generate", "completion_mask", "expand_prompts", "eos_token_ids", "sample_categorical"]
 
 
 @dataclass
@@ -179,6 +181,7 @@ def generate(
     seed: int | None = None,
     add_special_tokens: bool = True,
     return_logps: bool = False,
+    share_prompt: bool = False,
 ) -> Batch:
     """Sample `num_samples` completions of every prompt from the policy, in one left-padded batch.
 
@@ -197,6 +200,10 @@ def generate(
         add_special_tokens: passed to the tokenizer (False for chat-templated prompts, whose
             template already holds the special tokens).
         return_logps: also return `Batch.sampling_logps`, the log-probs generate sampled from.
+        share_prompt: run each distinct prompt's forward (the prefill) once and share its key/value
+            cache among its G samples, then decode with `sample_categorical` (`_sample_shared`);
+            False: Hugging Face `generate` over all N rows. Both draw from the same distribution;
+            with the same seed they draw different samples (different random numbers per token).
 
     Returns:
         A `Batch` of N = B * G rows, prompt-major.
@@ -226,11 +233,11 @@ def generate(
 
     device = next(model.parameters()).device
     rows = expand_prompts(prompts, num_samples)
-    enc = tokenizer(
-        rows, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=add_special_tokens
+    enc = tokenizer(  # the B distinct prompts; a prompt's G rows are copies (the same padding as all N rows)
+        prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=add_special_tokens
     )
-    prompt_ids = enc["input_ids"].to(device)  # (N, P)
-    prompt_mask = enc["attention_mask"].to(device)  # (N, P)
+    prompt_ids = enc["input_ids"].to(device).repeat_interleave(num_samples, dim=0)  # (N, P)
+    prompt_mask = enc["attention_mask"].to(device).repeat_interleave(num_samples, dim=0)  # (N, P)
     if prompt_ids.shape[1] == 0 or (prompt_mask.sum(dim=1) == 0).any():
         empty = rows[int((prompt_mask.sum(dim=1) == 0).nonzero()[0])] if prompt_ids.shape[1] else rows[0]
         raise ValueError(f"prompt {empty!r} has no tokens; accepted: prompts of at least one token")
@@ -241,31 +248,37 @@ def generate(
             f"context of {limit} tokens; accepted: a shorter prompt or fewer new tokens"
         )
 
-    with torch.no_grad(), _plain_generation_config(model), _seeded(seed, device):
-        out = model.generate(
-            input_ids=prompt_ids,
-            attention_mask=prompt_mask,
-            do_sample=True,
-            top_k=0,  # no truncation: tokens are draws from the policy itself
-            top_p=1.0,
-            temperature=float(temperature),
-            max_new_tokens=max_new_tokens,
-            eos_token_id=eos,  # a list: generation stops at any of them
-            pad_token_id=pad,
-            return_dict_in_generate=True,
-            output_scores=return_logps,
-        )
-    completion_ids = out.sequences[:, prompt_ids.shape[1]:]  # (N, T)
+    if share_prompt:
+        with torch.no_grad(), _seeded(seed, device):
+            completion_ids, sampling_logps = _sample_shared(
+                model, prompt_ids[::num_samples], prompt_mask[::num_samples], num_samples, max_new_tokens,
+                float(temperature), eos, pad, return_logps)
+    else:
+        with torch.no_grad(), _plain_generation_config(model), _seeded(seed, device):
+            out = model.generate(
+                input_ids=prompt_ids,
+                attention_mask=prompt_mask,
+                do_sample=True,
+                top_k=0,  # no truncation: tokens are draws from the policy itself
+                top_p=1.0,
+                temperature=float(temperature),
+                max_new_tokens=max_new_tokens,
+                eos_token_id=eos,  # a list: generation stops at any of them
+                pad_token_id=pad,
+                return_dict_in_generate=True,
+                output_scores=return_logps,
+            )
+        completion_ids = out.sequences[:, prompt_ids.shape[1]:]  # (N, T)
+        sampling_logps = None
+        if return_logps:
+            # scores: T tensors (N, V), the processed logits (divided by temperature) generate sampled from
+            scores = torch.stack(out.scores, dim=1).float()  # (N, T, V)
+            sampling_logps = scores.log_softmax(-1).gather(-1, completion_ids[..., None]).squeeze(-1)
     mask = completion_mask(completion_ids, eos)  # (N, T)
     texts = [
         tokenizer.decode(ids[: int(n)].tolist(), skip_special_tokens=True)
         for ids, n in zip(completion_ids, mask.sum(dim=1))
     ]
-    sampling_logps = None
-    if return_logps:
-        # scores: T tensors (N, V), the processed logits (divided by temperature) generate sampled from
-        scores = torch.stack(out.scores, dim=1).float()  # (N, T, V)
-        sampling_logps = scores.log_softmax(-1).gather(-1, completion_ids[..., None]).squeeze(-1)
     return Batch(
         prompt_ids=prompt_ids,
         prompt_mask=prompt_mask,
@@ -276,3 +289,63 @@ def generate(
         num_samples=num_samples,
         sampling_logps=sampling_logps,
     )
+
+
+def sample_categorical(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """One draw from softmax(logits / temperature) per row, by inverting the CDF. (N, V) -> (N,) long.
+
+    u ~ Uniform[0, 1) times the row's total mass, then the first token whose cumulative probability
+    exceeds u: token v is drawn with probability p_v exactly (up to float rounding of the cumsum), and a
+    token of probability 0 never. One uniform number per row, where `torch.multinomial` draws V
+    exponentials per row (on a CPU, about 10x slower for a 50k vocabulary). Uses the global torch RNG.
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be shaped (N, V), got shape {tuple(logits.shape)}")
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    cdf = torch.softmax(logits, dim=-1).cumsum_(dim=-1)  # (N, V)
+    u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]  # (N, 1), in [0, total mass)
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
+
+
+def _sample_shared(model, prompt_ids, prompt_mask, num_samples, max_new_tokens, temperature, eos, pad,
+                   return_logps):
+    """Sample G = num_samples completions of each of B distinct prompts, prefilling each prompt once.
+
+    prompt_ids / prompt_mask: (B, P) left-padded. The prompts run once (`prompt_forward`: their
+    key/value cache and last logits; a prefix they all share runs once for all), the cache is repeated G times (row i * G + g: sample g of prompt i, as `Batch` orders
+    rows), then every step feeds the N = B * G sampled tokens against the growing cache. Rows that
+    sampled an EOS are fed the pad token from then on (as `generate` does) and the loop stops when all
+    have. Returns (N, T) completion ids (pad after EOS) and the (N, T) log-probs the tokens were drawn
+    with (None unless `return_logps`).
+    """
+    G = num_samples
+    cache, logits, layout = prompt_forward(model, prompt_ids, prompt_mask)  # (B, 1, V), (B, P)
+    cache_kw = "cache" if _takes(model, "cache") else "past_key_values"
+    if G > 1:
+        cache.batch_repeat_interleave(G)  # (B, ...) -> (N, ...): each prompt's cache for each of its samples
+    logits = logits[:, -1].repeat_interleave(G, dim=0)  # (N, V): predicts the first completion token
+    mask = layout.repeat_interleave(G, dim=0)  # (N, P + t): the attention mask of the cached columns
+    position = position_ids_from_mask(mask)[:, -1:]  # (N, 1): the last prompt token's position
+    eos_ids = torch.as_tensor(eos, device=prompt_ids.device)
+    done = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)  # (N,) sampled an EOS already
+    tokens, logps = [], []
+    for t in range(max_new_tokens):
+        token = sample_categorical(logits, temperature)  # (N,)
+        if return_logps:
+            scaled = logits.float() / temperature
+            logps.append(scaled.log_softmax(-1).gather(-1, token[:, None]).squeeze(1))
+        token = token.masked_fill(done, pad)  # a finished row is padded
+        tokens.append(token)
+        done |= torch.isin(token, eos_ids)
+        if t == max_new_tokens - 1 or bool(done.all()):
+            break
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        position = position + 1
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
+                    **{cache_kw: cache})
+        logits = out.logits[:, -1]  # (N, V)
+    completion_ids = torch.stack(tokens, dim=1)  # (N, T)
+    return completion_ids, (torch.stack(logps, dim=1) if return_logps else None)

@@ -185,7 +185,8 @@ class Trainer(TrainingRun):
         with self.autocast():
             batch = generate(self.unwrapped_model, self.tokenizer, prompts, G, cfg.max_new_tokens, cfg.temperature,
                              seed=_stream_seed(cfg.seed, step, self.process_index, 1),
-                             add_special_tokens=not self.policy.chat_template)
+                             add_special_tokens=not self.policy.chat_template,
+                             share_prompt=cfg.share_prompt and G > 1)
         t1 = time.perf_counter()
 
         # 2. score the completions (a verifier such as `arithmetic` also reads the prompts)
