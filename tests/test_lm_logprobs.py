@@ -172,3 +172,16 @@ def test_common_prefix_length_of_left_padded_rows():
     assert logprobs.common_prefix_length(same, torch.ones_like(same)) == 2, "each row keeps its last token"
     assert logprobs.common_prefix_length(ids[:1], mask[:1]) == 0, "one row: nothing to share"
     assert logprobs.common_prefix_length(torch.tensor([[1, 2], [3, 4]]), torch.ones(2, 2, dtype=torch.long)) == 0
+
+
+def test_shared_prompt_forward_of_one_token_completions():
+    """T = 1: only the prompts' last logits are needed (no completion forward at all)."""
+    policy = make_llama_policy()
+    b = sampling.generate(policy.model, policy.tokenizer, [SYSTEM + "the movie", SYSTEM + "i"], 3, max_new_tokens=1,
+                          seed=0)
+    assert b.completion_ids.shape[1] == 1
+    with torch.no_grad():
+        one_pass = logprobs.per_token_logps(policy.model, b.input_ids, b.attention_mask, 1)
+        shared = logprobs.per_token_logps_shared_prompt(policy.model, b.prompt_ids, b.prompt_mask, b.completion_ids,
+                                                        b.completion_mask, 3)
+    assert torch.allclose(one_pass, shared, atol=2e-5)

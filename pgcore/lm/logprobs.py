@@ -160,7 +160,7 @@ def per_token_logps_shared_prompt(
            `prompt_forward`)
         2. the cache repeated G times (B -> N = B * G rows); gradients flow back through the
            repeat into the shared prompt computation, so d/dtheta is the sum over the G samples
-        3. one forward over the N completions (N, T) against that cache
+        3. one forward over the N completions (N, T - 1: the last token predicts nothing) against that cache
 
     The logit of each prompt's last token predicts the first completion token; the completion's
     own logits predict the rest. Same values as `per_token_logps(model, cat(prompt, completion),
@@ -197,12 +197,15 @@ def per_token_logps_shared_prompt(
         layout = layout.repeat_interleave(G, dim=0)  # (N, P)
     full_mask = torch.cat([layout, completion_mask.to(layout.dtype)], dim=1)  # (N, P+T)
     position_ids = position_ids_from_mask(full_mask)  # (N, P+T): the positions of the one-pass forward
-    # 3. the completions against the cache; their last logit predicts nothing
-    cache_kw = "cache" if _takes(model, "cache") else "past_key_values"  # transformers >= 5.2x: cache
-    logits = model(input_ids=completion_ids, attention_mask=full_mask, position_ids=position_ids[:, P:],
-                   use_cache=False, **{cache_kw: cache}).logits[:, :-1, :]  # (N, T-1, V)
-    # the two pieces of the (N, T, V) logits stay apart (no concatenated copy); log-probs row by row
-    pieces = [(last_prompt_logits, completion_ids[:, :1]), (logits, completion_ids[:, 1:])]
+    # 3. the completions against the cache, all but the last token (its logit would predict nothing, and no
+    #    later token reads its key and value)
+    pieces = [(last_prompt_logits, completion_ids[:, :1])]
+    if T > 1:
+        cache_kw = "cache" if _takes(model, "cache") else "past_key_values"  # transformers >= 5.2x: cache
+        logits = model(input_ids=completion_ids[:, :-1], attention_mask=full_mask[:, :-1],
+                       position_ids=position_ids[:, P:-1], use_cache=False, **{cache_kw: cache}).logits  # (N, T-1, V)
+        pieces.append((logits, completion_ids[:, 1:]))
+    # the pieces of the (N, T, V) logits stay apart (no concatenated copy); log-probs row by row
     if temperature != 1.0:
         pieces = [(piece / temperature, ids) for piece, ids in pieces]
     logps = torch.cat([selective_log_softmax(piece, ids) for piece, ids in pieces], dim=1)  # (N, T)
