@@ -19,7 +19,9 @@ Runners: `pgcore` (with `share_prompt`: each prompt's forward runs once for its 
 set). Columns: seconds per step and its split (generate / reward / reference forward / policy forward +
 backward / optimizer; TRL's split is measured with hooks around its generate, reward function, reference
 model and optimizer step, the policy part is the remainder), completion tokens per second, the reward
-(mean of the first 5 steps -> last 5), the gain per second of training, and the peak memory.
+(mean of the first 5 steps -> last 5; and its least-squares slope per step, with its standard error), the
+gain per second of training (that slope / seconds per step), and the peak memory. `--save results.json` keeps
+the raw results, `--load results.json` prints their table again.
 """
 from __future__ import annotations
 
@@ -57,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--runners", default=",".join(RUNNERS), help=f"comma-separated, from {', '.join(RUNNERS)}")
     p.add_argument("--prompts", default=None, help="prompt file (default: data/chat_prompts.txt for chat models, "
                                                   "data/prompts.txt for tiny)")
+    p.add_argument("--save", default=None, help="also write every runner's result to this JSON file (after each runner)")
+    p.add_argument("--load", default=None, help="print the table of a --save file (and run nothing)")
     p.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -194,28 +198,47 @@ def run_trl(args, kind: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ table
+def reward_slope(rewards: list[float]) -> tuple[float, float]:
+    """Least-squares slope of the reward over steps (reward gain per step) and its standard error:
+    every step's batch mean counts, where first-5 -> last-5 uses ten of them."""
+    n = len(rewards)
+    if n < 3:
+        return float("nan"), float("nan")
+    x = [i - (n - 1) / 2 for i in range(n)]
+    mean = sum(rewards) / n
+    sxx = sum(v * v for v in x)
+    slope = sum(v * (r - mean) for v, r in zip(x, rewards)) / sxx
+    resid = [r - mean - slope * v for v, r in zip(x, rewards)]
+    return slope, (sum(e * e for e in resid) / (n - 2) / sxx) ** 0.5
+
+
 def table(results: list[dict], args) -> str:
-    head = (f"{'runner':<10} {'steps':>5} {'s/step':>7} " + " ".join(f"{k[:9]:>9}" for k in SPLIT)
-            + f" {'tokens/s':>8} {'reward first5 -> last5':>22} {'gain/s':>9} {'peak MB':>8}")
+    head = (f"{'runner':<12} {'steps':>5} {'s/step':>7} " + " ".join(f"{k[:9]:>9}" for k in SPLIT)
+            + f" {'tokens/s':>8} {'reward first5 -> last5':>22} {'slope/step (s.e.)':>18} {'gain/s':>9} {'peak MB':>8}")
     lines = [head]
     base = next((r for r in results if r["runner"] == "trl-rloo"), None)
     for r in results:
         n = max(r["steps"], 1)
         rew = r["rewards"]
         first, last = sum(rew[:5]) / max(len(rew[:5]), 1), sum(rew[-5:]) / max(len(rew[-5:]), 1)
-        gain = (last - first) / r["seconds"]
+        slope, se = reward_slope(rew)
+        r["gain_per_s"], r["gain_se"] = slope * n / r["seconds"], se * n / r["seconds"]  # per second of training
         split = " ".join(f"{r['split'].get(k, 0.0) / n:9.2f}" for k in SPLIT)
-        lines.append(f"{r['runner']:<10} {r['steps']:>5} {r['seconds'] / n:7.2f} {split} {r['tokens'] / r['seconds']:8.1f} "
-                     f"{first:10.3f} -> {last:.3f} {gain:9.2e} {r['peak_mb']:8.0f}")
-        r["gain_per_s"] = gain
+        lines.append(f"{r['runner']:<12} {r['steps']:>5} {r['seconds'] / n:7.2f} {split} {r['tokens'] / r['seconds']:8.1f} "
+                     f"{first:10.3f} -> {last:.3f} {slope:9.4f} ({se:.4f}) {r['gain_per_s']:9.2e} {r['peak_mb']:8.0f}")
     if base is not None:
         for r in results:
             if r is not base:
+                ratio = r["gain_per_s"] / base["gain_per_s"] if base["gain_per_s"] else float("nan")
+                # delta method: the two slopes' relative standard errors add in quadrature
+                rel = ((r["gain_se"] / r["gain_per_s"]) ** 2 + (base["gain_se"] / base["gain_per_s"]) ** 2) ** 0.5 \
+                    if r["gain_per_s"] and base["gain_per_s"] else float("nan")
                 lines.append(f"{r['runner']} vs trl-rloo: {base['seconds'] / base['steps'] / (r['seconds'] / r['steps']):.2f}x "
-                             f"steps/s, {r['gain_per_s'] / base['gain_per_s'] if base['gain_per_s'] else float('nan'):.2f}x "
-                             f"gain/s, {r['peak_mb'] / base['peak_mb']:.2f}x peak memory")
+                             f"steps/s, {ratio:.2f}x gain/s (s.e. {abs(ratio) * rel:.2f}), "
+                             f"{r['peak_mb'] / base['peak_mb']:.2f}x peak memory")
     lines.append(f"(model {args.model}, vader, {args.batch_size} prompts x {args.num_samples} samples, {args.max_new_tokens} "
-                 f"new tokens, lr {args.lr:g}, KL {args.kl_coef:g} (TRL GRPO: 0), {args.threads} threads, seed {args.seed})")
+                 f"new tokens, lr {args.lr:g}, KL {args.kl_coef:g} (TRL GRPO: 0), {args.threads} threads, seed {args.seed}; "
+                 "gain/s = least-squares reward slope per step / seconds per step)")
     return "\n".join(lines)
 
 
@@ -227,6 +250,9 @@ def main(argv=None) -> int:
         else:
             result = run_trl(args, args.worker)
         print("RESULT " + json.dumps(result))
+        return 0
+    if args.load:
+        print(table(json.loads(Path(args.load).read_text()), args))
         return 0
     runners = [r.strip() for r in args.runners.split(",") if r.strip()]
     bad = [r for r in runners if r not in RUNNERS]
@@ -247,6 +273,8 @@ def main(argv=None) -> int:
             print(f"{runner} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
             return 1
         results.append(json.loads(line[len("RESULT "):]))
+        if args.save:
+            Path(args.save).write_text(json.dumps(results, indent=1))
         print(table(results, args), flush=True)
     return 0
 
