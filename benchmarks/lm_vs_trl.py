@@ -59,7 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--runners", default=",".join(RUNNERS), help=f"comma-separated, from {', '.join(RUNNERS)}")
     p.add_argument("--prompts", default=None, help="prompt file (default: data/chat_prompts.txt for chat models, "
                                                   "data/prompts.txt for tiny)")
-    p.add_argument("--save", default=None, help="also write every runner's result to this JSON file (after each runner)")
+    p.add_argument("--save", default=None, help="also write every runner's result to this JSON file (after each "
+                                                "runner)")
     p.add_argument("--load", default=None, help="print the table of a --save file (and run nothing)")
     p.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
     return p.parse_args(argv)

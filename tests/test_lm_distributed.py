@@ -126,11 +126,11 @@ def test_a_two_process_checkpoint_does_not_resume_on_one_process(launched, tmp_p
 PROMPTS = ["the movie", "a", "terrible plot", "i loved this", "the food was"]
 
 
-def grad_config():
+def grad_config(share_prompt: bool = False):
     from pgcore.lm.trainer import LMConfig
 
     return LMConfig(steps=4, batch_size=4, num_samples=2, max_new_tokens=6, lr=1e-2, kl_coef=0.1, entropy_coef=0.01,
-                    max_grad_norm=1e9, output_dir=None, checkpoint_dir=None, model_dir=None)
+                    max_grad_norm=1e9, output_dir=None, checkpoint_dir=None, model_dir=None, share_prompt=share_prompt)
 
 
 def rows(batch, start: int, stop: int):
@@ -140,10 +140,10 @@ def rows(batch, start: int, stop: int):
                                texts=batch.texts[s], prompts=batch.prompts[s], sampling_logps=None)
 
 
-def one_step(trainer_cls, batch, monkeypatch_generate):
+def one_step(trainer_cls, batch, monkeypatch_generate, share_prompt: bool = False):
     """One step on `batch` instead of sampling; the gradient (after backward) and the metrics row."""
     monkeypatch_generate(lambda *a, **k: batch)
-    tr = trainer_cls(grad_config(), policy=make_policy(seed=0), reward=LetterReward("e"), prompts=PROMPTS)
+    tr = trainer_cls(grad_config(share_prompt), policy=make_policy(seed=0), reward=LetterReward("e"), prompts=PROMPTS)
     row = tr.step()
     return tr, [p.grad.detach().clone() for p in tr.unwrapped_model.parameters()], row
 
@@ -163,6 +163,8 @@ def _worker(rank: int, port: int, batch, out: str) -> None:
     half = len(batch) // 2
     tr, grads, row = one_step(AccelerateTrainer, rows(batch, rank * half, (rank + 1) * half),
                               lambda fake: setattr(trainer_mod, "generate", fake))
+    _, shared_grads, shared_row = one_step(AccelerateTrainer, rows(batch, rank * half, (rank + 1) * half),
+                                           lambda fake: setattr(trainer_mod, "generate", fake), share_prompt=True)
     work = Path(out) / f"cli{rank}"
     work.mkdir()
     if rank == 0:
@@ -174,7 +176,8 @@ def _worker(rank: int, port: int, batch, out: str) -> None:
                          "--model-dir", str(work / "models"), "--prompts", str(work / "prompts.txt")])
     except SystemExit as e:
         code = e.code
-    torch.save({"grads": grads, "row": row, "world": tr.num_processes, "code": code, "stdout": stdout.getvalue(),
+    torch.save({"grads": grads, "row": row, "shared_grads": shared_grads, "shared_row": shared_row,
+                "world": tr.num_processes, "code": code, "stdout": stdout.getvalue(),
                 "stderr": stderr.getvalue(), "files": sorted(p.name for p in work.iterdir())}, f"{out}/rank{rank}.pt")
     tr.end()
 
@@ -202,20 +205,24 @@ def workers(tmp_path_factory):
     return batch, [torch.load(out / f"rank{r}.pt") for r in range(2)]
 
 
-def test_two_process_gradient_equals_the_single_process_gradient_on_the_whole_batch(workers, monkeypatch):
+@pytest.mark.parametrize("share_prompt", [False, True], ids=["one-pass", "shared-prompt"])
+def test_two_process_gradient_equals_the_single_process_gradient_on_the_whole_batch(workers, monkeypatch,
+                                                                                     share_prompt):
     import pgcore.lm.trainer as trainer_mod
     from pgcore.lm.trainer import Trainer
 
     batch, results = workers
-    _, grads_1, row_1 = one_step(Trainer, batch, lambda fake: monkeypatch.setattr(trainer_mod, "generate", fake))
+    _, grads_1, row_1 = one_step(Trainer, batch, lambda fake: monkeypatch.setattr(trainer_mod, "generate", fake),
+                                 share_prompt=share_prompt)
+    prefix = "shared_" if share_prompt else ""
     assert all(r["world"] == 2 for r in results)
     assert any(g.abs().max() > 0 for g in grads_1)
     for r in results:
-        assert len(r["grads"]) == len(grads_1)
-        for g2, g1 in zip(r["grads"], grads_1):
+        assert len(r[prefix + "grads"]) == len(grads_1)
+        for g2, g1 in zip(r[prefix + "grads"], grads_1):
             assert torch.allclose(g2, g1, rtol=1e-4, atol=1e-7), (g2 - g1).abs().max()
         for key in ("loss", "reward_mean", "reward_std", "kl", "entropy", "completion_len", "tokens", "grad_norm"):
-            assert r["row"][key] == pytest.approx(row_1[key], rel=1e-5, abs=1e-7), key  # metrics of the whole batch
+            assert r[prefix + "row"][key] == pytest.approx(row_1[key], rel=1e-5, abs=1e-7), key  # the whole batch's
 
 
 def test_an_error_on_one_rank_exits_2_on_every_rank_with_one_line(workers):

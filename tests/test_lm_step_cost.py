@@ -37,7 +37,8 @@ def test_a_shared_prompt_step_is_the_one_pass_step(tmp_path, kl_in, monkeypatch)
     import pgcore.lm.trainer as trainer_module
 
     plain_generate = trainer_module.generate
-    monkeypatch.setattr(trainer_module, "generate", lambda *a, **kw: plain_generate(*a, **{**kw, "share_prompt": False}))
+    monkeypatch.setattr(trainer_module, "generate",
+                        lambda *a, **kw: plain_generate(*a, **{**kw, "share_prompt": False}))
     a = trainer(config(tmp_path / "a", kl_in=kl_in, kl_coef=0.2))
     b = trainer(config(tmp_path / "b", kl_in=kl_in, kl_coef=0.2, share_prompt=True))
     ra, rb = a.step(), b.step()
@@ -107,3 +108,13 @@ def test_bfloat16_autocast_trains_with_float32_weights(tmp_path):
     assert abs(ra["entropy"] - rb["entropy"]) < 0.05 * abs(ra["entropy"]) + 0.05
     with pytest.raises(ValueError, match="dtype 'float16' unknown"):
         config(tmp_path, dtype="float16")
+
+
+def test_share_prompt_is_automatic_and_validated(tmp_path):
+    """None (the default) turns the shared prompt on for chat-template models only (the fakes have no chat
+    template); True / False force it; anything else is refused."""
+    assert LMConfig().share_prompt is None
+    assert trainer(config(tmp_path / "a")).share_prompt is False
+    assert trainer(config(tmp_path / "b", share_prompt=True)).share_prompt is True
+    with pytest.raises(ValueError, match="share_prompt must be True, False or None"):
+        config(tmp_path, share_prompt="yes")

@@ -139,10 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--kl-log-every", type=_nonneg_int, default=d.kl_log_every,
                    help="with --kl-coef 0, run the frozen reference (to log the KL) only every N steps; 0: never "
                         "(the kl column stays empty). With --kl-coef > 0 it runs every step")
-    t.add_argument("--share-prompt", action="store_true",
-                   help="run each prompt once per forward and share its key/value cache among its --num-samples "
-                        "completions: the same log-probs up to float rounding, much less compute for long "
-                        "(chat-template) prompts")
+    t.add_argument("--share-prompt", action=argparse.BooleanOptionalAction, default=d.share_prompt,
+                   help="run each prompt once (and the prefix every prompt shares, e.g. a chat template's system "
+                        "turn, once for all) and share its key/value cache among its --num-samples completions, when "
+                        "sampling and in the log-prob forwards: the same log-probs up to float rounding, much less "
+                        "compute for long prompts. Default: on for chat-template models, off otherwise")
     t.add_argument("--eval-every", type=_nonneg_int, default=d.eval_every,
                    help="held-out pass@1 (sampled at --temperature) every N steps and of the final model, in "
                         "training_metrics.csv and summary.json; 0: never. Needs a verifier reward (arithmetic)")

@@ -73,10 +73,13 @@ class LMConfig:
     kl_log_every: int = 1
     """with kl_coef 0 (the KL acts nowhere), run the frozen reference only every this many steps, to log the
     KL (0: never; the kl column is then empty on the other steps). kl_coef > 0 runs it every step"""
-    share_prompt: bool = False
-    """run each prompt once per forward and share its key/value cache among its num_samples completions
-    (the same log-probs and gradients up to float rounding, far less compute when prompts are long, e.g.
-    chat templates); False: one forward over every prompt + completion row"""
+    share_prompt: bool | None = None
+    """run each prompt once (and the prefix all prompts share, such as a chat template's system turn, once
+    for all) and share its key/value cache among its num_samples completions, when sampling and in the
+    log-prob forwards: the same log-probs and gradients up to float rounding, far less compute when prompts
+    are long. The sampler then draws other random numbers than Hugging Face `generate` (same distribution).
+    False: `generate` and one forward over every prompt + completion row. None (default): on for models
+    whose prompts go through a chat template (their system turn makes the prompt long), off otherwise"""
     eval_every: int = 0
     """measure held-out pass@1 (sampled, temperature 1) every this many steps, before the step's update,
     and of the final model (0: never; needs a verifier reward with held-out problems, e.g. arithmetic)"""
@@ -146,6 +149,8 @@ class LMConfig:
         if self.loss_aggregation not in LOSS_AGGREGATIONS:
             raise ValueError(f"loss_aggregation {self.loss_aggregation!r} unknown; accepted: "
                              f"{', '.join(LOSS_AGGREGATIONS)}")
+        if self.share_prompt not in (None, True, False):
+            raise ValueError(f"share_prompt must be True, False or None (automatic), got {self.share_prompt!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r} unknown; accepted: {', '.join(DTYPES)}")
         if self.kl_in not in KL_PLACEMENTS:

@@ -288,6 +288,7 @@ class TrainingRun:
         return {
             "status": status,
             "config": dataclasses.asdict(self.config),
+            "share_prompt": getattr(self, "share_prompt", None),  # the config's, resolved (None there: automatic)
             "model": self.policy.name,
             "reward_model": getattr(self.reward, "name", self.config.reward_model),
             "reward_label": getattr(self.reward, "label", None),

@@ -315,11 +315,11 @@ def _sample_shared(model, prompt_ids, prompt_mask, num_samples, max_new_tokens, 
     """Sample G = num_samples completions of each of B distinct prompts, prefilling each prompt once.
 
     prompt_ids / prompt_mask: (B, P) left-padded. The prompts run once (`prompt_forward`: their
-    key/value cache and last logits; a prefix they all share runs once for all), the cache is repeated G times (row i * G + g: sample g of prompt i, as `Batch` orders
-    rows), then every step feeds the N = B * G sampled tokens against the growing cache. Rows that
-    sampled an EOS are fed the pad token from then on (as `generate` does) and the loop stops when all
-    have. Returns (N, T) completion ids (pad after EOS) and the (N, T) log-probs the tokens were drawn
-    with (None unless `return_logps`).
+    key/value cache and last logits; a prefix they all share runs once for all), the cache is repeated
+    G times (row i * G + g: sample g of prompt i, as `Batch` orders rows), then every step feeds the
+    N = B * G sampled tokens against the growing cache. Rows that sampled an EOS are fed the pad token
+    from then on (as `generate` does) and the loop stops when all have. Returns (N, T) completion ids
+    (pad after EOS) and the (N, T) log-probs the tokens were drawn with (None unless `return_logps`).
     """
     G = num_samples
     cache, logits, layout = prompt_forward(model, prompt_ids, prompt_mask)  # (B, 1, V), (B, P)

@@ -148,6 +148,8 @@ class Trainer(TrainingRun):
                              "arithmetic, or eval_every 0")
         self.heldout_pass1_final: float | None = None
         self.prompts = models.format_prompts(policy, self.raw_prompts)  # chat template when the model has one
+        # shared prompts by default where they pay: a chat template puts the same long system turn before every prompt
+        self.share_prompt = bool(policy.chat_template if cfg.share_prompt is None else cfg.share_prompt)
         self._check_prompt_lengths()
 
         # ALGO: the frozen reference is the starting policy (for the KL penalty and the logged KL)
@@ -186,7 +188,7 @@ class Trainer(TrainingRun):
             batch = generate(self.unwrapped_model, self.tokenizer, prompts, G, cfg.max_new_tokens, cfg.temperature,
                              seed=_stream_seed(cfg.seed, step, self.process_index, 1),
                              add_special_tokens=not self.policy.chat_template,
-                             share_prompt=cfg.share_prompt and G > 1)
+                             share_prompt=self.share_prompt and G > 1)
         t1 = time.perf_counter()
 
         # 2. score the completions (a verifier such as `arithmetic` also reads the prompts)
@@ -291,11 +293,11 @@ class Trainer(TrainingRun):
 
     def policy_logps(self, model, batch, *, entropy_grad: bool | None = None):
         """Per-token log-probs of the batch's completions under `model` (N, T), plus the (N, T) entropies
-        when `entropy_grad` is given (True: with their graph). With `config.share_prompt`, each prompt
+        when `entropy_grad` is given (True: with their graph). With `share_prompt` (the config's, resolved), each prompt
         runs once and its key/value cache is shared by its G samples (`per_token_logps_shared_prompt`)."""
         cfg = self.config
         kw = dict(return_entropy=entropy_grad is not None, entropy_grad=bool(entropy_grad))
-        if cfg.share_prompt and cfg.num_samples > 1:
+        if self.share_prompt and cfg.num_samples > 1:
             return per_token_logps_shared_prompt(model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
                                                  batch.completion_mask, cfg.num_samples, cfg.temperature, **kw)
         return per_token_logps(model, batch.input_ids, batch.attention_mask, batch.completion_ids.shape[1],
