@@ -14,14 +14,16 @@ Batch semantics: in TRL 1.16 `per_device_train_batch_size` counts *completions* 
 num_generations), not prompts; with `steps_per_generation = 1` one TRL step is one generation round and
 one optimizer update, as one `pgcore.lm` step is.
 
-Runners: `pgcore` (with `share_prompt`: each prompt's forward runs once for its samples), `pgcore-plain`
-(one forward over every prompt + completion row), `trl-rloo`, `trl-grpo` (beta 0). Each runner is a fresh subprocess (model loading is not timed; peak memory is its own maximum resident
-set). Columns: seconds per step and its split (generate / reward / reference forward / policy forward +
-backward / optimizer; TRL's split is measured with hooks around its generate, reward function, reference
-model and optimizer step, the policy part is the remainder), completion tokens per second, the reward
-(mean of the first 5 steps -> last 5; and its least-squares slope per step, with its standard error), the
-gain per second of training (that slope / seconds per step), and the peak memory. `--save results.json` keeps
-the raw results, `--load results.json` prints their table again.
+Runners: `pgcore` (`share_prompt`, its default for a chat model: each prompt prefilled and run once for its
+samples, the system turn every prompt starts with once for all), `pgcore-plain` (`share_prompt=False`: Hugging
+Face `generate`, one forward over every prompt + completion row), `trl-rloo`, `trl-grpo` (beta 0). Each runner
+is a fresh subprocess (model loading is not timed; peak memory is its own maximum resident set). Columns:
+seconds per step and its split (generate / reward / reference forward / policy forward + backward / optimizer;
+TRL's split is measured with hooks around its generate, reward function, reference model and optimizer step,
+the policy part is the remainder), completion tokens per second, the reward (mean of the first 5 steps -> last
+5; and its least-squares slope per step, with its standard error), the gain per second of training (that slope
+/ seconds per step), and the peak memory. `--save results.json` keeps the raw results, `--load results.json`
+prints their table again.
 """
 from __future__ import annotations
 

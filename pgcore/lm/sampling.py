@@ -4,7 +4,10 @@ The policy-gradient estimator needs samples *from the policy*. Hugging Face `gen
 `do_sample=True, top_k=0, top_p=1.0` and a clean generation config (no repetition penalty, no
 min-p, no bad-word list inherited from a checkpoint's `generation_config.json`), so each token is
 drawn from exactly `softmax(logits / temperature)`: the distribution whose log-probabilities
-`pgcore.lm.logprobs.per_token_logps` recomputes for the loss.
+`pgcore.lm.logprobs.per_token_logps` recomputes for the loss. With `share_prompt=True` a loop of
+its own samples instead: each distinct prompt is prefilled once (a prefix every prompt shares, once
+for all), its key/value cache is expanded to its samples, and every token is drawn from the same
+softmax by inverting the CDF (`sample_categorical`).
 
 Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
