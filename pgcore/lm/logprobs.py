@@ -73,6 +73,16 @@ def _takes(model, argument: str, *, via_kwargs: bool = False) -> bool:
                                                      for p in params.values()))
 
 
+def _cache_kwarg(model) -> str:
+    """The name under which the model's forward takes a key/value cache (transformers >= 5.2x: `cache`)."""
+    return "cache" if _takes(model, "cache") else "past_key_values"
+
+
+def _cache_of(out):
+    """The key/value cache a forward returned (`cache` or, in older transformers, `past_key_values`)."""
+    return getattr(out, "cache", None) or out.past_key_values
+
+
 def per_token_logps(
     model,
     input_ids: torch.Tensor,
@@ -201,9 +211,8 @@ def per_token_logps_shared_prompt(
     #    later token reads its key and value)
     pieces = [(last_prompt_logits, completion_ids[:, :1])]
     if T > 1:
-        cache_kw = "cache" if _takes(model, "cache") else "past_key_values"  # transformers >= 5.2x: cache
         logits = model(input_ids=completion_ids[:, :-1], attention_mask=full_mask[:, :-1],
-                       position_ids=position_ids[:, P:-1], use_cache=False, **{cache_kw: cache}).logits  # (N, T-1, V)
+                       position_ids=position_ids[:, P:-1], use_cache=False, **{_cache_kwarg(model): cache}).logits
         pieces.append((logits, completion_ids[:, 1:]))
     # the pieces of the (N, T, V) logits stay apart (no concatenated copy); log-probs row by row
     if temperature != 1.0:
@@ -249,17 +258,16 @@ def prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     B, P = prompt_ids.shape
     C = common_prefix_length(prompt_ids, prompt_mask)
     keep = {"logits_to_keep": 1} if _takes(model, "logits_to_keep") else {}
-    cache_kw = "cache" if _takes(model, "cache") else "past_key_values"  # transformers >= 5.2x: cache
     if C == 0:
         out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
                     use_cache=True, **keep)
-        return (getattr(out, "cache", None) or out.past_key_values), out.logits[:, -1:, :], prompt_mask
+        return _cache_of(out), out.logits[:, -1:, :], prompt_mask
     # the prefix, once: row 0's first C real tokens, at positions 0 .. C-1
     first_real = P - int(prompt_mask[0].sum())
     prefix = prompt_ids[:1, first_real:first_real + C]  # (1, C)
     out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix),
                 position_ids=torch.arange(C, device=prefix.device)[None], use_cache=True, **keep)
-    cache = getattr(out, "cache", None) or out.past_key_values
+    cache = _cache_of(out)
     cache.batch_repeat_interleave(B)
     # each prompt's own tokens, left-padded to P - C columns: row i's real tokens sit in columns P - len_i ..
     # P - 1, so its suffix (from column P - len_i + C) is prompt column j + C for suffix column j >= P - len_i
@@ -268,5 +276,5 @@ def prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     suffix_ids = prompt_ids[:, C:].masked_fill(suffix_mask == 0, 0)  # (B, P - C); masked tokens are never seen
     layout = torch.cat([torch.ones_like(prompt_mask[:, :C]), suffix_mask], dim=1)  # (B, P)
     out = model(input_ids=suffix_ids, attention_mask=layout, position_ids=position_ids_from_mask(layout)[:, C:],
-                use_cache=True, **keep, **{cache_kw: cache})
-    return (getattr(out, "cache", None) or out.past_key_values), out.logits[:, -1:, :], layout
+                use_cache=True, **keep, **{_cache_kwarg(model): cache})
+    return _cache_of(out), out.logits[:, -1:, :], layout

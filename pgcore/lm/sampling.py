@@ -20,7 +20,7 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from .logprobs import _takes, position_ids_from_mask, prompt_forward
+from .logprobs import _cache_kwarg, position_ids_from_mask, prompt_forward
 
 __all__ = ["Batch", "generate", "completion_mask", "expand_prompts", "eos_token_ids", "sample_categorical"]
 
@@ -326,7 +326,7 @@ def _sample_shared(model, prompt_ids, prompt_mask, num_samples, max_new_tokens, 
     """
     G = num_samples
     cache, logits, layout = prompt_forward(model, prompt_ids, prompt_mask)  # (B, 1, V), (B, P)
-    cache_kw = "cache" if _takes(model, "cache") else "past_key_values"
+    cache_kw = _cache_kwarg(model)
     if G > 1:
         cache.batch_repeat_interleave(G)  # (B, ...) -> (N, ...): each prompt's cache for each of its samples
     logits = logits[:, -1].repeat_interleave(G, dim=0)  # (N, V): predicts the first completion token
