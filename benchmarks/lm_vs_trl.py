@@ -9,6 +9,9 @@ The configuration (defaults): SmolLM2-135M-Instruct in fp32 (pgcore's converted 
 reward, data/chat_prompts.txt through the chat template, 8 prompts x 4 samples, 24 new tokens, lr 3e-5,
 KL coefficient 0.05 (k1 estimate, subtracted from the reward), RLOO advantages, a constant learning rate,
 gradient-norm clip 1.0, sampling at temperature 1 with top_k = 0 and top_p = 1, `--threads` CPU threads.
+Every runner trains on the same prompts in the same order, step by step (pgcore's seeded draw,
+`step_prompt_indices`; TRL's shuffle off, checked): a paired comparison, in which the difficulty of
+the prompts a step happens to draw cancels.
 
 Batch semantics: in TRL 1.16 `per_device_train_batch_size` counts *completions* (prompts x
 num_generations), not prompts; with `steps_per_generation = 1` one TRL step is one generation round and
@@ -22,7 +25,8 @@ seconds per step and its split (generate / reward / reference forward / policy f
 TRL's split is measured with hooks around its generate, reward function, reference model and optimizer step,
 the policy part is the remainder), completion tokens per second, the reward (mean of the first 5 steps -> last
 5; and its least-squares slope per step, with its standard error), the gain per second of training (that slope
-/ seconds per step), and the peak memory. `--save results.json` keeps the raw results, `--load results.json`
+/ seconds per step; the s.e. of the ratio of two runners' gains takes their pairing into account), and the
+peak memory. `--save results.json` keeps the raw results, `--load results.json`
 prints their table again.
 """
 from __future__ import annotations
@@ -102,7 +106,8 @@ def run_pgcore(args, share_prompt: bool = True) -> dict:
     else:
         split["policy"] = sum(r["time_update"] for r in h)
     return {"runner": "pgcore" if share_prompt else "pgcore-plain", "steps": len(h), "seconds": wall, "split": split,
-            "tokens": sum(r["tokens"] for r in h), "rewards": [r["reward_mean"] for r in h], "peak_mb": peak_mb()}
+            "tokens": sum(r["tokens"] for r in h), "rewards": [r["reward_mean"] for r in h], "peak_mb": peak_mb(),
+            "prompts": "pgcore"}
 
 
 # ------------------------------------------------------------------------------------------------- TRL
@@ -115,6 +120,7 @@ def run_trl(args, kind: str) -> dict:
     from pgcore.lm.rewards import VaderReward
     from pgcore.lm.smollm2 import smollm2_dir
     from pgcore.lm.tiny import tiny_dir
+    from pgcore.lm.trainer import step_prompt_indices
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -122,13 +128,20 @@ def run_trl(args, kind: str) -> dict:
     chat = load_policy(args.model).chat_template
     prompts = load_prompts(prompts_file(args))
     rows = [[{"role": "user", "content": p}] for p in prompts] if chat else prompts
-    dataset = Dataset.from_dict({"prompt": rows})
+    # pgcore's prompts, step by step, in its order (TRL's shuffle off): both runners see the same batches, so the
+    # difficulty of the prompts drawn cancels in the comparison of their reward curves
+    order = [i for step in range(1, args.steps + 1)
+             for i in step_prompt_indices(args.seed, step, len(rows), args.batch_size)]
+    dataset = Dataset.from_dict({"prompt": [rows[i] for i in order]})
     times = {k: 0.0 for k in SPLIT}
     tokens = [0]
     vader = VaderReward()
 
+    seen = []  # the prompts TRL scored, step by step (checked against `order` after training)
+
     def vader_reward(completions, **kwargs):
         t = time.perf_counter()
+        seen.extend(kwargs["prompts"][::args.num_samples])
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         out = vader.score(texts).tolist()
         times["reward"] += time.perf_counter() - t
@@ -140,7 +153,7 @@ def run_trl(args, kind: str) -> dict:
                   logging_steps=1, report_to="none", seed=args.seed, use_cpu=True, save_strategy="no",
                   lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0,
                   temperature=1.0, top_k=0, top_p=1.0, bf16=False, gradient_accumulation_steps=1,
-                  dataloader_num_workers=0, disable_tqdm=True)
+                  dataloader_num_workers=0, disable_tqdm=True, shuffle_dataset=False)
     if kind == "trl-rloo":
         from trl import RLOOConfig as Config, RLOOTrainer as Trainer
 
@@ -196,23 +209,42 @@ def run_trl(args, kind: str) -> dict:
     total = sum(timer.step_seconds)
     times["policy"] = total - times["generate"] - times["reward"] - times["reference"] - times["optimizer"]
     rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
+    if seen != [rows[i] for i in order]:
+        raise RuntimeError("TRL did not train on pgcore's prompts in pgcore's order; the comparison is not paired")
     return {"runner": kind, "steps": len(timer.step_seconds), "seconds": wall, "split": times, "tokens": tokens[0],
-            "rewards": rewards, "peak_mb": peak_mb()}
+            "rewards": rewards, "peak_mb": peak_mb(), "prompts": "pgcore"}
 
 
 # ------------------------------------------------------------------------------------------------ table
-def reward_slope(rewards: list[float]) -> tuple[float, float]:
-    """Least-squares slope of the reward over steps (reward gain per step) and its standard error:
-    every step's batch mean counts, where first-5 -> last-5 uses ten of them."""
+def reward_fit(rewards: list[float]) -> tuple[float, float, list[float], float]:
+    """Least-squares line of the reward over steps: its slope (reward gain per step), the slope's standard
+    error, the residuals and sum (x - mean x)^2. Every step's batch mean counts, where first-5 -> last-5 uses
+    ten of them."""
     n = len(rewards)
     if n < 3:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), [], float("nan")
     x = [i - (n - 1) / 2 for i in range(n)]
     mean = sum(rewards) / n
     sxx = sum(v * v for v in x)
     slope = sum(v * (r - mean) for v, r in zip(x, rewards)) / sxx
     resid = [r - mean - slope * v for v, r in zip(x, rewards)]
-    return slope, (sum(e * e for e in resid) / (n - 2) / sxx) ** 0.5
+    return slope, (sum(e * e for e in resid) / (n - 2) / sxx) ** 0.5, resid, sxx
+
+
+def gain_ratio_se(r: dict, base: dict) -> float:
+    """Standard error of the ratio of two runs' gains per second, by the delta method: their slopes' relative
+    standard errors add in quadrature, less twice their correlation when both runs trained on the same prompts
+    step by step (paired: the residual covariance of the two reward curves, step by step)."""
+    a, b = r["gain_per_s"], base["gain_per_s"]
+    if not a or not b:
+        return float("nan")
+    var = (r["gain_se"] / a) ** 2 + (base["gain_se"] / b) ** 2
+    slope_a, _, resid_a, sxx = reward_fit(r["rewards"])
+    slope_b, _, resid_b, _ = reward_fit(base["rewards"])
+    if r.get("prompts") == base.get("prompts") == "pgcore" and len(resid_a) == len(resid_b) > 2:
+        cov = sum(u * v for u, v in zip(resid_a, resid_b)) / (len(resid_a) - 2) / sxx  # cov of the two slopes
+        var -= 2 * cov / (slope_a * slope_b)
+    return abs(a / b) * max(var, 0.0) ** 0.5
 
 
 def table(results: list[dict], args) -> str:
@@ -224,7 +256,7 @@ def table(results: list[dict], args) -> str:
         n = max(r["steps"], 1)
         rew = r["rewards"]
         first, last = sum(rew[:5]) / max(len(rew[:5]), 1), sum(rew[-5:]) / max(len(rew[-5:]), 1)
-        slope, se = reward_slope(rew)
+        slope, se, _, _ = reward_fit(rew)
         r["gain_per_s"], r["gain_se"] = slope * n / r["seconds"], se * n / r["seconds"]  # per second of training
         split = " ".join(f"{r['split'].get(k, 0.0) / n:9.2f}" for k in SPLIT)
         lines.append(f"{r['runner']:<12} {r['steps']:>5} {r['seconds'] / n:7.2f} {split} {r['tokens'] / r['seconds']:8.1f} "
@@ -233,11 +265,10 @@ def table(results: list[dict], args) -> str:
         for r in results:
             if r is not base:
                 ratio = r["gain_per_s"] / base["gain_per_s"] if base["gain_per_s"] else float("nan")
-                # delta method: the two slopes' relative standard errors add in quadrature
-                rel = ((r["gain_se"] / r["gain_per_s"]) ** 2 + (base["gain_se"] / base["gain_per_s"]) ** 2) ** 0.5 \
-                    if r["gain_per_s"] and base["gain_per_s"] else float("nan")
+                paired = " paired" if r.get("prompts") == base.get("prompts") == "pgcore" else ""
                 lines.append(f"{r['runner']} vs trl-rloo: {base['seconds'] / base['steps'] / (r['seconds'] / r['steps']):.2f}x "
-                             f"steps/s, {ratio:.2f}x gain/s (s.e. {abs(ratio) * rel:.2f}), "
+                             f"steps/s, {ratio:.2f}x gain/s ({paired.strip() or 'independent'} s.e. "
+                             f"{gain_ratio_se(r, base):.2f}), "
                              f"{r['peak_mb'] / base['peak_mb']:.2f}x peak memory")
     lines.append(f"(model {args.model}, vader, {args.batch_size} prompts x {args.num_samples} samples, {args.max_new_tokens} "
                  f"new tokens, lr {args.lr:g}, KL {args.kl_coef:g} (TRL GRPO: 0), {args.threads} threads, seed {args.seed}; "

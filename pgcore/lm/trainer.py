@@ -83,6 +83,16 @@ def _stream_seed(*keys: int) -> int:
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, dtype=np.uint64)[0] >> 1)
 
 
+def step_prompt_indices(seed: int, step: int, num_prompts: int, batch_size: int) -> list[int]:
+    """Which prompts (indices into the prompt list) a run with `seed` trains on at `step`: a seeded draw of
+    `batch_size`, without replacement when there are enough. (Public so that a benchmark can feed another
+    trainer the same prompts in the same order.)"""
+    g = torch.Generator().manual_seed(_stream_seed(seed, step, 0, 0))
+    if batch_size <= num_prompts:
+        return torch.randperm(num_prompts, generator=g)[:batch_size].tolist()
+    return torch.randint(num_prompts, (batch_size,), generator=g).tolist()
+
+
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.to(x.dtype)
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
@@ -331,15 +341,9 @@ class Trainer(TrainingRun):
         """This process's prompts for `step`: a seeded draw of batch_size prompts (without
         replacement when there are enough), the same draw on every process, split by process."""
         cfg = self.config
-        g = torch.Generator().manual_seed(_stream_seed(cfg.seed, step, 0, 0))
-        n = len(self.prompts)
-        if cfg.batch_size <= n:
-            idx = torch.randperm(n, generator=g)[:cfg.batch_size]
-        else:
-            idx = torch.randint(n, (cfg.batch_size,), generator=g)
+        idx = step_prompt_indices(cfg.seed, step, len(self.prompts), cfg.batch_size)
         per = cfg.batch_size // self.num_processes
-        idx = idx[self.process_index * per:(self.process_index + 1) * per]
-        return [self.prompts[i] for i in idx.tolist()]
+        return [self.prompts[i] for i in idx[self.process_index * per:(self.process_index + 1) * per]]
 
     @property
     def history(self) -> list[dict]:
