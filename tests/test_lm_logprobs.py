@@ -185,3 +185,51 @@ def test_shared_prompt_forward_of_one_token_completions():
         shared = logprobs.per_token_logps_shared_prompt(policy.model, b.prompt_ids, b.prompt_mask, b.completion_ids,
                                                         b.completion_mask, 3)
     assert torch.allclose(one_pass, shared, atol=2e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_selective_log_softmax_gradient_equals_autograd_of_the_naive_twin(dtype):
+    """The hand-written backward (onehot - softmax, one (..., V) tensor) against autograd through
+    log_softmax + gather, on a strided view of the logits as the one-pass forward passes it."""
+    g = torch.Generator().manual_seed(2)
+    base = (4 * torch.randn(3, 8, 40, generator=g)).to(dtype).requires_grad_(True)
+    index = torch.randint(0, 40, (3, 7), generator=g)
+    weight = torch.randn(3, 7, generator=g).to(dtype)
+    logits = base[:, :-1]  # (3, 7, 40), not contiguous
+    fast = selective_log_softmax(logits, index)
+    naive = torch.log_softmax(logits, dim=-1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    (g_fast,) = torch.autograd.grad((fast * weight).sum(), base)
+    (g_naive,) = torch.autograd.grad((naive * weight).sum(), base)
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    assert torch.allclose(fast, naive, atol=tol, rtol=0)
+    assert torch.allclose(g_fast, g_naive, atol=tol, rtol=0)
+    assert (g_fast[:, -1] == 0).all(), "the last position was sliced away: no gradient"
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_prompt_cache_equals_running_the_prompts(arch):
+    """A frozen model's prompt caches kept across calls: the same log-probs as running the prompts
+    (fp32 tolerance), each prompt run once however often it comes back, the same bits from a fresh
+    cache (what is kept depends on the prompt only: a resumed run computes the same), and a bounded size."""
+    policy = make_policy(n_layer=2) if arch == "gpt2" else make_llama_policy()
+    model, tok = policy.model, policy.tokenizer
+    prompts = [SYSTEM + p for p in ["the movie was great and the acting", "i", "terrible plot, boring"]]
+    b1 = sampling.generate(model, tok, prompts, 2, max_new_tokens=6, seed=1)
+    b2 = sampling.generate(model, tok, prompts[1:] + ["what a day"], 2, max_new_tokens=6, seed=2)
+
+    def logps(b, cache):
+        with torch.inference_mode():
+            return logprobs.per_token_logps_shared_prompt(model, b.prompt_ids, b.prompt_mask, b.completion_ids,
+                                                          b.completion_mask, 2, prompt_cache=cache)
+
+    cache = logprobs.PromptCache()
+    for b in (b1, b2, b1):
+        m = b.completion_mask.bool()
+        assert torch.allclose(logps(b, cache)[m], logps(b, None)[m], atol=2e-5)
+    assert (len(cache), cache.misses, cache.hits) == (4, 4, 5), "each distinct prompt run once"
+    assert torch.equal(logps(b2, cache), logps(b2, logprobs.PromptCache())), "kept = recomputed, bit for bit"
+    small = logprobs.PromptCache(max_bytes=cache.bytes // 3)
+    logps(b1, small)
+    assert len(small) < 3 and (small.bytes <= small.max_bytes or len(small) == 1), "least recently used out"
+    with pytest.raises(ValueError, match="inference_mode"):
+        small.forward(model, b1.prompt_ids, b1.prompt_mask)

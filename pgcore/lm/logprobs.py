@@ -10,11 +10,12 @@ Introduced in notebooks/04_lm_policy_gradient.ipynb.
 from __future__ import annotations
 
 import inspect
+from collections import OrderedDict
 
 import torch
 
 __all__ = ["selective_log_softmax", "entropy_from_logits", "position_ids_from_mask", "per_token_logps",
-           "per_token_logps_shared_prompt", "prompt_forward", "common_prefix_length"]
+           "per_token_logps_shared_prompt", "prompt_forward", "common_prefix_length", "PromptCache"]
 
 
 def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -26,18 +27,45 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Te
     Here: the chosen logit minus logsumexp over the vocabulary, computed one row at a time
     (TRL's `selective_log_softmax`). Half precision goes through log_softmax row by row, where
     logsumexp would lose too much.
+    Its gradient, d log p_y / d logits = onehot(y) - softmax(logits), is written in one (..., V)
+    tensor, a row at a time (`_SelectedLogSoftmax`), where autograd would build the gather's and the
+    logsumexp's gradients apart and add them: the same values, three fewer (..., V) temporaries.
     Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     if logits.shape[:-1] != index.shape:
         raise ValueError(f"index shape {tuple(index.shape)} must equal the logits shape without the vocab dim, "
                          f"{tuple(logits.shape[:-1])}")
     if logits.dtype in (torch.float32, torch.float64):
+        if logits.requires_grad and torch.is_grad_enabled() and logits.dim() > 1:
+            return _SelectedLogSoftmax.apply(logits, index)
         selected = torch.gather(logits, dim=-1, index=index.unsqueeze(-1)).squeeze(-1)  # (...)
         lse = torch.stack([torch.logsumexp(row, dim=-1) for row in logits])  # (...), one row at a time
         return selected - lse
     return torch.stack(
         [torch.log_softmax(row, dim=-1).gather(-1, idx.unsqueeze(-1)).squeeze(-1) for row, idx in zip(logits, index)]
     )
+
+
+class _SelectedLogSoftmax(torch.autograd.Function):
+    """logits[..., y] - logsumexp(logits) (float32 / float64), whose backward writes grad * (onehot(y) -
+    softmax(logits)) straight into one tensor, a leading row at a time."""
+
+    @staticmethod
+    def forward(ctx, logits, index):
+        selected = torch.gather(logits, dim=-1, index=index.unsqueeze(-1)).squeeze(-1)  # (...)
+        lse = torch.stack([torch.logsumexp(row, dim=-1) for row in logits])  # (...), one row at a time
+        ctx.save_for_backward(logits, index, lse)
+        return selected - lse
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        logits, index, lse = ctx.saved_tensors
+        out = torch.empty_like(logits, memory_format=torch.contiguous_format)  # (..., V)
+        for o, row, row_lse, g in zip(out, logits, lse, grad):
+            torch.sub(row, row_lse.unsqueeze(-1), out=o).exp_().mul_(g.unsqueeze(-1)).neg_()  # -g * softmax
+        out.scatter_add_(-1, index.unsqueeze(-1), grad.unsqueeze(-1).to(out.dtype))  # + g at the chosen token
+        return out, None
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -159,6 +187,7 @@ def per_token_logps_shared_prompt(
     *,
     return_entropy: bool = False,
     entropy_grad: bool = True,
+    prompt_cache: "PromptCache | None" = None,
 ):
     """`per_token_logps` for G = num_samples completions of each prompt, running each prompt once.
 
@@ -178,8 +207,9 @@ def per_token_logps_shared_prompt(
     differently), with about G times less prompt compute.
 
     Args: prompt_ids / prompt_mask (N, P) left-padded; completion_ids / completion_mask (N, T);
-    num_samples G (N must be a multiple of G and every group's prompt rows identical); the rest as
-    in `per_token_logps`. Returns (N, T) log-probs (and (N, T) entropies with `return_entropy`).
+    num_samples G (N must be a multiple of G and every group's prompt rows identical); prompt_cache:
+    for a frozen model (no graph), a `PromptCache` that runs each prompt once per run instead of
+    step 1; the rest as in `per_token_logps`. Returns (N, T) log-probs (and (N, T) entropies with `return_entropy`).
     Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     N, P = prompt_ids.shape
@@ -199,7 +229,10 @@ def per_token_logps_shared_prompt(
         raise ValueError("the rows of a group must share their prompt (prompt-major rows, as generate returns them)")
 
     # 1. each distinct prompt once (the prefix all of them share, once), with its key/value cache
-    cache, last_prompt_logits, layout = prompt_forward(model, prompt_ids[first], prompt_mask[first])
+    if prompt_cache is not None:
+        cache, last_prompt_logits, layout = prompt_cache.forward(model, prompt_ids[first], prompt_mask[first])
+    else:
+        cache, last_prompt_logits, layout = prompt_forward(model, prompt_ids[first], prompt_mask[first])
     # 2. the cache shared by the G samples of each prompt (differentiable: repeat_interleave)
     if G > 1:
         cache.batch_repeat_interleave(G)
@@ -258,6 +291,7 @@ def prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     B, P = prompt_ids.shape
     C = common_prefix_length(prompt_ids, prompt_mask)
     keep = {"logits_to_keep": 1} if _takes(model, "logits_to_keep") else {}
+
     if C == 0:
         out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
                     use_cache=True, **keep)
@@ -278,3 +312,69 @@ def prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     out = model(input_ids=suffix_ids, attention_mask=layout, position_ids=position_ids_from_mask(layout)[:, C:],
                 use_cache=True, **keep, **{_cache_kwarg(model): cache})
     return _cache_of(out), out.logits[:, -1:, :], layout
+
+
+class PromptCache:
+    """The key/value cache and last logit of each prompt under a *frozen* model (the reference), kept
+    across steps: a run draws its prompts again and again, and a frozen model's cache of a prompt never
+    changes. `forward` is `prompt_forward` for such a model, with each prompt run once per run, not once
+    per step.
+
+    Each prompt is run alone (a batch of one), so what is kept is a function of the prompt only: a run
+    resumed with an empty cache computes the same bits. The batch's cache is assembled in the plain
+    left-padded layout (zeros in the padding columns, which the attention mask hides). At most
+    `max_bytes` are kept, least recently used first out. A cache whose layers are not plain growing
+    ones (e.g. sliding-window attention) is not kept: then `forward` is `prompt_forward`.
+    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    """
+
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._entries: OrderedDict = OrderedDict()  # prompt tokens -> (per-layer (keys, values), last logit, bytes)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def forward(self, model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
+        """`prompt_forward(model, prompt_ids, prompt_mask)` (cache, last_logits (B, 1, V), layout (B, P)),
+        from the kept prompts. Call without a graph (`torch.inference_mode()` or `torch.no_grad()`)."""
+        from transformers import DynamicCache
+
+        if torch.is_grad_enabled():
+            raise ValueError("PromptCache keeps a frozen model's caches; accepted: a call under torch.inference_mode() "
+                             "or torch.no_grad()")
+        B, P = prompt_ids.shape
+        lengths = prompt_mask.sum(dim=1).tolist()
+        entries = []
+        for row, n in zip(prompt_ids, lengths):
+            key = tuple(row[P - n:].tolist())
+            entry = self._entries.get(key)
+            if entry is None:
+                self.misses += 1
+                real = row[None, P - n:]  # (1, n): this prompt alone
+                cache, logits, _ = prompt_forward(model, real, torch.ones_like(real))
+                layers = getattr(cache, "layers", None)
+                if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+                    return prompt_forward(model, prompt_ids, prompt_mask)  # a cache this class cannot assemble
+                kv = [(layer.keys, layer.values) for layer in layers]  # each (1, heads, n, head_dim)
+                size = sum(k.nbytes + v.nbytes for k, v in kv) + logits.nbytes
+                entry = self._entries[key] = (kv, logits, size)
+                self.bytes += size
+            else:
+                self.hits += 1
+                self._entries.move_to_end(key)
+            entries.append(entry)
+        cache = DynamicCache()
+        for layer in range(len(entries[0][0])):  # left-pad each prompt's (1, heads, n, head_dim) into (B, heads, P, head_dim)
+            keys, values = (entries[0][0][layer][j].new_zeros(B, entries[0][0][layer][j].shape[1], P,
+                                                               entries[0][0][layer][j].shape[3]) for j in (0, 1))
+            for b, ((kv, _, _), n) in enumerate(zip(entries, lengths)):
+                keys[b, :, P - n:] = kv[layer][0][0]
+                values[b, :, P - n:] = kv[layer][1][0]
+            cache.update(keys, values, layer)
+        last_logits = torch.cat([logits for _, logits, _ in entries])  # (B, 1, V)
+        while self.bytes > self.max_bytes and len(self._entries) > 1:  # least recently used first out
+            self.bytes -= self._entries.popitem(last=False)[1][2]
+        return cache, last_logits, prompt_mask
