@@ -233,3 +233,31 @@ def test_prompt_cache_equals_running_the_prompts(arch):
     assert len(small) < 3 and (small.bytes <= small.max_bytes or len(small) == 1), "least recently used out"
     with pytest.raises(ValueError, match="inference_mode"):
         small.forward(model, b1.prompt_ids, b1.prompt_mask)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_one_prompt_forward_for_sampling_and_gradient(arch):
+    """generate(prompt_graph=True) keeps the prompts' forward with its graph; sampling from its detached
+    copy draws the same tokens, and the gradient forward that reuses it gives the same log-probs and
+    parameter gradients as running the prompts again (the same forward, so the same bits). Used once."""
+    policy = make_policy(n_layer=2) if arch == "gpt2" else make_llama_policy()
+    model, tok = policy.model, policy.tokenizer
+    prompts = [SYSTEM + p for p in ["the movie was great", "i", "terrible plot, boring and"]]
+    plain = sampling.generate(model, tok, prompts, 3, max_new_tokens=8, seed=4, share_prompt=True)
+    kept = sampling.generate(model, tok, prompts, 3, max_new_tokens=8, seed=4, share_prompt=True, prompt_graph=True)
+    assert plain.prompt_state is None and kept.prompt_state is not None
+    assert torch.equal(plain.completion_ids, kept.completion_ids)
+    params = [p for p in model.parameters() if p.requires_grad]
+    adv = torch.linspace(-1, 1, len(kept))
+
+    def run(state):
+        lp = logprobs.per_token_logps_shared_prompt(model, kept.prompt_ids, kept.prompt_mask, kept.completion_ids,
+                                                    kept.completion_mask, 3, prompt_state=state)
+        return lp.detach(), torch.autograd.grad(pg.pg_loss(lp, adv, kept.completion_mask), params)
+
+    (lp1, g1), (lp2, g2) = run(None), run(kept.prompt_state)
+    assert torch.equal(lp1, lp2)
+    for a, c in zip(g1, g2):
+        assert torch.allclose(a, c, rtol=1e-6, atol=1e-8), (a - c).abs().max()
+    with pytest.raises(ValueError, match="not used before"):
+        run(kept.prompt_state)

@@ -106,6 +106,35 @@ def _cache_kwarg(model) -> str:
     return "cache" if _takes(model, "cache") else "past_key_values"
 
 
+def _plain_layers(cache) -> list | None:
+    """The cache's per-layer (keys, values) when every layer is a plain growing one (`DynamicLayer`:
+    keys and values (batch, heads, length, head_dim)), else None (e.g. sliding-window layers)."""
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+        return None
+    return [(layer.keys, layer.values) for layer in layers]
+
+
+def _cache_from(kv: list):
+    """A `DynamicCache` holding these per-layer (keys, values)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    for i, (keys, values) in enumerate(kv):
+        cache.update(keys, values, i)
+    return cache
+
+
+def detached_prompt_state(state):
+    """A copy of a `prompt_forward` result (cache, last_logits, layout) cut from its graph, sharing its
+    memory, for sampling from (which extends its copy of the cache in place); None when the cache is not
+    made of plain growing layers."""
+    kv = _plain_layers(state[0])
+    if kv is None:
+        return None
+    return _cache_from([(k.detach(), v.detach()) for k, v in kv]), state[1].detach(), state[2]
+
+
 def _cache_of(out):
     """The key/value cache a forward returned (`cache` or, in older transformers, `past_key_values`)."""
     return getattr(out, "cache", None) or out.past_key_values
@@ -188,6 +217,7 @@ def per_token_logps_shared_prompt(
     return_entropy: bool = False,
     entropy_grad: bool = True,
     prompt_cache: "PromptCache | None" = None,
+    prompt_state: tuple | None = None,
 ):
     """`per_token_logps` for G = num_samples completions of each prompt, running each prompt once.
 
@@ -209,7 +239,10 @@ def per_token_logps_shared_prompt(
     Args: prompt_ids / prompt_mask (N, P) left-padded; completion_ids / completion_mask (N, T);
     num_samples G (N must be a multiple of G and every group's prompt rows identical); prompt_cache:
     for a frozen model (no graph), a `PromptCache` that runs each prompt once per run instead of
-    step 1; the rest as in `per_token_logps`. Returns (N, T) log-probs (and (N, T) entropies with `return_entropy`).
+    step 1; prompt_state: instead of step 1, the `prompt_forward` of the B distinct prompts already run
+    (with its graph), as `generate(..., prompt_graph=True)` keeps it in `Batch.prompt_state`: sampling and
+    the gradient then share one prompt forward (used once: its cache is extended in place); the rest as in
+    `per_token_logps`. Returns (N, T) log-probs (and (N, T) entropies with `return_entropy`).
     Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     N, P = prompt_ids.shape
@@ -229,7 +262,14 @@ def per_token_logps_shared_prompt(
         raise ValueError("the rows of a group must share their prompt (prompt-major rows, as generate returns them)")
 
     # 1. each distinct prompt once (the prefix all of them share, once), with its key/value cache
-    if prompt_cache is not None:
+    if prompt_state is not None:
+        cache, last_prompt_logits, layout = prompt_state
+        rows = cache.layers[0].keys.shape[0] if getattr(cache, "layers", None) else last_prompt_logits.shape[0]
+        if (rows, *layout.shape) != (N // G, N // G, P):
+            raise ValueError(f"prompt_state holds a cache of {rows} rows for {layout.shape[0]} prompts of "
+                             f"{layout.shape[1]} columns, the batch has {N // G} prompts of {P}; accepted: the state "
+                             "of this batch's prompts, not used before")
+    elif prompt_cache is not None:
         cache, last_prompt_logits, layout = prompt_cache.forward(model, prompt_ids[first], prompt_mask[first])
     else:
         cache, last_prompt_logits, layout = prompt_forward(model, prompt_ids[first], prompt_mask[first])
@@ -340,8 +380,6 @@ class PromptCache:
     def forward(self, model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
         """`prompt_forward(model, prompt_ids, prompt_mask)` (cache, last_logits (B, 1, V), layout (B, P)),
         from the kept prompts. Call without a graph (`torch.inference_mode()` or `torch.no_grad()`)."""
-        from transformers import DynamicCache
-
         if torch.is_grad_enabled():
             raise ValueError("PromptCache keeps a frozen model's caches; accepted: a call under torch.inference_mode() "
                              "or torch.no_grad()")
@@ -355,10 +393,9 @@ class PromptCache:
                 self.misses += 1
                 real = row[None, P - n:]  # (1, n): this prompt alone
                 cache, logits, _ = prompt_forward(model, real, torch.ones_like(real))
-                layers = getattr(cache, "layers", None)
-                if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
+                kv = _plain_layers(cache)  # each (1, heads, n, head_dim)
+                if kv is None:
                     return prompt_forward(model, prompt_ids, prompt_mask)  # a cache this class cannot assemble
-                kv = [(layer.keys, layer.values) for layer in layers]  # each (1, heads, n, head_dim)
                 size = sum(k.nbytes + v.nbytes for k, v in kv) + logits.nbytes
                 entry = self._entries[key] = (kv, logits, size)
                 self.bytes += size
@@ -366,14 +403,15 @@ class PromptCache:
                 self.hits += 1
                 self._entries.move_to_end(key)
             entries.append(entry)
-        cache = DynamicCache()
+        batch_kv = []
         for layer in range(len(entries[0][0])):  # left-pad each prompt's (1, heads, n, head_dim) into (B, heads, P, head_dim)
             keys, values = (entries[0][0][layer][j].new_zeros(B, entries[0][0][layer][j].shape[1], P,
                                                                entries[0][0][layer][j].shape[3]) for j in (0, 1))
             for b, ((kv, _, _), n) in enumerate(zip(entries, lengths)):
                 keys[b, :, P - n:] = kv[layer][0][0]
                 values[b, :, P - n:] = kv[layer][1][0]
-            cache.update(keys, values, layer)
+            batch_kv.append((keys, values))
+        cache = _cache_from(batch_kv)
         last_logits = torch.cat([logits for _, logits, _ in entries])  # (B, 1, V)
         while self.bytes > self.max_bytes and len(self._entries) > 1:  # least recently used first out
             self.bytes -= self._entries.popitem(last=False)[1][2]

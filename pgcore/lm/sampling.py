@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from .logprobs import _cache_kwarg, position_ids_from_mask, prompt_forward
+from .logprobs import _cache_kwarg, detached_prompt_state, position_ids_from_mask, prompt_forward
 
 __all__ = ["Batch", "generate", "completion_mask", "expand_prompts", "eos_token_ids", "sample_categorical"]
 
@@ -53,6 +53,9 @@ class Batch:
     sampling_logps: torch.Tensor | None = None
     """(N, T) log-prob of each sampled token under the distribution it was sampled from
     (only with `return_logps=True`; garbage after EOS, use `completion_mask`)"""
+    prompt_state: tuple | None = field(default=None, repr=False)
+    """with `generate(..., prompt_graph=True)`: the forward of the B distinct prompts (cache, last logits,
+    layout), with its graph, for `per_token_logps_shared_prompt(..., prompt_state=...)` (once)"""
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -185,6 +188,7 @@ def generate(
     add_special_tokens: bool = True,
     return_logps: bool = False,
     share_prompt: bool = False,
+    prompt_graph: bool = False,
 ) -> Batch:
     """Sample `num_samples` completions of every prompt from the policy, in one left-padded batch.
 
@@ -207,6 +211,9 @@ def generate(
             cache among its G samples, then decode with `sample_categorical` (`_sample_shared`);
             False: Hugging Face `generate` over all N rows. Both draw from the same distribution;
             with the same seed they draw different samples (different random numbers per token).
+        prompt_graph: with `share_prompt`, run the prompts' forward with autograd on and keep it in
+            `Batch.prompt_state`, so that the policy-gradient forward reuses it instead of running the
+            prompts again (the same values: the same forward, once). Sampling itself keeps no graph.
 
     Returns:
         A `Batch` of N = B * G rows, prompt-major.
@@ -251,11 +258,20 @@ def generate(
             f"context of {limit} tokens; accepted: a shorter prompt or fewer new tokens"
         )
 
+    prompt_state = None
     if share_prompt:
+        distinct_ids, distinct_mask = prompt_ids[::num_samples], prompt_mask[::num_samples]
+        state = None
+        if prompt_graph:  # the prompts' forward, with its graph, for the gradient; sampling gets a detached copy
+            with torch.enable_grad():
+                prompt_state = prompt_forward(model, distinct_ids, distinct_mask)
+            state = detached_prompt_state(prompt_state)
+            if state is None:  # a cache that cannot be copied: sampling runs its own prompt forward
+                prompt_state = None
         with torch.no_grad(), _seeded(seed, device):
             completion_ids, sampling_logps = _sample_shared(
-                model, prompt_ids[::num_samples], prompt_mask[::num_samples], num_samples, max_new_tokens,
-                float(temperature), eos, pad, return_logps)
+                model, distinct_ids, distinct_mask, num_samples, max_new_tokens, float(temperature), eos, pad,
+                return_logps, state)
     else:
         with torch.no_grad(), _plain_generation_config(model), _seeded(seed, device):
             out = model.generate(
@@ -291,6 +307,7 @@ def generate(
         prompts=rows,
         num_samples=num_samples,
         sampling_logps=sampling_logps,
+        prompt_state=prompt_state,
     )
 
 
@@ -314,7 +331,7 @@ def sample_categorical(logits: torch.Tensor, temperature: float = 1.0) -> torch.
 
 
 def _sample_shared(model, prompt_ids, prompt_mask, num_samples, max_new_tokens, temperature, eos, pad,
-                   return_logps):
+                   return_logps, state=None):
     """Sample G = num_samples completions of each of B distinct prompts, prefilling each prompt once.
 
     prompt_ids / prompt_mask: (B, P) left-padded. The prompts run once (`prompt_forward`: their
@@ -323,9 +340,10 @@ def _sample_shared(model, prompt_ids, prompt_mask, num_samples, max_new_tokens, 
     N = B * G sampled tokens against the growing cache. Rows that sampled an EOS are fed the pad token
     from then on (as `generate` does) and the loop stops when all have. Returns (N, T) completion ids
     (pad after EOS) and the (N, T) log-probs the tokens were drawn with (None unless `return_logps`).
+    `state`: the prompts' `prompt_forward` already run (without a graph), else it runs here.
     """
     G = num_samples
-    cache, logits, layout = prompt_forward(model, prompt_ids, prompt_mask)  # (B, 1, V), (B, P)
+    cache, logits, layout = state if state is not None else prompt_forward(model, prompt_ids, prompt_mask)
     cache_kw = _cache_kwarg(model)
     if G > 1:
         cache.batch_repeat_interleave(G)  # (B, ...) -> (N, ...): each prompt's cache for each of its samples

@@ -199,7 +199,8 @@ class Trainer(TrainingRun):
             batch = generate(self.unwrapped_model, self.tokenizer, prompts, G, cfg.max_new_tokens, cfg.temperature,
                              seed=_stream_seed(cfg.seed, step, self.process_index, 1),
                              add_special_tokens=not self.policy.chat_template,
-                             share_prompt=self.share_prompt and G > 1)
+                             share_prompt=self.share_prompt and G > 1,
+                             prompt_graph=self.share_prompt and G > 1)  # one prompt forward: sampling and gradient
         t1 = time.perf_counter()
 
         # 2. score the completions (a verifier such as `arithmetic` also reads the prompts)
@@ -305,14 +306,18 @@ class Trainer(TrainingRun):
     def policy_logps(self, model, batch, *, entropy_grad: bool | None = None, prompt_cache=None):
         """Per-token log-probs of the batch's completions under `model` (N, T), plus the (N, T) entropies
         when `entropy_grad` is given (True: with their graph). With `share_prompt` (the config's, resolved), each prompt
-        runs once and its key/value cache is shared by its G samples (`per_token_logps_shared_prompt`); for the frozen
-        reference, a prompt's cache is kept across steps (`prompt_cache`, a `PromptCache`)."""
+        runs once and its key/value cache is shared by its G samples (`per_token_logps_shared_prompt`): for the policy,
+        the prompt forward generate ran with its graph (`Batch.prompt_state`); for the frozen reference, a prompt's
+        cache kept across steps (`prompt_cache`, a `PromptCache`)."""
         cfg = self.config
         kw = dict(return_entropy=entropy_grad is not None, entropy_grad=bool(entropy_grad))
         if self.share_prompt and cfg.num_samples > 1:
+            state = None
+            if model is self.model and torch.is_grad_enabled():  # the prompts' forward generate ran, with its graph
+                state, batch.prompt_state = batch.prompt_state, None  # used once, then the batch holds no graph
             return per_token_logps_shared_prompt(model, batch.prompt_ids, batch.prompt_mask, batch.completion_ids,
                                                  batch.completion_mask, cfg.num_samples, cfg.temperature,
-                                                 prompt_cache=prompt_cache, **kw)
+                                                 prompt_cache=prompt_cache, prompt_state=state, **kw)
         return per_token_logps(model, batch.input_ids, batch.attention_mask, batch.completion_ids.shape[1],
                                cfg.temperature, **kw)
 
