@@ -9,6 +9,10 @@ The configuration (defaults): SmolLM2-135M-Instruct in fp32 (pgcore's converted 
 reward, data/chat_prompts.txt through the chat template, 8 prompts x 4 samples, 24 new tokens, lr 3e-5,
 KL coefficient 0.05 (k1 estimate, subtracted from the reward), RLOO advantages, a constant learning rate,
 gradient-norm clip 1.0, sampling at temperature 1 with top_k = 0 and top_p = 1, `--threads` CPU threads.
+The same loss: pgcore runs with `loss_aggregation="sum"`, TRL RLOOTrainer's (each completion's summed
+log-prob times its advantage, averaged over completions). pgcore's default, the token mean, has the same
+direction but a loss about max_new_tokens times smaller, so the clip at norm 1 acts on fewer of its steps
+and late in a run its steps are smaller: a different update (`--loss-aggregation token` measures it).
 Every runner trains on the same prompts in the same order, step by step (pgcore's seeded draw,
 `step_prompt_indices`; TRL's shuffle off, checked): a paired comparison, in which the difficulty of
 the prompts a step happens to draw cancels.
@@ -62,12 +66,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--kl-coef", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--loss-aggregation", default="sum", help="pgcore's (default sum: TRL RLOOTrainer's loss; see above)")
     p.add_argument("--runners", default=",".join(RUNNERS), help=f"comma-separated, from {', '.join(RUNNERS)}")
     p.add_argument("--prompts", default=None, help="prompt file (default: data/chat_prompts.txt for chat models, "
                                                   "data/prompts.txt for tiny)")
     p.add_argument("--save", default=None, help="also write every runner's result to this JSON file (after each "
                                                 "runner)")
-    p.add_argument("--load", default=None, help="print the table of a --save file (and run nothing)")
+    p.add_argument("--load", nargs="+", default=None, help="print the tables of --save files (and run nothing): one table "
+                                                            "per seed, and with several seeds their pooled comparison")
     p.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -93,7 +99,8 @@ def run_pgcore(args, share_prompt: bool = True) -> dict:
     cfg = LMConfig(model=args.model, reward_model="vader", prompts=prompts_file(args), steps=args.steps, seed=args.seed,
                    batch_size=args.batch_size, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
                    lr=args.lr, kl_coef=args.kl_coef, kl_estimator="k1", advantage="rloo", lr_scheduler="constant",
-                   max_grad_norm=1.0, output_dir=None, checkpoint_dir=None, model_dir=None, share_prompt=share_prompt)
+                   max_grad_norm=1.0, output_dir=None, checkpoint_dir=None, model_dir=None, share_prompt=share_prompt,
+                   loss_aggregation=args.loss_aggregation)
     trainer = Trainer(cfg)
     start = time.perf_counter()
     result = trainer.train()
@@ -107,7 +114,8 @@ def run_pgcore(args, share_prompt: bool = True) -> dict:
         split["policy"] = sum(r["time_update"] for r in h)
     return {"runner": "pgcore" if share_prompt else "pgcore-plain", "steps": len(h), "seconds": wall, "split": split,
             "tokens": sum(r["tokens"] for r in h), "rewards": [r["reward_mean"] for r in h], "peak_mb": peak_mb(),
-            "prompts": "pgcore"}
+            "prompts": "pgcore", "seed": args.seed, "grad_norms": [r["grad_norm"] for r in h],
+            "loss_aggregation": args.loss_aggregation}
 
 
 # ------------------------------------------------------------------------------------------------- TRL
@@ -212,7 +220,8 @@ def run_trl(args, kind: str) -> dict:
     if seen != [rows[i] for i in order]:
         raise RuntimeError("TRL did not train on pgcore's prompts in pgcore's order; the comparison is not paired")
     return {"runner": kind, "steps": len(timer.step_seconds), "seconds": wall, "split": times, "tokens": tokens[0],
-            "rewards": rewards, "peak_mb": peak_mb(), "prompts": "pgcore"}
+            "rewards": rewards, "peak_mb": peak_mb(), "prompts": "pgcore", "seed": args.seed,
+            "grad_norms": [e["grad_norm"] for e in trainer.state.log_history if "grad_norm" in e]}
 
 
 # ------------------------------------------------------------------------------------------------ table
@@ -247,6 +256,33 @@ def gain_ratio_se(r: dict, base: dict) -> float:
     return abs(a / b) * max(var, 0.0) ** 0.5
 
 
+def pooled(results: list[dict], args) -> str:
+    """Each runner against trl-rloo over the seeds present in both: mean seconds per step, and the per-step reward
+    slope ratio as the mean over seeds with its standard error *between* seeds (what one run's trajectory happens
+    to reach varies from seed to seed more than the noise within a run says); gain/s ratio = steps/s ratio x
+    slope ratio."""
+    by = {}
+    for r in results:
+        by.setdefault(r["runner"], {})[r.get("seed", args.seed)] = r
+    base = by.get("trl-rloo", {})
+    lines = []
+    for runner, runs in by.items():
+        seeds = sorted(set(runs) & set(base))
+        if runner == "trl-rloo" or len(seeds) < 2:
+            continue
+        per_step = [runs[s]["seconds"] / runs[s]["steps"] for s in seeds]
+        base_step = [base[s]["seconds"] / base[s]["steps"] for s in seeds]
+        speed = (sum(base_step) / len(seeds)) / (sum(per_step) / len(seeds))
+        ratios = [reward_fit(runs[s]["rewards"])[0] / reward_fit(base[s]["rewards"])[0] for s in seeds]
+        mean = sum(ratios) / len(ratios)
+        se = (sum((x - mean) ** 2 for x in ratios) / (len(ratios) - 1) / len(ratios)) ** 0.5
+        lines.append(f"{runner} vs trl-rloo over seeds {', '.join(map(str, seeds))}: {speed:.2f}x steps/s (s/step "
+                     f"{sum(per_step) / len(seeds):.2f} vs {sum(base_step) / len(seeds):.2f}); per-step reward slope ratio "
+                     f"{mean:.2f} (s.e. {se:.2f} between seeds: {', '.join(f'{x:.2f}' for x in ratios)}); gain/s "
+                     f"{speed * mean:.2f}x (s.e. {speed * se:.2f})")
+    return "\n".join(lines)
+
+
 def table(results: list[dict], args) -> str:
     head = (f"{'runner':<12} {'steps':>5} {'s/step':>7} " + " ".join(f"{k[:9]:>9}" for k in SPLIT)
             + f" {'tokens/s':>8} {'reward first5 -> last5':>22} {'slope/step (s.e.)':>18} {'gain/s':>9} {'peak MB':>8}")
@@ -270,9 +306,10 @@ def table(results: list[dict], args) -> str:
                              f"steps/s, {ratio:.2f}x gain/s ({paired.strip() or 'independent'} s.e. "
                              f"{gain_ratio_se(r, base):.2f}), "
                              f"{r['peak_mb'] / base['peak_mb']:.2f}x peak memory")
+    aggregation = next((r.get("loss_aggregation", "token") for r in results if r["runner"].startswith("pgcore")), "-")
     lines.append(f"(model {args.model}, vader, {args.batch_size} prompts x {args.num_samples} samples, {args.max_new_tokens} "
-                 f"new tokens, lr {args.lr:g}, KL {args.kl_coef:g} (TRL GRPO: 0), {args.threads} threads, seed {args.seed}; "
-                 "gain/s = least-squares reward slope per step / seconds per step)")
+                 f"new tokens, lr {args.lr:g}, KL {args.kl_coef:g} (TRL GRPO: 0), {args.threads} threads, seed {args.seed}, "
+                 f"pgcore loss {aggregation}; gain/s = least-squares reward slope per step / seconds per step)")
     return "\n".join(lines)
 
 
@@ -286,7 +323,13 @@ def main(argv=None) -> int:
         print("RESULT " + json.dumps(result))
         return 0
     if args.load:
-        print(table(json.loads(Path(args.load).read_text()), args))
+        results = [r for f in args.load for r in json.loads(Path(f).read_text())]
+        seeds = sorted({r.get("seed", args.seed) for r in results})
+        for seed in seeds:
+            print(table([r for r in results if r.get("seed", args.seed) == seed], argparse.Namespace(**{**vars(args),
+                                                                                                      "seed": seed})))
+        if len(seeds) > 1:
+            print(pooled(results, args))
         return 0
     runners = [r.strip() for r in args.runners.split(",") if r.strip()]
     bad = [r for r in runners if r not in RUNNERS]
@@ -298,7 +341,8 @@ def main(argv=None) -> int:
         cmd = [sys.executable, __file__, "--worker", runner, "--model", args.model, "--steps", str(args.steps),
                "--batch-size", str(args.batch_size), "--num-samples", str(args.num_samples), "--max-new-tokens",
                str(args.max_new_tokens), "--lr", str(args.lr), "--kl-coef", str(args.kl_coef), "--seed", str(args.seed),
-               "--threads", str(args.threads), *(["--prompts", args.prompts] if args.prompts else [])]
+               "--threads", str(args.threads), "--loss-aggregation", args.loss_aggregation,
+               *(["--prompts", args.prompts] if args.prompts else [])]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
         print(f"running {runner} ...", flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -177,7 +177,7 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") ->
 # --------------------------------------------------------------------------------------------
 __all__ += ["AGGREGATIONS", "aggregate"]
 
-AGGREGATIONS = ("token", "sequence", "constant")
+AGGREGATIONS = ("token", "sequence", "constant", "sum")
 
 
 def aggregate(x: torch.Tensor, mask: torch.Tensor, how: str = "token", max_tokens: int | None = None) -> torch.Tensor:
@@ -189,16 +189,21 @@ def aggregate(x: torch.Tensor, mask: torch.Tensor, how: str = "token", max_token
                                                               completions (the original GRPO)
         constant  sum_{i,t} m x / (N * max_tokens)            a constant divisor (Dr. GRPO): every token
                                                               weighs the same, whatever the lengths
+        sum       (1/N) sum_i sum_t m x                        each completion's sum, mean over completions:
+                                                              with x = A log pi, REINFORCE on log pi(y|x) =
+                                                              sum_t log pi(y_t|.) (RLOO, TRL's RLOOTrainer)
 
     With `sequence`, a token of a short completion weighs more than one of a long completion; with
     `token` every token of the batch weighs the same, but the weight depends on the batch's total
     length; `constant` makes it independent of both (Liu et al. 2025, "Understanding R1-Zero-like
-    training"). `pg_loss(logp, adv, mask) == -aggregate(logp * adv, mask, "token")`.
+    training"). `sum` is `constant` times max_tokens: the same direction, a loss (and gradient) that
+    many times larger, which matters under gradient-norm clipping (a fixed threshold clips the larger
+    gradient more often). `pg_loss(logp, adv, mask) == -aggregate(logp * adv, mask, "token")`.
 
     Args:
         x: (N, T) per-token values (e.g. logp * adv, or a per-token KL).
         mask: (N, T) 0/1, the completion mask.
-        how: token, sequence or constant.
+        how: token, sequence, constant or sum.
         max_tokens: the divisor's length for `constant` (the generation budget, max_new_tokens);
             default T.
 
@@ -218,6 +223,8 @@ def aggregate(x: torch.Tensor, mask: torch.Tensor, how: str = "token", max_token
         if isinstance(length, bool) or not isinstance(length, int) or length < 1:
             raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens!r}")
         return (x * m).sum() / (x.shape[0] * length)
+    if how == "sum":
+        return (x * m).sum() / x.shape[0]
     raise ValueError(f"aggregation {how!r} unknown; accepted: {', '.join(AGGREGATIONS)}")
 
 

@@ -141,8 +141,19 @@ def rows(batch, start: int, stop: int):
 
 
 def one_step(trainer_cls, batch, monkeypatch_generate, share_prompt: bool = False):
-    """One step on `batch` instead of sampling; the gradient (after backward) and the metrics row."""
-    monkeypatch_generate(lambda *a, **k: batch)
+    """One step on `batch` instead of sampling; the gradient (after backward) and the metrics row. Asked for the
+    prompts' forward with its graph (`prompt_graph`, the shared-prompt step), the stand-in runs it as `generate`
+    does, on the model it is given (inside the DDP wrapper), and the policy forward reuses it."""
+    from pgcore.lm.logprobs import prompt_forward
+
+    def fake_generate(model, tokenizer, prompts, num_samples, *a, prompt_graph=False, **k):
+        if not prompt_graph:
+            return batch
+        with torch.enable_grad():
+            state = prompt_forward(model, batch.prompt_ids[::num_samples], batch.prompt_mask[::num_samples])
+        return dataclasses.replace(batch, prompt_state=state)
+
+    monkeypatch_generate(fake_generate)
     tr = trainer_cls(grad_config(share_prompt), policy=make_policy(seed=0), reward=LetterReward("e"), prompts=PROMPTS)
     row = tr.step()
     return tr, [p.grad.detach().clone() for p in tr.unwrapped_model.parameters()], row

@@ -38,6 +38,7 @@ def test_aggregations_match_hand_computed_values():
     assert pg.aggregate(x, mask, "sequence").item() == pytest.approx(((1 + 2 + 3) / 3 + 4 / 1) / 2)  # 3.0
     assert pg.aggregate(x, mask, "constant").item() == pytest.approx(10 / (2 * 4))            # T = 4
     assert pg.aggregate(x, mask, "constant", max_tokens=8).item() == pytest.approx(10 / (2 * 8))
+    assert pg.aggregate(x, mask, "sum").item() == pytest.approx(10 / 2)                       # per completion
     logp, adv = torch.randn(2, 4), torch.tensor([0.5, -2.0])
     assert torch.allclose(pg.pg_loss(logp, adv, mask), -pg.aggregate(logp * adv[:, None], mask, "token"))
     with pytest.raises(ValueError, match="aggregation 'mean' unknown"):
@@ -84,7 +85,7 @@ def _hand_logps(model, batch):
     return per_token_logps(model, batch.input_ids, batch.attention_mask, batch.completion_ids.shape[1])
 
 
-@pytest.mark.parametrize("how", ["token", "sequence", "constant"])
+@pytest.mark.parametrize("how", ["token", "sequence", "constant", "sum"])
 def test_trainer_loss_and_gradient_follow_the_aggregation(how, monkeypatch):
     config = cfg_(loss_aggregation=how)
     reward = LetterReward("e")
@@ -98,8 +99,10 @@ def test_trainer_loss_and_gradient_follow_the_aggregation(how, monkeypatch):
         loss = -(adv * per_seq).sum() / m.sum()
     elif how == "sequence":
         loss = -(adv * per_seq / m.sum(1)).mean()
-    else:
+    elif how == "constant":
         loss = -(adv * per_seq).sum() / (len(b) * config.max_new_tokens)
+    else:
+        loss = -(adv * per_seq).mean()
     assert row["loss"] == pytest.approx(loss.item(), abs=1e-6)
     loss.backward()
     for p, g in zip(start.parameters(), grads):
@@ -108,10 +111,10 @@ def test_trainer_loss_and_gradient_follow_the_aggregation(how, monkeypatch):
 
 def test_aggregations_differ_when_lengths_differ(monkeypatch):
     losses = {}
-    for how in ("token", "sequence", "constant"):
+    for how in ("token", "sequence", "constant", "sum"):
         _, row, _, _ = _step_and_grads(cfg_(loss_aggregation=how), make_policy(seed=0), LetterReward("e"), monkeypatch)
         losses[how] = row["loss"]
-    assert len({round(v, 6) for v in losses.values()}) == 3, losses
+    assert len({round(v, 6) for v in losses.values()}) == 4, losses
 
 
 def test_the_fake_batch_has_completions_of_different_lengths(monkeypatch):

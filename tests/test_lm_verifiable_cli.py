@@ -24,7 +24,7 @@ def test_help_explains_the_new_flags():
     out = subprocess.run([sys.executable, "-m", "pgcore.lm", "--help"], capture_output=True, text=True,
                          timeout=120).stdout
     flat = " ".join(out.split())
-    for text in ("--loss-aggregation {token,sequence,constant}", "--kl-in {reward,loss}", "--eval-every",
+    for text in ("--loss-aggregation {token,sequence,constant,sum}", "--kl-in {reward,loss}", "--eval-every",
                  "Dr. GRPO's r - mean up to the factor G/(G-1)", "GRPO's (r - mean) / std", "arithmetic"):
         assert text in flat, text
 

@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss-aggregation", choices=LOSS_AGGREGATIONS, default=d.loss_aggregation,
                    help="how per-token terms become the loss: token = mean over all completion tokens of the batch "
                         "(DAPO, TRL's default); sequence = mean within each completion, then over completions (the "
-                        "original GRPO); constant = sum over tokens / (completions x max-new-tokens) (Dr. GRPO)")
+                        "original GRPO); constant = sum over tokens / (completions x max-new-tokens) (Dr. GRPO); sum = "
+                        "sum over each completion's tokens, mean over completions (RLOO, TRL's RLOOTrainer)")
     t.add_argument("--kl-coef", type=_float(0, strict=False), default=d.kl_coef,
                    help="weight of the KL(policy || initial policy) penalty subtracted from each completion's reward "
                         "(0: no penalty; the KL is logged anyway)")

@@ -14,7 +14,7 @@ __all__ = ["LMConfig", "DTYPES", "ADVANTAGES", "KL_ESTIMATORS", "SCHEDULERS", "R
 ADVANTAGES = ("none", "mean", "rloo", "group")
 DTYPES = ("float32", "bfloat16")
 KL_ESTIMATORS = ("k1", "k3")
-LOSS_AGGREGATIONS = ("token", "sequence", "constant")
+LOSS_AGGREGATIONS = ("token", "sequence", "constant", "sum")
 KL_PLACEMENTS = ("reward", "loss")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 # Settings a run may change when resumed: where things go and how long to train. Everything else

@@ -23,7 +23,8 @@ Notebook 05 adds two choices (defaults keep the behaviour above). `kl_in="loss"`
 into the loss, as GRPO does: kl_coef * aggregate(k3_t), differentiated through the policy's log-probs; the logged
 kl is computed as before. `loss_aggregation` says how per-token terms become one number (`pgcore.pg.aggregate`):
 token (the masked mean over all completion tokens, today's `pg_loss`), sequence (mean per completion, then over
-completions: the original GRPO) or constant (sum / (completions x max_new_tokens): Dr. GRPO). With a verifier
+completions: the original GRPO), constant (sum / (completions x max_new_tokens): Dr. GRPO) or sum (sum / completions:
+RLOO's and TRL's RLOOTrainer's loss, max_new_tokens times constant's). With a verifier
 reward (`arithmetic`), each row also logs `VERIFIER_COLUMNS`: the fraction of groups whose rewards are all equal
 (their advantages, hence their gradient, are 0), the mean lengths of correct and incorrect completions, and with
 `eval_every` the held-out pass@1 of the policy that samples the step (`Trainer.evaluate`; None on other steps).
