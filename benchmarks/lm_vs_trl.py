@@ -277,11 +277,13 @@ def pooled(results: list[dict], args) -> str:
         mean = sum(ratios) / len(ratios)
         se = (sum((x - mean) ** 2 for x in ratios) / (len(ratios) - 1) / len(ratios)) ** 0.5
         # the two reward curves step by step (same prompts): their mean difference over the run, per seed
-        diffs = [sum(u - v for u, v in zip(runs[s]["rewards"], base[s]["rewards"])) / len(base[s]["rewards"]) for s in seeds]
+        diffs = [sum(u - v for u, v in zip(runs[s]["rewards"], base[s]["rewards"])) / len(base[s]["rewards"])
+                 for s in seeds]
         d_mean = sum(diffs) / len(diffs)
         d_se = (sum((x - d_mean) ** 2 for x in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
         lines.append(f"{runner} vs trl-rloo over seeds {', '.join(map(str, seeds))}: {speed:.2f}x steps/s (s/step "
-                     f"{sum(per_step) / len(seeds):.2f} vs {sum(base_step) / len(seeds):.2f}); per-step reward slope ratio "
+                     f"{sum(per_step) / len(seeds):.2f} vs {sum(base_step) / len(seeds):.2f}); per-step reward slope "
+                     "ratio "
                      f"{mean:.2f} (s.e. {se:.2f} between seeds: {', '.join(f'{x:.2f}' for x in ratios)}); gain/s "
                      f"{speed * mean:.2f}x (s.e. {speed * se:.2f}); reward, step for step, {runner} minus trl-rloo: "
                      f"{d_mean:+.3f} (s.e. {d_se:.3f}: {', '.join(f'{x:+.3f}' for x in diffs)})")

@@ -331,7 +331,6 @@ def prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     B, P = prompt_ids.shape
     C = common_prefix_length(prompt_ids, prompt_mask)
     keep = {"logits_to_keep": 1} if _takes(model, "logits_to_keep") else {}
-
     if C == 0:
         out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
                     use_cache=True, **keep)
@@ -404,12 +403,11 @@ class PromptCache:
                 self._entries.move_to_end(key)
             entries.append(entry)
         batch_kv = []
-        for layer in range(len(entries[0][0])):  # left-pad each prompt's (1, heads, n, head_dim) into (B, heads, P, head_dim)
-            keys, values = (entries[0][0][layer][j].new_zeros(B, entries[0][0][layer][j].shape[1], P,
-                                                               entries[0][0][layer][j].shape[3]) for j in (0, 1))
+        for layer in range(len(entries[0][0])):  # each prompt's (1, heads, n, head_dim) into (B, heads, P, head_dim)
+            k0, v0 = entries[0][0][layer]
+            keys, values = k0.new_zeros(B, k0.shape[1], P, k0.shape[3]), v0.new_zeros(B, v0.shape[1], P, v0.shape[3])
             for b, ((kv, _, _), n) in enumerate(zip(entries, lengths)):
-                keys[b, :, P - n:] = kv[layer][0][0]
-                values[b, :, P - n:] = kv[layer][1][0]
+                keys[b, :, P - n:], values[b, :, P - n:] = kv[layer][0][0], kv[layer][1][0]
             batch_kv.append((keys, values))
         cache = _cache_from(batch_kv)
         last_logits = torch.cat([logits for _, logits, _ in entries])  # (B, 1, V)

@@ -170,8 +170,12 @@ class Trainer(TrainingRun):
         self.model.eval()  # no dropout: sampling and log-probs must see the same function
         params = [p for p in self.model.parameters() if p.requires_grad]
         # fused: one kernel reads and writes each parameter's state once per step (on this CPU 4x faster than the
-        # foreach kernels, which pass over the 4 tensors of each parameter several times)
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        # foreach kernels, which pass over the 4 tensors of each parameter several times); foreach where a device
+        # has no fused kernel
+        try:
+            self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        except RuntimeError:
+            self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
         from transformers import get_scheduler
 
         self.scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.warmup_steps,
