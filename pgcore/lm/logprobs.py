@@ -38,12 +38,17 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Te
     if logits.dtype in (torch.float32, torch.float64):
         if logits.requires_grad and torch.is_grad_enabled() and logits.dim() > 1:
             return _SelectedLogSoftmax.apply(logits, index)
-        selected = torch.gather(logits, dim=-1, index=index.unsqueeze(-1)).squeeze(-1)  # (...)
-        lse = torch.stack([torch.logsumexp(row, dim=-1) for row in logits])  # (...), one row at a time
+        selected, lse = _selected_and_logsumexp(logits, index)
         return selected - lse
     return torch.stack(
         [torch.log_softmax(row, dim=-1).gather(-1, idx.unsqueeze(-1)).squeeze(-1) for row, idx in zip(logits, index)]
     )
+
+
+def _selected_and_logsumexp(logits: torch.Tensor, index: torch.Tensor):
+    """(logits[..., index], logsumexp(logits)), both (...); the logsumexp one row at a time."""
+    selected = torch.gather(logits, dim=-1, index=index.unsqueeze(-1)).squeeze(-1)
+    return selected, torch.stack([torch.logsumexp(row, dim=-1) for row in logits])
 
 
 class _SelectedLogSoftmax(torch.autograd.Function):
@@ -52,8 +57,7 @@ class _SelectedLogSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, index):
-        selected = torch.gather(logits, dim=-1, index=index.unsqueeze(-1)).squeeze(-1)  # (...)
-        lse = torch.stack([torch.logsumexp(row, dim=-1) for row in logits])  # (...), one row at a time
+        selected, lse = _selected_and_logsumexp(logits, index)
         ctx.save_for_backward(logits, index, lse)
         return selected - lse
 
