@@ -23,15 +23,23 @@ one optimizer update, as one `pgcore.lm` step is.
 
 Runners: `pgcore` (`share_prompt`, its default for a chat model: each prompt prefilled and run once for its
 samples, the system turn every prompt starts with once for all), `pgcore-plain` (`share_prompt=False`: Hugging
-Face `generate`, one forward over every prompt + completion row), `trl-rloo`, `trl-grpo` (beta 0). Each runner
-is a fresh subprocess (model loading is not timed; peak memory is its own maximum resident set). Columns:
-seconds per step and its split (generate / reward / reference forward / policy forward + backward / optimizer;
-TRL's split is measured with hooks around its generate, reward function, reference model and optimizer step,
-the policy part is the remainder), completion tokens per second, the reward (mean of the first 5 steps -> last
-5; and its least-squares slope per step, with its standard error), the gain per second of training (that slope
-/ seconds per step; the s.e. of the ratio of two runners' gains takes their pairing into account), and the
-peak memory. `--save results.json` keeps the raw results, `--load results.json`
-prints their table again.
+Face `generate`, one forward over every prompt + completion row), `trl-rloo`, `trl-grpo` (beta 0), and `start`,
+which trains nothing: the starting model's mean reward on each prompt of the file (`--start-samples` completions
+each, independent of the seed), the zero from which every runner's gain is measured. Each runner is a fresh
+subprocess (model loading is not timed; peak memory is its own maximum resident set). Columns: seconds per step
+and its split (generate / reward / reference forward / policy forward + backward / optimizer; TRL's split is
+measured with hooks around its generate, reward function, reference model and optimizer step, the policy part
+is the remainder), completion tokens per second, the reward (mean of the first 5 steps -> last 5; and its
+least-squares slope per step, with its standard error), the gain per second of training by that slope (the s.e.
+of the ratio of two runners' gains takes their pairing into account), with a `start` result the gain over the
+starting model (the last 5 steps' reward minus the starting model's on those steps' prompts) and its gain per
+second, and the peak memory. `--save results.json` keeps the raw results, `--load a.json b.json ...` prints their
+tables again (one per seed; a `start` result serves every seed) and, with several seeds, the pooled comparison.
+
+Why the gain over the starting model: first 5 -> last 5 starts from 5 batches of 32 completions, noisy and already
+4 updates in; a straight line fitted to a reward curve that levels off by step ~20 weighs its first steps
+heavily. The starting model is the same for every runner, so its reward on the very prompts of a step (from many
+samples) is the exact zero of that step's gain.
 """
 from __future__ import annotations
 
@@ -52,6 +60,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 RUNNERS = ("pgcore", "pgcore-plain", "trl-rloo", "trl-grpo")
+START = "start"  # not a trainer: the starting model's expected reward on each prompt (the gain's zero)
 SPLIT = ("generate", "reward", "reference", "policy", "optimizer")
 
 
@@ -67,14 +76,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--loss-aggregation", default="sum", help="pgcore's (default sum: TRL RLOOTrainer's loss; see above)")
-    p.add_argument("--runners", default=",".join(RUNNERS), help=f"comma-separated, from {', '.join(RUNNERS)}")
+    p.add_argument("--runners", default=",".join((START,) + RUNNERS),
+                   help=f"comma-separated, from {', '.join((START,) + RUNNERS)} ({START}: the starting model's reward on "
+                        "each prompt, the zero of every runner's gain; independent of the seed)")
     p.add_argument("--prompts", default=None, help="prompt file (default: data/chat_prompts.txt for chat models, "
                                                   "data/prompts.txt for tiny)")
     p.add_argument("--save", default=None, help="also write every runner's result to this JSON file (after each "
                                                 "runner)")
     p.add_argument("--load", nargs="+", default=None, help="print the tables of --save files (and run nothing): one table "
                                                             "per seed, and with several seeds their pooled comparison")
-    p.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
+    p.add_argument("--start-samples", type=int, default=32, help="completions per prompt with which the `start` runner "
+                                                                 "estimates the starting model's reward on each prompt")
+    p.add_argument("--worker", choices=RUNNERS + (START,), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -116,6 +129,40 @@ def run_pgcore(args, share_prompt: bool = True) -> dict:
             "tokens": sum(r["tokens"] for r in h), "rewards": [r["reward_mean"] for r in h], "peak_mb": peak_mb(),
             "prompts": "pgcore", "seed": args.seed, "grad_norms": [r["grad_norm"] for r in h],
             "loss_aggregation": args.loss_aggregation}
+
+
+# ----------------------------------------------------------------------------------------------- start
+def run_start(args) -> dict:
+    """The starting model (every runner's step 1 samples from it): its mean reward on each prompt of the file, from
+    `--start-samples` completions each, sampled as pgcore samples (temperature 1, no truncation). Independent of the
+    seed and of the runner; the zero from which each runner's gain is measured, prompt by prompt."""
+    import torch
+
+    from pgcore.lm.models import format_prompts, load_policy, load_prompts
+    from pgcore.lm.rewards import VaderReward
+    from pgcore.lm.sampling import generate
+
+    torch.set_num_threads(args.threads)
+    policy = load_policy(args.model)
+    prompts = format_prompts(policy, load_prompts(prompts_file(args)))
+    vader, k, means = VaderReward(), args.start_samples, []
+    start = time.perf_counter()
+    for i in range(0, len(prompts), args.batch_size):
+        batch = generate(policy, None, prompts[i:i + args.batch_size], k, args.max_new_tokens, seed=10_000 + i,
+                         add_special_tokens=not policy.chat_template, share_prompt=k > 1)
+        means += vader.score(batch.texts).view(-1, k).mean(dim=1).tolist()
+    return {"runner": START, "model": args.model, "prompt_rewards": means, "samples": k,
+            "seconds": time.perf_counter() - start}
+
+
+def start_baseline(start: dict, args, seed: int, steps: int) -> list[float]:
+    """Step by step, the starting model's expected reward on the prompts that step trained on (the same prompts
+    for every runner): what the reward would have been with no training at all."""
+    from pgcore.lm.trainer import step_prompt_indices
+
+    r = start["prompt_rewards"]
+    return [sum(r[i] for i in idx) / len(idx)
+            for idx in (step_prompt_indices(seed, step, len(r), args.batch_size) for step in range(1, steps + 1))]
 
 
 # ------------------------------------------------------------------------------------------------- TRL
@@ -257,14 +304,24 @@ def gain_ratio_se(r: dict, base: dict) -> float:
 
 
 def pooled(results: list[dict], args) -> str:
-    """Each runner against trl-rloo over the seeds present in both: mean seconds per step, and the per-step reward
-    slope ratio as the mean over seeds with its standard error *between* seeds (what one run's trajectory happens
-    to reach varies from seed to seed more than the noise within a run says); gain/s ratio = steps/s ratio x
-    slope ratio."""
+    """Each runner against trl-rloo over the seeds present in both: mean seconds per step, and the ratio of their
+    gains (over the starting model, with a `start` result; and of their per-step reward slopes) as the mean over
+    seeds with its standard error *between* seeds (what one run's trajectory happens to reach varies from seed to
+    seed more than the noise within a run says); gain/s ratio = steps/s ratio x gain ratio."""
+    start = next((r for r in results if r["runner"] == START), None)
     by = {}
     for r in results:
-        by.setdefault(r["runner"], {})[r.get("seed", args.seed)] = r
+        if r["runner"] != START:
+            by.setdefault(r["runner"], {})[r.get("seed", args.seed)] = r
     base = by.get("trl-rloo", {})
+
+    def mean_se(xs: list[float]) -> tuple[float, float]:
+        m = sum(xs) / len(xs)
+        return m, (sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) ** 0.5
+
+    def listed(xs: list[float], fmt: str = ".2f") -> str:
+        return ", ".join(f"{x:{fmt}}" for x in xs)
+
     lines = []
     for runner, runs in by.items():
         seeds = sorted(set(runs) & set(base))
@@ -273,57 +330,94 @@ def pooled(results: list[dict], args) -> str:
         per_step = [runs[s]["seconds"] / runs[s]["steps"] for s in seeds]
         base_step = [base[s]["seconds"] / base[s]["steps"] for s in seeds]
         speed = (sum(base_step) / len(seeds)) / (sum(per_step) / len(seeds))
-        ratios = [reward_fit(runs[s]["rewards"])[0] / reward_fit(base[s]["rewards"])[0] for s in seeds]
-        mean = sum(ratios) / len(ratios)
-        se = (sum((x - mean) ** 2 for x in ratios) / (len(ratios) - 1) / len(ratios)) ** 0.5
+        slopes = [reward_fit(runs[s]["rewards"])[0] / reward_fit(base[s]["rewards"])[0] for s in seeds]
+        slope, slope_se = mean_se(slopes)
         # the two reward curves step by step (same prompts): their mean difference over the run, per seed
         diffs = [sum(u - v for u, v in zip(runs[s]["rewards"], base[s]["rewards"])) / len(base[s]["rewards"])
                  for s in seeds]
-        d_mean = sum(diffs) / len(diffs)
-        d_se = (sum((x - d_mean) ** 2 for x in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5
-        lines.append(f"{runner} vs trl-rloo over seeds {', '.join(map(str, seeds))}: {speed:.2f}x steps/s (s/step "
-                     f"{sum(per_step) / len(seeds):.2f} vs {sum(base_step) / len(seeds):.2f}); per-step reward slope "
-                     "ratio "
-                     f"{mean:.2f} (s.e. {se:.2f} between seeds: {', '.join(f'{x:.2f}' for x in ratios)}); gain/s "
-                     f"{speed * mean:.2f}x (s.e. {speed * se:.2f}); reward, step for step, {runner} minus trl-rloo: "
-                     f"{d_mean:+.3f} (s.e. {d_se:.3f}: {', '.join(f'{x:+.3f}' for x in diffs)})")
+        d_mean, d_se = mean_se(diffs)
+        line = (f"{runner} vs trl-rloo over seeds {', '.join(map(str, seeds))}: {speed:.2f}x steps/s (s/step "
+                f"{sum(per_step) / len(seeds):.2f} vs {sum(base_step) / len(seeds):.2f})")
+        if start:
+            gains = [over_start(runs[s], start, args)[0] for s in seeds]
+            base_gains = [over_start(base[s], start, args)[0] for s in seeds]
+            ratios = [g / b for g, b in zip(gains, base_gains)]
+            g_mean, g_se = mean_se(ratios)
+            line += (f"; gain over the starting model {sum(gains) / len(gains):.3f} vs {sum(base_gains) / len(base_gains):.3f}"
+                     f", ratio {g_mean:.2f} (s.e. {g_se:.2f} between seeds: {listed(ratios)}); gain/s over start "
+                     f"{speed * g_mean:.2f}x (s.e. {speed * g_se:.2f})")
+        line += (f"; per-step reward slope ratio {slope:.2f} (s.e. {slope_se:.2f}: {listed(slopes)}); gain/s by the "
+                 f"slope {speed * slope:.2f}x (s.e. {speed * slope_se:.2f}); reward, step for step, {runner} minus "
+                 f"trl-rloo: {d_mean:+.3f} (s.e. {d_se:.3f}: {listed(diffs, '+.3f')})")
+        lines.append(line)
     return "\n".join(lines)
 
 
+def over_start(r: dict, start: dict | None, args) -> tuple[float, float, list[float]]:
+    """The run's gain over the starting model: the mean reward of its last 5 steps minus what the starting model
+    scores on those steps' prompts (`start_baseline`), with its standard error (from the 5 steps), and the excess
+    reward of every step. NaN without a `start` result. Unlike first 5 -> last 5, the zero is the starting model
+    itself, on the same prompts, from many samples: not 5 noisy batches that already hold 4 updates."""
+    if start is None:
+        return float("nan"), float("nan"), []
+    base = start_baseline(start, args, r.get("seed", args.seed), len(r["rewards"]))
+    excess = [u - v for u, v in zip(r["rewards"], base)]
+    last = excess[-5:]
+    mean = sum(last) / len(last)
+    se = (sum((x - mean) ** 2 for x in last) / (len(last) - 1) / len(last)) ** 0.5 if len(last) > 1 else float("nan")
+    return mean, se, excess
+
+
 def table(results: list[dict], args) -> str:
+    start = next((r for r in results if r["runner"] == START), None)
+    runs = [r for r in results if r["runner"] != START]
     head = (f"{'runner':<12} {'steps':>5} {'s/step':>7} " + " ".join(f"{k[:9]:>9}" for k in SPLIT)
-            + f" {'tokens/s':>8} {'reward first5 -> last5':>22} {'slope/step (s.e.)':>18} {'gain/s':>9} {'peak MB':>8}")
+            + f" {'tokens/s':>8} {'reward first5 -> last5':>22} {'slope/step (s.e.)':>18} {'gain/s':>9}"
+            + (f" {'gain over start (s.e.)':>22} {'gain/s':>9}" if start else "") + f" {'peak MB':>8}")
     lines = [head]
-    base = next((r for r in results if r["runner"] == "trl-rloo"), None)
-    for r in results:
+    base = next((r for r in runs if r["runner"] == "trl-rloo"), None)
+    for r in runs:
         n = max(r["steps"], 1)
         rew = r["rewards"]
         first, last = sum(rew[:5]) / max(len(rew[:5]), 1), sum(rew[-5:]) / max(len(rew[-5:]), 1)
         slope, se, _, _ = reward_fit(rew)
         r["gain_per_s"], r["gain_se"] = slope * n / r["seconds"], se * n / r["seconds"]  # per second of training
+        gain, gain_se, _ = over_start(r, start, args)
         split = " ".join(f"{r['split'].get(k, 0.0) / n:9.2f}" for k in SPLIT)
         lines.append(f"{r['runner']:<12} {r['steps']:>5} {r['seconds'] / n:7.2f} {split} {r['tokens'] / r['seconds']:8.1f} "
-                     f"{first:10.3f} -> {last:.3f} {slope:9.4f} ({se:.4f}) {r['gain_per_s']:9.2e} {r['peak_mb']:8.0f}")
+                     f"{first:10.3f} -> {last:.3f} {slope:9.4f} ({se:.4f}) {r['gain_per_s']:9.2e}"
+                     + (f" {gain:14.3f} ({gain_se:.3f}) {gain / r['seconds']:9.2e}" if start else "")
+                     + f" {r['peak_mb']:8.0f}")
     if base is not None:
-        for r in results:
+        for r in runs:
             if r is not base:
                 ratio = r["gain_per_s"] / base["gain_per_s"] if base["gain_per_s"] else float("nan")
                 paired = " paired" if r.get("prompts") == base.get("prompts") == "pgcore" else ""
-                lines.append(f"{r['runner']} vs trl-rloo: {base['seconds'] / base['steps'] / (r['seconds'] / r['steps']):.2f}x "
-                             f"steps/s, {ratio:.2f}x gain/s ({paired.strip() or 'independent'} s.e. "
-                             f"{gain_ratio_se(r, base):.2f}), "
+                speed = base["seconds"] / base["steps"] / (r["seconds"] / r["steps"])
+                over = ""
+                if start:
+                    (g, g_se, _), (b, b_se, _) = over_start(r, start, args), over_start(base, start, args)
+                    ratio_start = (g / r["seconds"]) / (b / base["seconds"])
+                    over = (f"{ratio_start:.2f}x gain/s over start (s.e. "
+                            f"{abs(ratio_start) * ((g_se / g) ** 2 + (b_se / b) ** 2) ** 0.5:.2f}), ")
+                lines.append(f"{r['runner']} vs trl-rloo: {speed:.2f}x steps/s, {over}{ratio:.2f}x gain/s by the slope "
+                             f"({paired.strip() or 'independent'} s.e. {gain_ratio_se(r, base):.2f}), "
                              f"{r['peak_mb'] / base['peak_mb']:.2f}x peak memory")
-    aggregation = next((r.get("loss_aggregation", "token") for r in results if r["runner"].startswith("pgcore")), "-")
+    aggregation = next((r.get("loss_aggregation", "token") for r in runs if r["runner"].startswith("pgcore")), "-")
     lines.append(f"(model {args.model}, vader, {args.batch_size} prompts x {args.num_samples} samples, {args.max_new_tokens} "
                  f"new tokens, lr {args.lr:g}, KL {args.kl_coef:g} (TRL GRPO: 0), {args.threads} threads, seed {args.seed}, "
-                 f"pgcore loss {aggregation}; gain/s = least-squares reward slope per step / seconds per step)")
+                 f"pgcore loss {aggregation}; gain/s = least-squares reward slope per step / seconds per step"
+                 + (f"; gain over start = last 5 steps' reward - the starting model's on the same prompts "
+                    f"({start['samples']} samples a prompt), per second of training" if start else "") + ")")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
-        if args.worker.startswith("pgcore"):
+        if args.worker == START:
+            result = run_start(args)
+        elif args.worker.startswith("pgcore"):
             result = run_pgcore(args, share_prompt=args.worker == "pgcore")
         else:
             result = run_trl(args, args.worker)
@@ -331,17 +425,19 @@ def main(argv=None) -> int:
         return 0
     if args.load:
         results = [r for f in args.load for r in json.loads(Path(f).read_text())]
-        seeds = sorted({r.get("seed", args.seed) for r in results})
+        start = [r for r in results if r["runner"] == START][-1:]  # seed-free: one for every seed's table
+        seeds = sorted({r.get("seed", args.seed) for r in results if r["runner"] != START})
         for seed in seeds:
-            print(table([r for r in results if r.get("seed", args.seed) == seed], argparse.Namespace(**{**vars(args),
-                                                                                                      "seed": seed})))
+            print(table(start + [r for r in results if r["runner"] != START and r.get("seed", args.seed) == seed],
+                        argparse.Namespace(**{**vars(args), "seed": seed})))
         if len(seeds) > 1:
             print(pooled(results, args))
         return 0
     runners = [r.strip() for r in args.runners.split(",") if r.strip()]
-    bad = [r for r in runners if r not in RUNNERS]
+    bad = [r for r in runners if r not in RUNNERS + (START,)]
     if bad:
-        print(f"lm_vs_trl.py: error: runner {bad[0]!r} unknown; accepted: {', '.join(RUNNERS)}", file=sys.stderr)
+        print(f"lm_vs_trl.py: error: runner {bad[0]!r} unknown; accepted: {', '.join((START,) + RUNNERS)}",
+              file=sys.stderr)
         return 2
     results = []
     for runner in runners:
@@ -349,6 +445,7 @@ def main(argv=None) -> int:
                "--batch-size", str(args.batch_size), "--num-samples", str(args.num_samples), "--max-new-tokens",
                str(args.max_new_tokens), "--lr", str(args.lr), "--kl-coef", str(args.kl_coef), "--seed", str(args.seed),
                "--threads", str(args.threads), "--loss-aggregation", args.loss_aggregation,
+               "--start-samples", str(args.start_samples),
                *(["--prompts", args.prompts] if args.prompts else [])]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
         print(f"running {runner} ...", flush=True)
