@@ -303,6 +303,12 @@ def gain_ratio_se(r: dict, base: dict) -> float:
     return abs(a / b) * max(var, 0.0) ** 0.5
 
 
+def mean_se(xs: list[float]) -> tuple[float, float]:
+    """The mean of xs and its standard error (NaN with fewer than two values)."""
+    m = sum(xs) / len(xs)
+    return m, (sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) ** 0.5 if len(xs) > 1 else float("nan")
+
+
 def pooled(results: list[dict], args) -> str:
     """Each runner against trl-rloo over the seeds present in both: mean seconds per step, and the ratio of their
     gains (over the starting model, with a `start` result; and of their per-step reward slopes) as the mean over
@@ -314,10 +320,6 @@ def pooled(results: list[dict], args) -> str:
         if r["runner"] != START:
             by.setdefault(r["runner"], {})[r.get("seed", args.seed)] = r
     base = by.get("trl-rloo", {})
-
-    def mean_se(xs: list[float]) -> tuple[float, float]:
-        m = sum(xs) / len(xs)
-        return m, (sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs)) ** 0.5
 
     def listed(xs: list[float], fmt: str = ".2f") -> str:
         return ", ".join(f"{x:{fmt}}" for x in xs)
@@ -362,10 +364,7 @@ def over_start(r: dict, start: dict | None, args) -> tuple[float, float, list[fl
         return float("nan"), float("nan"), []
     base = start_baseline(start, args, r.get("seed", args.seed), len(r["rewards"]))
     excess = [u - v for u, v in zip(r["rewards"], base)]
-    last = excess[-5:]
-    mean = sum(last) / len(last)
-    se = (sum((x - mean) ** 2 for x in last) / (len(last) - 1) / len(last)) ** 0.5 if len(last) > 1 else float("nan")
-    return mean, se, excess
+    return (*mean_se(excess[-5:]), excess)
 
 
 def table(results: list[dict], args) -> str:
@@ -397,9 +396,9 @@ def table(results: list[dict], args) -> str:
                 over = ""
                 if start:
                     (g, g_se, _), (b, b_se, _) = over_start(r, start, args), over_start(base, start, args)
-                    ratio_start = (g / r["seconds"]) / (b / base["seconds"])
-                    over = (f"{ratio_start:.2f}x gain/s over start (s.e. "
-                            f"{abs(ratio_start) * ((g_se / g) ** 2 + (b_se / b) ** 2) ** 0.5:.2f}), ")
+                    ratio_start = (g / r["seconds"]) / (b / base["seconds"]) if g and b else float("nan")
+                    ratio_se = abs(ratio_start) * ((g_se / g) ** 2 + (b_se / b) ** 2) ** 0.5 if g and b else float("nan")
+                    over = f"{ratio_start:.2f}x gain/s over start (s.e. {ratio_se:.2f}), "
                 lines.append(f"{r['runner']} vs trl-rloo: {speed:.2f}x steps/s, {over}{ratio:.2f}x gain/s by the slope "
                              f"({paired.strip() or 'independent'} s.e. {gain_ratio_se(r, base):.2f}), "
                              f"{r['peak_mb'] / base['peak_mb']:.2f}x peak memory")
@@ -426,6 +425,10 @@ def main(argv=None) -> int:
     if args.load:
         results = [r for f in args.load for r in json.loads(Path(f).read_text())]
         start = [r for r in results if r["runner"] == START][-1:]  # seed-free: one for every seed's table
+        if start and start[0]["model"] != args.model:
+            print(f"lm_vs_trl.py: error: the start result is of model {start[0]['model']!r}, the tables of "
+                  f"{args.model!r}; accepted: --model {start[0]['model']} or a start result of {args.model}", file=sys.stderr)
+            return 2
         seeds = sorted({r.get("seed", args.seed) for r in results if r["runner"] != START})
         for seed in seeds:
             print(table(start + [r for r in results if r["runner"] != START and r.get("seed", args.seed) == seed],
