@@ -200,12 +200,11 @@ class Trainer(TrainingRun):
 
         # 1. sample G completions of this process's share of the step's prompts
         prompts = self.prompts_for_step(step)
+        shared = self.share_prompt and G > 1  # each prompt run once, for sampling and for the gradient
         with self.autocast():
             batch = generate(self.unwrapped_model, self.tokenizer, prompts, G, cfg.max_new_tokens, cfg.temperature,
                              seed=_stream_seed(cfg.seed, step, self.process_index, 1),
-                             add_special_tokens=not self.policy.chat_template,
-                             share_prompt=self.share_prompt and G > 1,
-                             prompt_graph=self.share_prompt and G > 1)  # one prompt forward: sampling and gradient
+                             add_special_tokens=not self.policy.chat_template, share_prompt=shared, prompt_graph=shared)
         t1 = time.perf_counter()
 
         # 2. score the completions (a verifier such as `arithmetic` also reads the prompts)
