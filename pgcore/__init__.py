@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "utils", "pg", "advantages", "bandit", "envs", "returns", "policies", "reinforce", "variance",
-    "metrics", "checkpoint", "plotting", "widgets", "lm", "actor_critic", "exercises",
+    "files", "engine", "plotting", "widgets", "lm", "actor_critic", "exercises",
 )
 
 __all__ = ["pg_loss", "set_seed", "get_device", "__version__", *_SUBMODULES]

@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..utils import build_once, cache_dir
+from ..files import build_once, cache_dir
 from .rewards import RewardModel
 from .tiny import BUILD_FILE, EOS, lazy_transformers, pad_right, save_build, train_lm
 

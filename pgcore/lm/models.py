@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..checkpoint import quiet_transformers
-from ..utils import data_path, get_device
+from ..files import quiet_transformers
+from ..files import data_path
+from ..utils import get_device
 from .smollm2 import convert_smollm2, smollm2_dir
 from .tiny import BUILD_FILE, TinyConfig, build_tiny, lazy_transformers, read_reviews, tiny_dir, tiny_fingerprint, \
     train_tokenizer

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import quiet_transformers
-from ..utils import atomic_dir, build_once, cache_dir as default_cache_dir, data_path
+from ..files import quiet_transformers
+from ..files import atomic_dir, build_once, cache_dir as default_cache_dir, data_path
 from .models import load_pretrained
 from .tiny import (BUILD_FILE, fingerprint, lazy_transformers, length_batches, pad_right, read_reviews, save_build,
                    train_lm, train_tokenizer)
@@ -48,6 +48,8 @@ class RewardModel:
 
     name: str = "reward"
     label: str | None = None
+    needs_prompts: bool = False
+    verifier: bool = False
 
     def score(self, texts: list[str]) -> torch.Tensor:
         raise NotImplementedError

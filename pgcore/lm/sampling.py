@@ -4,25 +4,20 @@ The policy-gradient estimator needs samples *from the policy*. Hugging Face `gen
 `do_sample=True, top_k=0, top_p=1.0` and a clean generation config (no repetition penalty, no
 min-p, no bad-word list inherited from a checkpoint's `generation_config.json`), so each token is
 drawn from exactly `softmax(logits / temperature)`: the distribution whose log-probabilities
-`pgcore.lm.logprobs.per_token_logps` recomputes for the loss. With `share_prompt=True` a loop of
-its own samples instead: each distinct prompt is prefilled once (a prefix every prompt shares, once
-for all), its key/value cache is expanded to its samples, and every token is drawn from the same
-softmax by inverting the CDF (`sample_categorical`).
-
-Introduced in notebooks/04_lm_policy_gradient.ipynb.
+`pgcore.lm.algorithm.per_token_logps` recomputes for the loss.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from .logprobs import _cache_kwarg, detached_prompt_state, position_ids_from_mask, prompt_forward
 
-__all__ = ["Batch", "generate", "completion_mask", "expand_prompts", "eos_token_ids", "sample_categorical"]
+__all__ = ["Batch", "generate", "completion_mask", "expand_prompts", "eos_token_ids", "encode_prompts", "make_batch",
+           "position_ids_from_mask", "seeded"]
 
 
 @dataclass
@@ -33,7 +28,6 @@ class Batch:
     N = len(prompts) * num_samples rows, P = longest prompt (left-padded), T = generated length
     (<= max_new_tokens; shorter when every row hit EOS early).
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
 
     prompt_ids: torch.Tensor
@@ -53,9 +47,6 @@ class Batch:
     sampling_logps: torch.Tensor | None = None
     """(N, T) log-prob of each sampled token under the distribution it was sampled from
     (only with `return_logps=True`; garbage after EOS, use `completion_mask`)"""
-    prompt_state: tuple | None = field(default=None, repr=False)
-    """with `generate(..., prompt_graph=True)`: the forward of the B distinct prompts (cache, last logits,
-    layout), with its graph, for `per_token_logps_shared_prompt(..., prompt_state=...)` (once)"""
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -85,7 +76,6 @@ def completion_mask(completion_ids: torch.Tensor, eos_token_id: int | Iterable[i
 
     Returns: (N, T) long tensor of 0/1. Naive twin: for each row, walk left to right, write 1,
     stop after the first EOS.
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     if completion_ids.dim() != 2:
         raise ValueError(f"completion_ids must be shaped (N, T), got shape {tuple(completion_ids.shape)}")
@@ -111,13 +101,12 @@ def completion_mask(completion_ids: torch.Tensor, eos_token_id: int | Iterable[i
 def expand_prompts(prompts: Sequence[str], num_samples: int) -> list[str]:
     """Repeat each prompt `num_samples` times, prompt-major: [p0, p0, ..., p1, p1, ...].
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     return [p for p in prompts for _ in range(num_samples)]
 
 
 @contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     """Sample from a private torch RNG stream seeded with `seed`; the global stream is restored after.
 
     `generate` draws with `torch.multinomial` on the global RNG (it takes no `torch.Generator`),
@@ -133,7 +122,7 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _plain_generation_config(model) -> Iterator[None]:
+def plain_generation_config(model) -> Iterator[None]:
     """Hide the checkpoint's generation_config.json (repetition penalty, min_p, ...) during sampling."""
     from transformers import GenerationConfig
 
@@ -162,7 +151,6 @@ def eos_token_ids(model, tokenizer) -> list[int]:
     (an id or a list: chat models often end a turn with a token that is not the tokenizer's EOS,
     e.g. `<|im_end|>` or `<|eot_id|>`). Sorted, without duplicates; ValueError when there is none.
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     ids: set[int] = set()
     for source in (getattr(tokenizer, "eos_token_id", None),
@@ -176,57 +164,20 @@ def eos_token_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
-def generate(
-    model,
-    tokenizer=None,
-    prompts: Sequence[str] = (),
-    num_samples: int = 1,
-    max_new_tokens: int = 16,
-    temperature: float = 1.0,
-    *,
-    seed: int | None = None,
-    add_special_tokens: bool = True,
-    return_logps: bool = False,
-    share_prompt: bool = False,
-    prompt_graph: bool = False,
-) -> Batch:
-    """Sample `num_samples` completions of every prompt from the policy, in one left-padded batch.
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions 0, 1, 2, ... counted over real tokens only (left padding gets 0). (B, L) -> (B, L) long.
 
-    Args:
-        model: a causal LM (`AutoModelForCausalLM`), or a `pgcore.lm.models.Policy` (then
-            `tokenizer` may be None and the policy's is used).
-        tokenizer: its tokenizer; needs a `pad_token_id` (it may equal EOS). A completion ends at the
-            first of `eos_token_ids(model, tokenizer)`: the tokenizer's EOS or any of the model's
-            `generation_config.eos_token_id`.
-        prompts: B prompt strings, already formatted (chat template applied if the model needs it).
-        num_samples: G completions per prompt (G >= 2 for RLOO / group advantages).
-        max_new_tokens: cap on the completion length T.
-        temperature: sample from softmax(logits / temperature); > 0.
-        seed: when given, samples come from a private RNG stream seeded with it (reproducible and
-            the global RNG is untouched); when None, from the global torch RNG.
-        add_special_tokens: passed to the tokenizer (False for chat-templated prompts, whose
-            template already holds the special tokens).
-        return_logps: also return `Batch.sampling_logps`, the log-probs generate sampled from.
-        share_prompt: run each distinct prompt's forward (the prefill) once and share its key/value
-            cache among its G samples, then decode with `sample_categorical` (`_sample_shared`);
-            False: Hugging Face `generate` over all N rows. Both draw from the same distribution;
-            with the same seed they draw different samples (different random numbers per token).
-        prompt_graph: with `share_prompt`, run the prompts' forward with autograd on and keep it in
-            `Batch.prompt_state`, so that the policy-gradient forward reuses it instead of running the
-            prompts again (the same values: the same forward, once). Sampling itself keeps no graph.
-
-    Returns:
-        A `Batch` of N = B * G rows, prompt-major.
-
-    Sampling is `do_sample=True, top_k=0, top_p=1.0`: no truncation, so the tokens are draws from
-    the policy itself and `E[grad log pi(y) * adv]` is the policy gradient.
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    GPT-2 adds a learned position embedding; with left padding, the first real token of a padded row sits at
+    index P - len, yet must get position 0, as `generate` gives it.
     """
-    if hasattr(model, "model") and hasattr(model, "tokenizer"):  # a Policy
-        tokenizer = tokenizer if tokenizer is not None else model.tokenizer
-        model = model.model
-    if tokenizer is None:
-        raise ValueError("tokenizer is None; pass the model's tokenizer or a Policy")
+    position_ids = attention_mask.long().cumsum(dim=-1) - 1
+    return position_ids.masked_fill(attention_mask == 0, 0)
+
+
+def encode_prompts(model, tokenizer, prompts: Sequence[str], num_samples: int, max_new_tokens: int,
+                   temperature: float, add_special_tokens: bool = True):
+    """Check the arguments and tokenize: (prompt_ids (N, P), prompt_mask (N, P), rows (N prompt strings), eos ids),
+    N = len(prompts) * num_samples rows, prompt-major, left-padded."""
     prompts = list(prompts)
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError(f"prompts must be a non-empty list of strings, got {prompts!r:.80}")
@@ -236,11 +187,9 @@ def generate(
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
-    pad = tokenizer.pad_token_id
-    if tokenizer.eos_token_id is None or pad is None:
-        raise ValueError(f"tokenizer needs an eos and a pad token, got eos={tokenizer.eos_token_id!r} pad={pad!r}")
-    eos = eos_token_ids(model, tokenizer)  # every id that ends a completion
-
+    if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+        raise ValueError(f"tokenizer needs an eos and a pad token, got eos={tokenizer.eos_token_id!r} "
+                         f"pad={tokenizer.pad_token_id!r}")
     device = next(model.parameters()).device
     rows = expand_prompts(prompts, num_samples)
     enc = tokenizer(  # the B distinct prompts; a prompt's G rows are copies (the same padding as all N rows)
@@ -257,116 +206,77 @@ def generate(
             f"prompt length {prompt_ids.shape[1]} + max_new_tokens {max_new_tokens} exceeds the model's "
             f"context of {limit} tokens; accepted: a shorter prompt or fewer new tokens"
         )
+    return prompt_ids, prompt_mask, rows, eos_token_ids(model, tokenizer)
 
-    prompt_state = None
-    if share_prompt:
-        distinct_ids, distinct_mask = prompt_ids[::num_samples], prompt_mask[::num_samples]
-        state = None
-        if prompt_graph:  # the prompts' forward, with its graph, for the gradient; sampling gets a detached copy
-            with torch.enable_grad():
-                prompt_state = prompt_forward(model, distinct_ids, distinct_mask)
-            state = detached_prompt_state(prompt_state)
-            if state is None:  # a cache that cannot be copied: sampling runs its own prompt forward
-                prompt_state = None
-        with torch.no_grad(), _seeded(seed, device):
-            completion_ids, sampling_logps = _sample_shared(
-                model, distinct_ids, distinct_mask, num_samples, max_new_tokens, float(temperature), eos, pad,
-                return_logps, state)
-    else:
-        with torch.no_grad(), _plain_generation_config(model), _seeded(seed, device):
-            out = model.generate(
-                input_ids=prompt_ids,
-                attention_mask=prompt_mask,
-                do_sample=True,
-                top_k=0,  # no truncation: tokens are draws from the policy itself
-                top_p=1.0,
-                temperature=float(temperature),
-                max_new_tokens=max_new_tokens,
-                eos_token_id=eos,  # a list: generation stops at any of them
-                pad_token_id=pad,
-                return_dict_in_generate=True,
-                output_scores=return_logps,
-            )
-        completion_ids = out.sequences[:, prompt_ids.shape[1]:]  # (N, T)
-        sampling_logps = None
-        if return_logps:
-            # scores: T tensors (N, V), the processed logits (divided by temperature) generate sampled from
-            scores = torch.stack(out.scores, dim=1).float()  # (N, T, V)
-            sampling_logps = scores.log_softmax(-1).gather(-1, completion_ids[..., None]).squeeze(-1)
+
+def make_batch(tokenizer, prompt_ids, prompt_mask, completion_ids, eos, rows, num_samples,
+               sampling_logps=None) -> Batch:
+    """The `Batch` of sampled `completion_ids` (N, T): their completion mask and decoded texts."""
     mask = completion_mask(completion_ids, eos)  # (N, T)
-    texts = [
-        tokenizer.decode(ids[: int(n)].tolist(), skip_special_tokens=True)
-        for ids, n in zip(completion_ids, mask.sum(dim=1))
-    ]
-    return Batch(
-        prompt_ids=prompt_ids,
-        prompt_mask=prompt_mask,
-        completion_ids=completion_ids,
-        completion_mask=mask,
-        texts=texts,
-        prompts=rows,
-        num_samples=num_samples,
-        sampling_logps=sampling_logps,
-        prompt_state=prompt_state,
-    )
+    texts = [tokenizer.decode(ids[: int(n)].tolist(), skip_special_tokens=True)
+             for ids, n in zip(completion_ids, mask.sum(dim=1))]
+    return Batch(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion_ids, completion_mask=mask,
+                 texts=texts, prompts=rows, num_samples=num_samples, sampling_logps=sampling_logps)
 
 
-def sample_categorical(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """One draw from softmax(logits / temperature) per row, by inverting the CDF. (N, V) -> (N,) long.
+def generate(
+    model,
+    tokenizer=None,
+    prompts: Sequence[str] = (),
+    num_samples: int = 1,
+    max_new_tokens: int = 16,
+    temperature: float = 1.0,
+    *,
+    seed: int | None = None,
+    add_special_tokens: bool = True,
+    return_logps: bool = False,
+) -> Batch:
+    """Sample `num_samples` completions of every prompt from the policy with Hugging Face `generate`, in one
+    left-padded batch.
 
-    u ~ Uniform[0, 1) times the row's total mass, then the first token whose cumulative probability
-    exceeds u: token v is drawn with probability p_v exactly (up to float rounding of the cumsum), and a
-    token of probability 0 never. One uniform number per row, where `torch.multinomial` draws V
-    exponentials per row (on a CPU, about 10x slower for a 50k vocabulary). Uses the global torch RNG.
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    Args:
+        model: a causal LM (`AutoModelForCausalLM`), or a `pgcore.lm.models.Policy` (then
+            `tokenizer` may be None and the policy's is used).
+        tokenizer: its tokenizer; needs a `pad_token_id` (it may equal EOS). A completion ends at the
+            first of `eos_token_ids(model, tokenizer)`.
+        prompts: B prompt strings, already formatted (chat template applied if the model needs it).
+        num_samples: G completions per prompt (G >= 2 for RLOO / group advantages).
+        max_new_tokens: cap on the completion length T.
+        temperature: sample from softmax(logits / temperature); > 0.
+        seed: when given, samples come from a private RNG stream seeded with it (reproducible, and
+            the global RNG is untouched); when None, from the global torch RNG.
+        add_special_tokens: passed to the tokenizer (False for chat-templated prompts).
+        return_logps: also return `Batch.sampling_logps`, the log-probs generate sampled from.
+
+    Returns a `Batch` of N = B * G rows, prompt-major. Sampling is `do_sample=True, top_k=0, top_p=1.0`:
+    no truncation, so the tokens are draws from the policy itself and `E[grad log pi(y) * adv]` is the
+    policy gradient.
     """
-    if logits.dim() != 2:
-        raise ValueError(f"logits must be shaped (N, V), got shape {tuple(logits.shape)}")
-    logits = logits.float()
-    if temperature != 1.0:
-        logits = logits / temperature
-    cdf = torch.softmax(logits, dim=-1).cumsum_(dim=-1)  # (N, V)
-    u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]  # (N, 1), in [0, total mass)
-    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)
-
-
-def _sample_shared(model, prompt_ids, prompt_mask, num_samples, max_new_tokens, temperature, eos, pad,
-                   return_logps, state=None):
-    """Sample G = num_samples completions of each of B distinct prompts, prefilling each prompt once.
-
-    prompt_ids / prompt_mask: (B, P) left-padded. The prompts run once (`prompt_forward`: their
-    key/value cache and last logits; a prefix they all share runs once for all), the cache is repeated
-    G times (row i * G + g: sample g of prompt i, as `Batch` orders rows), then every step feeds the
-    N = B * G sampled tokens against the growing cache. Rows that sampled an EOS are fed the pad token
-    from then on (as `generate` does) and the loop stops when all have. Returns (N, T) completion ids
-    (pad after EOS) and the (N, T) log-probs the tokens were drawn with (None unless `return_logps`).
-    `state`: the prompts' `prompt_forward` already run (without a graph), else it runs here.
-    """
-    G = num_samples
-    cache, logits, layout = state if state is not None else prompt_forward(model, prompt_ids, prompt_mask)
-    cache_kw = _cache_kwarg(model)
-    if G > 1:
-        cache.batch_repeat_interleave(G)  # (B, ...) -> (N, ...): each prompt's cache for each of its samples
-    logits = logits[:, -1].repeat_interleave(G, dim=0)  # (N, V): predicts the first completion token
-    mask = layout.repeat_interleave(G, dim=0)  # (N, P + t): the attention mask of the cached columns
-    position = position_ids_from_mask(mask)[:, -1:]  # (N, 1): the last prompt token's position
-    eos_ids = torch.as_tensor(eos, device=prompt_ids.device)
-    done = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)  # (N,) sampled an EOS already
-    tokens, logps = [], []
-    for t in range(max_new_tokens):
-        token = sample_categorical(logits, temperature)  # (N,)
-        if return_logps:
-            scaled = logits.float() / temperature
-            logps.append(scaled.log_softmax(-1).gather(-1, token[:, None]).squeeze(1))
-        token = token.masked_fill(done, pad)  # a finished row is padded
-        tokens.append(token)
-        done |= torch.isin(token, eos_ids)
-        if t == max_new_tokens - 1 or bool(done.all()):
-            break
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-        position = position + 1
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
-                    **{cache_kw: cache})
-        logits = out.logits[:, -1]  # (N, V)
-    completion_ids = torch.stack(tokens, dim=1)  # (N, T)
-    return completion_ids, (torch.stack(logps, dim=1) if return_logps else None)
+    if hasattr(model, "model") and hasattr(model, "tokenizer"):  # a Policy
+        tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+        model = model.model
+    if tokenizer is None:
+        raise ValueError("tokenizer is None; pass the model's tokenizer or a Policy")
+    prompt_ids, prompt_mask, rows, eos = encode_prompts(model, tokenizer, prompts, num_samples, max_new_tokens,
+                                                        temperature, add_special_tokens)
+    with torch.no_grad(), plain_generation_config(model), seeded(seed, prompt_ids.device):
+        out = model.generate(
+            input_ids=prompt_ids,
+            attention_mask=prompt_mask,
+            do_sample=True,
+            top_k=0,  # no truncation: tokens are draws from the policy itself
+            top_p=1.0,
+            temperature=float(temperature),
+            max_new_tokens=max_new_tokens,
+            eos_token_id=eos,  # a list: generation stops at any of them
+            pad_token_id=tokenizer.pad_token_id,
+            return_dict_in_generate=True,
+            output_scores=return_logps,
+        )
+    completion_ids = out.sequences[:, prompt_ids.shape[1]:]  # (N, T)
+    sampling_logps = None
+    if return_logps:
+        # scores: T tensors (N, V), the processed logits (divided by temperature) generate sampled from
+        scores = torch.stack(out.scores, dim=1).float()  # (N, T, V)
+        sampling_logps = scores.log_softmax(-1).gather(-1, completion_ids[..., None]).squeeze(-1)
+    return make_batch(tokenizer, prompt_ids, prompt_mask, completion_ids, eos, rows, num_samples, sampling_logps)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import quiet_transformers
-from ..utils import build_once, cache_dir
+from ..files import quiet_transformers
+from ..files import build_once, cache_dir
 from .tiny import BUILD_FILE, lazy_transformers, save_build
 
 __all__ = ["convert_smollm2", "smollm2_dir", "SMOLLM2_GGUF"]

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import quiet_transformers
-from ..utils import atomic_dir, build_once, cache_dir, data_path
+from ..files import quiet_transformers
+from ..files import atomic_dir, build_once, cache_dir, data_path
 
 __all__ = [
     "TinyConfig", "read_reviews", "train_tokenizer", "build_tiny", "tiny_fingerprint", "tiny_dir", "fingerprint",

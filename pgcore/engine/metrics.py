@@ -9,21 +9,23 @@ It writes the four files of a run (every write atomic, so a crash never leaves h
 - `training_curves.png`: one panel per chosen metric against the step.
 
 REINFORCE (02) and the LM trainer (04) both use it.
-Introduced in notebooks/02_reinforce_cartpole.ipynb.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import platform
 import sys
+import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .utils import atomic_path, atomic_write_text
+from ..files import atomic_path, atomic_write_text
 
 __all__ = [
+    "StepTimer",
     "MetricsLogger",
     "write_csv",
     "read_csv",
@@ -70,7 +72,6 @@ def jsonable(x: Any) -> Any:
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write `obj` as indented JSON, atomically (NaN/inf become null, so the file is valid JSON).
 
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
     return atomic_write_text(path, json.dumps(jsonable(obj), indent=2) + "\n")
 
@@ -79,7 +80,6 @@ def write_csv(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> 
     """Write rows (dicts) as a CSV with a header, atomically. Columns: the union of keys, first-seen order.
 
     Floats are written with full precision (`repr`), so reading the file back gives the same numbers.
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
     import pandas as pd
 
@@ -95,7 +95,6 @@ def write_csv(history: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> 
 def read_csv(path: str | os.PathLike):
     """Read a `training_metrics.csv` back as a pandas DataFrame.
 
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
     import pandas as pd
 
@@ -125,7 +124,6 @@ def plot_curves(
     (then a ±std band is shaded). Default: every numeric column except `x` and timings.
     Columns missing from the history are skipped. A rolling mean is drawn over noisy curves.
     Uses matplotlib's object API (no pyplot), so it never touches a notebook's figures or backend.
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
     import numpy as np
     import pandas as pd
@@ -171,7 +169,6 @@ def environment_info(**extra: Any) -> dict[str, Any]:
     """Versions and machine facts for a run's summary: python, platform, torch, numpy, and
     transformers / accelerate when already imported (never imported here). `extra` is merged in.
 
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
     info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
     for name in ("torch", "numpy", "transformers", "tokenizers", "accelerate", "gymnasium"):
@@ -196,7 +193,6 @@ class MetricsLogger:
     like. With `stream=True`, `log` also adds each row to the CSV at once (flushed): the first row
     logged rewrites the file from `history` (atomically, so a resumed run drops the rows a killed
     run wrote after its checkpoint), later rows are appended.
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
 
     def __init__(
@@ -280,3 +276,23 @@ class MetricsLogger:
         if plot and self.history:
             written["curves"] = plot_curves(self.history, paths["curves"], self.panels, title=self.title)
         return written
+
+
+class StepTimer:
+    """Seconds spent in the named parts of one step: `with timer("generate"): ...`, then `timer.seconds`
+    ({name: seconds, summed over repeated parts}) and `timer.total()` (since the timer was made)."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+
+    def total(self) -> float:
+        return time.perf_counter() - self.start

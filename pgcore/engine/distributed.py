@@ -18,7 +18,6 @@ Each step, with P processes:
 
 A checkpoint records the world size; it resumes only on the same number of processes (the prompts
 each process sees, and so the run, depend on it).
-Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
 from __future__ import annotations
 
@@ -28,9 +27,10 @@ from typing import Sequence
 
 import torch
 
-from .. import checkpoint as ckpt_lib
+from . import checkpoint as ckpt_lib
 from ..utils import get_device, set_seed
-from .trainer import LMConfig, Trainer
+from .config import LMConfig
+from .trainer import Trainer
 
 __all__ = ["AccelerateTrainer"]
 
@@ -46,7 +46,6 @@ class AccelerateTrainer(Trainer):
     launcher's environment; on CPU it uses the gloo backend). The policy, when not given, is loaded on
     the process's own device. A failure while loading on any process (a ValueError or OSError) is
     raised on every process, so none waits forever for the others.
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
 
     def __init__(self, config: LMConfig | None = None, *, policy=None, reward=None,
@@ -77,7 +76,7 @@ class AccelerateTrainer(Trainer):
                                  "uses the device Accelerate gives it)")
             if cfg.batch_size % self.num_processes:
                 raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {self.num_processes} processes")
-            from . import models
+            from ..lm import models
 
             if prompts is None:  # the cheap check first: a missing file fails before any model loads
                 prompts = models.load_prompts(cfg.prompts)

@@ -14,7 +14,6 @@ then renamed), so a crash mid-save leaves the previous checkpoints as they were:
 Exact resume needs every source of randomness and every piece of optimizer state back as it was;
 the test of that is `tests/test_lm_trainer.py::test_resume_reproduces_uninterrupted_run`.
 Nothing here knows what is being trained.
-Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
 from __future__ import annotations
 
@@ -31,7 +30,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 import torch
 
-from .utils import atomic_dir
+from ..files import atomic_dir, quiet_transformers
 
 __all__ = [
     "Checkpoint",
@@ -57,7 +56,6 @@ def rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[s
     """Every RNG state of the process: python `random`, numpy's global, torch CPU, each CUDA device,
     plus the states of named `torch.Generator`s. Plain lists/ints/tensors (loadable with weights_only).
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
@@ -74,7 +72,6 @@ def rng_state(generators: Mapping[str, torch.Generator] | None = None) -> dict[s
 def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Generator] | None = None) -> None:
     """Restore what `rng_state` captured (CUDA states only when CUDA is present).
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -93,7 +90,6 @@ def set_rng_state(state: Mapping[str, Any], generators: Mapping[str, torch.Gener
 def checkpoint_step(path: str | os.PathLike) -> int | None:
     """The step of a `checkpoint-<step>` folder name, or None for any other name.
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     m = _NAME.match(Path(path).name)
     return int(m.group(1)) if m else None
@@ -102,7 +98,6 @@ def checkpoint_step(path: str | os.PathLike) -> int | None:
 def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
     """The `checkpoint-<step>/` folders of `directory`, oldest step first (temp folders ignored).
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -114,7 +109,6 @@ def list_checkpoints(directory: str | os.PathLike) -> list[Path]:
 def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
     """The checkpoint with the highest step in `directory`, or None when there is none.
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     found = list_checkpoints(directory)
     return found[-1] if found else None
@@ -123,7 +117,6 @@ def latest_checkpoint(directory: str | os.PathLike) -> Path | None:
 def prune_checkpoints(directory: str | os.PathLike, keep_last: int | None) -> list[Path]:
     """Delete all but the `keep_last` newest checkpoints (None or 0: keep all). Returns the deleted paths.
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     if keep_last is None or keep_last <= 0:
         return []
@@ -131,22 +124,6 @@ def prune_checkpoints(directory: str | os.PathLike, keep_last: int | None) -> li
     for path in old:
         shutil.rmtree(path)
     return old
-
-
-@contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' progress bars and info logs for a save/load (restored afterwards)."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _save_model(model, tokenizer, folder: Path) -> None:
@@ -179,7 +156,6 @@ def save_checkpoint(
     model: a transformers model (saved with save_pretrained, with `tokenizer` beside it) or any
     nn.Module (state_dict). history: the metrics rows so far. config / extra: JSON-able dicts.
     generators: named torch.Generators whose states must come back on resume. Returns the path.
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     if not isinstance(step, int) or step < 0:
         raise ValueError(f"step must be an int >= 0, got {step!r}")
@@ -209,7 +185,6 @@ def save_checkpoint(
 class Checkpoint:
     """A checkpoint read into memory (nothing applied yet): validate it, then `apply` it.
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
 
     path: Path
@@ -277,7 +252,6 @@ def read_checkpoint(path: str | os.PathLike, model=None, *, map_location="cpu") 
     before any output is touched). `model`: the live model, needed to read save_pretrained weights
     and to check they fit it. Any unreadable, missing or mismatched part raises ValueError.
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     path = Path(path)
     if not path.is_dir():
@@ -323,8 +297,22 @@ def load_checkpoint(
     """Read a checkpoint (see `read_checkpoint`) and load it into the given objects. Returns it
     (`.step`, `.history`, `.config`, `.extra`).
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     ckpt = read_checkpoint(path, model)
     ckpt.apply(model, optimizer, scheduler, generators, restore_rng)
     return ckpt
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 of a model's parameters and buffers (names, dtypes, shapes and bytes), in state_dict order.
+
+    Two models hash alike exactly when their weights are bit-identical. 
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

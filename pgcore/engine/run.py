@@ -6,7 +6,6 @@ Nothing here knows how a step computes its update (minGPT's trainer rule): `Trai
 `config`, `policy`, `reward`, `model`/`unwrapped_model`, `tokenizer`, `optimizer`, `scheduler`,
 `logger`, `global_step` and `is_main_process`.
 
-Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
 from __future__ import annotations
 
@@ -22,9 +21,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .. import checkpoint as ckpt_lib
-from ..metrics import environment_info
-from ..utils import FolderInUseError, FolderLock, atomic_dir, check_writable_dir
+from . import checkpoint as ckpt_lib
+from .metrics import environment_info
+from ..files import atomic_dir
+from .locks import FolderInUseError, FolderLock, check_writable_dir
 from .config import RESUMABLE_CHANGES
 
 __all__ = ["TrainingRun", "LMResult", "NonFiniteLossError", "RunTerminated", "CSV_COLUMNS", "VERIFIER_COLUMNS",
@@ -49,7 +49,6 @@ class NonFiniteLossError(RuntimeError):
 class LMResult:
     """What `train` returns.
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
 
     policy: Any
@@ -120,7 +119,6 @@ def _fmt(x, spec: str) -> str:
 class TrainingRun:
     """The run's plumbing, mixed into `Trainer` (see the module docstring).
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
 
     # ------------------------------------------------------------------ the run

@@ -1,21 +1,16 @@
-"""Per-token log-probabilities (and entropies) of a completion under a causal LM, TRL style.
+"""The engine's per-token log-probs: less memory, and each prompt run once for its G samples.
 
-For a sampled completion y = (y_1, ..., y_T) after prompt x, the policy's log-probability is a sum
-over tokens, log pi(y|x) = sum_t log pi(y_t | x, y_<t), so the policy gradient of an LM is the
-estimator of notebook 01 applied token by token. One forward pass over prompt + completion gives
-all T terms at once: the logits at position i predict token i + 1.
-
-Introduced in notebooks/04_lm_policy_gradient.ipynb.
+Naive twin of every function here: `pgcore.lm.algorithm.per_token_logps` (one forward over prompt +
+completion, `log_softmax -> gather`). tests/engine/test_logprobs.py holds each fast path equal to it.
 """
 from __future__ import annotations
 
-import inspect
-from collections import OrderedDict
-
 import torch
 
-__all__ = ["selective_log_softmax", "entropy_from_logits", "position_ids_from_mask", "per_token_logps",
-           "per_token_logps_shared_prompt", "prompt_forward", "common_prefix_length", "PromptCache"]
+from ..lm.sampling import position_ids_from_mask
+from .kv_cache import cache_kwarg, prompt_forward, takes_argument
+
+__all__ = ["selective_log_softmax", "entropy_from_logits", "per_token_logps", "per_token_logps_shared_prompt"]
 
 
 def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -30,7 +25,6 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Te
     Its gradient, d log p_y / d logits = onehot(y) - softmax(logits), is written in one (..., V)
     tensor, a row at a time (`_SelectedLogSoftmax`), where autograd would build the gather's and the
     logsumexp's gradients apart and add them: the same values, three fewer (..., V) temporaries.
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     if logits.shape[:-1] != index.shape:
         raise ValueError(f"index shape {tuple(index.shape)} must equal the logits shape without the vocab dim, "
@@ -75,73 +69,9 @@ class _SelectedLogSoftmax(torch.autograd.Function):
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy H = -sum_v p_v log p_v of softmax(logits) over the last dim. (..., V) -> (...).
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     logp = torch.log_softmax(logits.float(), dim=-1)
     return -(logp.exp() * logp).sum(dim=-1)
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions 0, 1, 2, ... counted over real tokens only (left padding gets 0).
-
-    GPT-2 adds a learned position embedding; with left padding, the first real token of a padded
-    row sits at index P - len, yet must get position 0, exactly as `generate` gives it (it builds
-    position_ids from the attention mask the same way). (B, L) -> (B, L) long.
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
-    position_ids = attention_mask.long().cumsum(dim=-1) - 1
-    return position_ids.masked_fill(attention_mask == 0, 0)
-
-
-def _forward_parameters(model):
-    """The parameters of the model's forward, looking through a DDP / Accelerate wrapper."""
-    return inspect.signature(getattr(model, "module", model).forward).parameters
-
-
-def _takes(model, argument: str, *, via_kwargs: bool = False) -> bool:
-    """Does the model's forward take `argument` by name (or, with `via_kwargs`, through **kwargs too)?"""
-    params = _forward_parameters(model)
-    return argument in params or (via_kwargs and any(p.kind is inspect.Parameter.VAR_KEYWORD
-                                                     for p in params.values()))
-
-
-def _cache_kwarg(model) -> str:
-    """The name under which the model's forward takes a key/value cache (transformers >= 5.2x: `cache`)."""
-    return "cache" if _takes(model, "cache") else "past_key_values"
-
-
-def _plain_layers(cache) -> list | None:
-    """The cache's per-layer (keys, values) when every layer is a plain growing one (`DynamicLayer`:
-    keys and values (batch, heads, length, head_dim)), else None (e.g. sliding-window layers)."""
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
-        return None
-    return [(layer.keys, layer.values) for layer in layers]
-
-
-def _cache_from(kv: list):
-    """A `DynamicCache` holding these per-layer (keys, values)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    for i, (keys, values) in enumerate(kv):
-        cache.update(keys, values, i)
-    return cache
-
-
-def detached_prompt_state(state):
-    """A copy of a `prompt_forward` result (cache, last_logits, layout) cut from its graph, sharing its
-    memory, for sampling from (which extends its copy of the cache in place); None when the cache is not
-    made of plain growing layers."""
-    kv = _plain_layers(state[0])
-    if kv is None:
-        return None
-    return _cache_from([(k.detach(), v.detach()) for k, v in kv]), state[1].detach(), state[2]
-
-
-def _cache_of(out):
-    """The key/value cache a forward returned (`cache` or, in older transformers, `past_key_values`)."""
-    return getattr(out, "cache", None) or out.past_key_values
 
 
 def per_token_logps(
@@ -171,7 +101,6 @@ def per_token_logps(
         per_token_logps (B, T), or (per_token_logps, entropy) with `return_entropy=True`.
         Entries after EOS are meaningless: multiply by the completion mask.
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
         raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} "
@@ -183,9 +112,9 @@ def per_token_logps(
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     position_ids = position_ids_from_mask(attention_mask)  # (B, L): left padding must not shift positions
     kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-    if _takes(model, "use_cache", via_kwargs=True):  # a training forward needs no key/value cache (it costs time and memory)
+    if takes_argument(model, "use_cache", via_kwargs=True):  # a training forward needs no key/value cache (it costs time and memory)
         kwargs["use_cache"] = False
-    if _takes(model, "logits_to_keep"):
+    if takes_argument(model, "logits_to_keep"):
         # +1: the logit at the last prompt token predicts the first completion token
         logits = model(**kwargs, logits_to_keep=logits_to_keep + 1).logits  # (B, T+1, V)
     else:
@@ -220,7 +149,7 @@ def per_token_logps_shared_prompt(
     *,
     return_entropy: bool = False,
     entropy_grad: bool = True,
-    prompt_cache: "PromptCache | None" = None,
+    prompt_cache: "kv_cache.PromptCache | None" = None,
     prompt_state: tuple | None = None,
 ):
     """`per_token_logps` for G = num_samples completions of each prompt, running each prompt once.
@@ -247,7 +176,6 @@ def per_token_logps_shared_prompt(
     (with its graph), as `generate(..., prompt_graph=True)` keeps it in `Batch.prompt_state`: sampling and
     the gradient then share one prompt forward (used once: its cache is extended in place); the rest as in
     `per_token_logps`. Returns (N, T) log-probs (and (N, T) entropies with `return_entropy`).
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     N, P = prompt_ids.shape
     T = completion_ids.shape[1]
@@ -289,7 +217,7 @@ def per_token_logps_shared_prompt(
     pieces = [(last_prompt_logits, completion_ids[:, :1])]
     if T > 1:
         logits = model(input_ids=completion_ids[:, :-1], attention_mask=full_mask[:, :-1],
-                       position_ids=position_ids[:, P:-1], use_cache=False, **{_cache_kwarg(model): cache}).logits
+                       position_ids=position_ids[:, P:-1], use_cache=False, **{cache_kwarg(model): cache}).logits
         pieces.append((logits, completion_ids[:, 1:]))
     # the pieces of the (N, T, V) logits stay apart (no concatenated copy); log-probs row by row
     if temperature != 1.0:
@@ -300,121 +228,3 @@ def per_token_logps_shared_prompt(
     return logps
 
 
-def common_prefix_length(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> int:
-    """How many leading real tokens every row shares (left-padded (B, P) rows), keeping at least one
-    token of its own in each row (each prompt's last token, whose logit predicts the completion, stays
-    its own). 0 for a single row.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
-    B, P = prompt_ids.shape
-    lengths = prompt_mask.sum(dim=1)  # (B,)
-    shortest = int(lengths.min())
-    if B < 2 or shortest < 2:
-        return 0
-    columns = (P - lengths)[:, None] + torch.arange(shortest - 1, device=prompt_ids.device)  # (B, shortest - 1)
-    aligned = prompt_ids.gather(1, columns)  # each row's first real tokens, side by side
-    same = (aligned == aligned[:1]).all(dim=0)  # (shortest - 1,)
-    return int(same.long().cumprod(dim=0).sum())
-
-
-def prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
-    """Run B distinct left-padded prompts (B, P) once, keeping their key/value cache; the C tokens every
-    prompt starts with (`common_prefix_length`: a chat template's system turn, for instance) run once
-    for all B.
-
-    Layout: the cache holds [the shared prefix | each prompt's own tokens, left-padded] (still P
-    columns); `layout` (B, P) is its attention mask (ones, then the suffixes' padding mask). Positions
-    count real tokens, so every token keeps the position it has in the plain left-padded row, and the
-    keys and values are the ones a forward over the plain rows computes (up to float rounding).
-    Gradients flow through the shared prefix (its cache is repeated B times, differentiably).
-
-    Returns (cache, last_logits (B, 1, V): the logit of each prompt's last token, layout (B, P)).
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
-    B, P = prompt_ids.shape
-    C = common_prefix_length(prompt_ids, prompt_mask)
-    keep = {"logits_to_keep": 1} if _takes(model, "logits_to_keep") else {}
-    if C == 0:
-        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
-                    use_cache=True, **keep)
-        return _cache_of(out), out.logits[:, -1:, :], prompt_mask
-    # the prefix, once: row 0's first C real tokens, at positions 0 .. C-1
-    first_real = P - int(prompt_mask[0].sum())
-    prefix = prompt_ids[:1, first_real:first_real + C]  # (1, C)
-    out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix),
-                position_ids=torch.arange(C, device=prefix.device)[None], use_cache=True, **keep)
-    cache = _cache_of(out)
-    cache.batch_repeat_interleave(B)
-    # each prompt's own tokens, left-padded to P - C columns: row i's real tokens sit in columns P - len_i ..
-    # P - 1, so its suffix (from column P - len_i + C) is prompt column j + C for suffix column j >= P - len_i
-    lengths = prompt_mask.sum(dim=1, keepdim=True)  # (B, 1)
-    suffix_mask = (torch.arange(P - C, device=prompt_ids.device)[None] >= P - lengths).to(prompt_mask.dtype)
-    suffix_ids = prompt_ids[:, C:].masked_fill(suffix_mask == 0, 0)  # (B, P - C); masked tokens are never seen
-    layout = torch.cat([torch.ones_like(prompt_mask[:, :C]), suffix_mask], dim=1)  # (B, P)
-    out = model(input_ids=suffix_ids, attention_mask=layout, position_ids=position_ids_from_mask(layout)[:, C:],
-                use_cache=True, **keep, **{_cache_kwarg(model): cache})
-    return _cache_of(out), out.logits[:, -1:, :], layout
-
-
-class PromptCache:
-    """The key/value cache and last logit of each prompt under a *frozen* model (the reference), kept
-    across steps: a run draws its prompts again and again, and a frozen model's cache of a prompt never
-    changes. `forward` is `prompt_forward` for such a model, with each prompt run once per run, not once
-    per step.
-
-    Each prompt is run alone (a batch of one), so what is kept is a function of the prompt only: a run
-    resumed with an empty cache computes the same bits. The batch's cache is assembled in the plain
-    left-padded layout (zeros in the padding columns, which the attention mask hides). At most
-    `max_bytes` are kept, least recently used first out. A cache whose layers are not plain growing
-    ones (e.g. sliding-window attention) is not kept: then `forward` is `prompt_forward`.
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
-
-    def __init__(self, max_bytes: int = 256 * 2**20):
-        self.max_bytes = int(max_bytes)
-        self.bytes = 0
-        self.hits = self.misses = 0
-        self._entries: OrderedDict = OrderedDict()  # prompt tokens -> (per-layer (keys, values), last logit, bytes)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def forward(self, model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
-        """`prompt_forward(model, prompt_ids, prompt_mask)` (cache, last_logits (B, 1, V), layout (B, P)),
-        from the kept prompts. Call without a graph (`torch.inference_mode()` or `torch.no_grad()`)."""
-        if torch.is_grad_enabled():
-            raise ValueError("PromptCache keeps a frozen model's caches; accepted: a call under torch.inference_mode() "
-                             "or torch.no_grad()")
-        B, P = prompt_ids.shape
-        lengths = prompt_mask.sum(dim=1).tolist()
-        entries = []
-        for row, n in zip(prompt_ids, lengths):
-            key = tuple(row[P - n:].tolist())
-            entry = self._entries.get(key)
-            if entry is None:
-                self.misses += 1
-                real = row[None, P - n:]  # (1, n): this prompt alone
-                cache, logits, _ = prompt_forward(model, real, torch.ones_like(real))
-                kv = _plain_layers(cache)  # each (1, heads, n, head_dim)
-                if kv is None:
-                    return prompt_forward(model, prompt_ids, prompt_mask)  # a cache this class cannot assemble
-                size = sum(k.nbytes + v.nbytes for k, v in kv) + logits.nbytes
-                entry = self._entries[key] = (kv, logits, size)
-                self.bytes += size
-            else:
-                self.hits += 1
-                self._entries.move_to_end(key)
-            entries.append(entry)
-        batch_kv = []
-        for layer in range(len(entries[0][0])):  # each prompt's (1, heads, n, head_dim) into (B, heads, P, head_dim)
-            k0, v0 = entries[0][0][layer]
-            keys, values = k0.new_zeros(B, k0.shape[1], P, k0.shape[3]), v0.new_zeros(B, v0.shape[1], P, v0.shape[3])
-            for b, ((kv, _, _), n) in enumerate(zip(entries, lengths)):
-                keys[b, :, P - n:], values[b, :, P - n:] = kv[layer][0][0], kv[layer][1][0]
-            batch_kv.append((keys, values))
-        cache = _cache_from(batch_kv)
-        last_logits = torch.cat([logits for _, logits, _ in entries])  # (B, 1, V)
-        while self.bytes > self.max_bytes and len(self._entries) > 1:  # least recently used first out
-            self.bytes -= self._entries.popitem(last=False)[1][2]
-        return cache, last_logits, prompt_mask

@@ -1,0 +1,26 @@
+"""The engine: what the CLI and engineers run. `pgcore.lm.algorithm`'s step, fast, with files around it.
+
+- `config`: `LMConfig`, the algorithm's `Args` plus models, files, resume and speed settings
+- `trainer`: `Trainer` (the fast step, `compute_loss` held equal to the algorithm's) and `train`
+- `sampling`, `logprobs`, `kv_cache`: the fast paths, each naming its naive twin in `pgcore.lm`
+- `run`: the loop, checkpoints, metrics files, resume, Ctrl-C / SIGTERM, the NaN guard
+- `checkpoint`, `metrics`, `locks`: checkpoint folders, the four metrics files, one run per folder
+- `distributed`: `AccelerateTrainer`, data parallel on several processes; `cli`: `python -m pgcore.lm`
+
+The rules (tests/test_imports.py, tests/engine/test_engine_equals_algorithm.py): nothing outside this folder
+imports it, and its step equals the algorithm's on the same batch.
+"""
+from __future__ import annotations
+
+import importlib
+
+_NAMES = {"LMConfig": "config", "LMResult": "run", "NonFiniteLossError": "run", "RunTerminated": "run",
+          "Trainer": "trainer", "train": "trainer"}
+__all__ = list(_NAMES)
+
+
+def __getattr__(name: str):  # lazy: `python -m pgcore.lm --help` must not import torch and transformers
+    if name not in _NAMES:
+        raise AttributeError(f"module 'pgcore.engine' has no attribute {name!r}")
+    value = globals()[name] = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    return value
