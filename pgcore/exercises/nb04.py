@@ -129,13 +129,14 @@ def _logps_wrong_dim(logits, ids, T):
 def _logps_oracle(logits, ids, T):
     from types import SimpleNamespace
 
-    from pgcore.lm.logprobs import per_token_logps as pg_per_token_logps
+    from pgcore.lm.algorithm import per_token_logps as pg_per_token_logps
 
     class FixedLogits(torch.nn.Module):  # a "causal LM" whose forward pass returns the given logits
-        def forward(self, input_ids, attention_mask=None, position_ids=None):
+        def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=None):
             return SimpleNamespace(logits=logits)
 
-    return pg_per_token_logps(FixedLogits(), ids, torch.ones_like(ids), T)
+    batch = SimpleNamespace(input_ids=ids, attention_mask=torch.ones_like(ids), completion_ids=ids[:, -T:])
+    return pg_per_token_logps(FixedLogits(), batch)
 
 
 def _logps_describe(logits, ids, T):
@@ -148,7 +149,7 @@ per_token_logps = Exercise(
     reference=per_token_logps_solution,
     cases=_logps_cases,
     describe=_logps_describe,
-    checked="against pg.lm.logprobs.per_token_logps (a model returning these logits) on 3 inputs (T = 3, 1, 4)",
+    checked="against pg.lm.algorithm.per_token_logps (a model returning these logits) on 3 inputs (T = 3, 1, 4)",
     hint_text=("the logit at position i is the distribution of token i + 1. The T completion tokens are "
                "input_ids[:, -T:]; the logits that predict them sit one position earlier, logits[:, -T-1:-1]. "
                "Then log_softmax over the vocabulary (dim=-1) and gather the chosen ids."),

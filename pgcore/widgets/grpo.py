@@ -1,6 +1,6 @@
 """Notebook 05's short GRPO runs and panel: group size, beta and loss aggregation -> live held-out pass@1.
 
-`short_run` is the plain function (tests and the notebook call it): a short `pgcore.lm.trainer.train` on a
+`short_run` is the plain function (tests and the notebook call it): a short `pgcore.engine.trainer.train` on a
 *copy* of `tiny-arith` with the `arithmetic` verifier, returning the held-out pass@1 curve (evaluated every
 `eval_every` steps on the same held-out problems), the fraction of zero-spread groups, and the lengths of
 correct and incorrect completions. `grpo_panel` wraps it in ipywidgets: a group-size slider (the first
@@ -68,7 +68,8 @@ def short_run(
     Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
     """
     from ..lm.arith import MAX_NEW_TOKENS, ArithmeticReward
-    from ..lm.trainer import LMConfig, train
+    from ..engine.config import LMConfig
+    from ..engine.trainer import train
 
     if batch_size is None:
         batch_size = max(1, completions_per_step // int(num_samples))
@@ -135,7 +136,7 @@ def grpo_panel(policy, *, num_samples: int = 2, kl_coef: float = 0.0, loss_aggre
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
-    from ..lm.config import LOSS_AGGREGATIONS
+    from ..pg import AGGREGATIONS as LOSS_AGGREGATIONS
 
     style = {"description_width": "150px"}
     layout = widgets.Layout(width="460px")

@@ -2,7 +2,7 @@
 
 `text_stats` measures what a reward model does not: how repetitive and how varied a set of
 completions is (distinct-n, repeated words, length). `short_run` is the plain function (tests call
-it): a few seconds of `pgcore.lm.trainer.train` on a *copy* of a policy with a given KL coefficient,
+it): a few seconds of `pgcore.engine.trainer.train` on a *copy* of a policy with a given KL coefficient,
 learning rate, advantage and temperature, returning the curves, samples and their text statistics.
 `lm_panel` wraps it in ipywidgets: a KL-coefficient slider (the first control), the learning rate,
 the advantage and the temperature; live reward and KL curves; a readout; and a prompt box that
@@ -101,7 +101,8 @@ def short_run(
     Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     from ..lm.sampling import generate
-    from ..lm.trainer import LMConfig, train
+    from ..engine.config import LMConfig
+    from ..engine.trainer import train
 
     config = LMConfig(
         model=policy.name, reward_model=getattr(reward, "name", "reward"), steps=steps, seed=seed,
@@ -175,7 +176,7 @@ def lm_panel(policy, reward, *, kl_coef: float = 0.0, lr: float = 1e-3, advantag
     import matplotlib.pyplot as plt
 
     from ..lm.sampling import generate
-    from ..lm.trainer import ADVANTAGES
+    from ..lm.algorithm import ADVANTAGES
 
     style = {"description_width": "150px"}
     layout = widgets.Layout(width="460px")

@@ -1,0 +1,5 @@
+"""The engine's tests share tests/'s fakes (lm_fakes, browser_helpers)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
