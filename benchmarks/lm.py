@@ -31,7 +31,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from pgcore.lm.trainer import LMConfig, train  # noqa: E402
+from pgcore.engine import LMConfig, train  # noqa: E402
 
 
 def cpu_seconds() -> float:

@@ -105,8 +105,8 @@ def prompts_file(args) -> str:
 def run_pgcore(args, share_prompt: bool = True) -> dict:
     import torch
 
-    from pgcore.lm.config import LMConfig
-    from pgcore.lm.trainer import Trainer
+    from pgcore.engine import LMConfig
+    from pgcore.engine import Trainer
 
     torch.set_num_threads(args.threads)
     cfg = LMConfig(model=args.model, reward_model="vader", prompts=prompts_file(args), steps=args.steps, seed=args.seed,
@@ -158,7 +158,7 @@ def run_start(args) -> dict:
 def start_baseline(start: dict, args, seed: int, steps: int) -> list[float]:
     """Step by step, the starting model's expected reward on the prompts that step trained on (the same prompts
     for every runner): what the reward would have been with no training at all."""
-    from pgcore.lm.trainer import step_prompt_indices
+    from pgcore.lm.algorithm import step_prompt_indices
 
     r = start["prompt_rewards"]
     return [sum(r[i] for i in idx) / len(idx)
@@ -175,7 +175,7 @@ def run_trl(args, kind: str) -> dict:
     from pgcore.lm.rewards import VaderReward
     from pgcore.lm.smollm2 import smollm2_dir
     from pgcore.lm.tiny import tiny_dir
-    from pgcore.lm.trainer import step_prompt_indices
+    from pgcore.lm.algorithm import step_prompt_indices
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

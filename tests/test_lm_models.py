@@ -17,7 +17,7 @@ import torch
 import pgcore as pg
 from pgcore.lm import models
 from pgcore.lm.tiny import tiny_dir
-from pgcore.utils import cache_dir
+from pgcore.files import cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = models.TinyConfig(vocab_size=300, n_layer=1, n_head=2, n_embd=32, steps=12, batch_size=16)

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from lm_fakes import make_llama_policy, make_policy
-from pgcore.lm.logprobs import per_token_logps, position_ids_from_mask
-from pgcore.lm.sampling import completion_mask, expand_prompts, generate, sample_categorical
+from pgcore.engine.logprobs import per_token_logps
+from pgcore.engine.sampling import generate_shared, sample_categorical
+from pgcore.lm.sampling import completion_mask, expand_prompts, generate, position_ids_from_mask
 
 PROMPTS = ["the movie", "a", "terrible plot, boring and"]
 
@@ -174,14 +175,13 @@ PREFIXED = ["system: be kind. user: " + p for p in PROMPTS]  # one prefix shared
 @pytest.mark.parametrize("prompts", [PROMPTS, PREFIXED], ids=["plain", "prefixed"])
 @pytest.mark.parametrize("num_samples,temperature", [(3, 1.0), (1, 0.7)])
 def test_shared_prompt_sampler_draws_the_tokens_of_a_naive_sampler(policy, arch, prompts, num_samples, temperature):
-    """share_prompt: each prompt (and their shared prefix) prefilled once, the cache expanded for the
+    """generate_shared: each prompt (and their shared prefix) prefilled once, the cache expanded for the
     samples, tokens drawn by inverse CDF. Same RNG stream, same tokens as a sampler that recomputes
     every forward from scratch on the plain left-padded rows; the log-probs it drew with are the
     policy's (one forward over prompt + completion)."""
     policy = policy if arch == "gpt2" else make_llama_policy()
     tok = policy.tokenizer
-    batch = generate(policy, None, prompts, num_samples, 12, temperature, seed=3, share_prompt=True,
-                     return_logps=True)
+    batch, _ = generate_shared(policy.model, tok, prompts, num_samples, 12, temperature, seed=3, return_logps=True)
     plain = generate(policy, None, prompts, num_samples, 12, temperature, seed=3)
     assert torch.equal(batch.prompt_ids, plain.prompt_ids) and torch.equal(batch.prompt_mask, plain.prompt_mask)
     torch.manual_seed(3)

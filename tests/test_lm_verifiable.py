@@ -10,8 +10,9 @@ import torch
 from lm_fakes import LetterReward, make_policy
 
 from pgcore import pg
-from pgcore.lm.logprobs import per_token_logps
-from pgcore.lm.trainer import CSV_COLUMNS, VERIFIER_COLUMNS, LMConfig, Trainer, compute_advantages
+from pgcore.engine.logprobs import per_token_logps
+from pgcore.lm.algorithm import lm_advantages as compute_advantages
+from pgcore.engine import CSV_COLUMNS, VERIFIER_COLUMNS, LMConfig, Trainer
 
 PROMPTS = ["the movie", "a", "terrible plot", "i loved this", "the food was"]
 
@@ -209,7 +210,7 @@ def test_eval_every_needs_a_verifier():
 def test_arithmetic_run_logs_lengths_heldout_pass1_and_summary(tmp_path):
     from pgcore.lm.models import load_policy
     from pgcore.lm.rewards import load_reward
-    from pgcore.lm.trainer import train
+    from pgcore.engine import train
 
     policy, reward = load_policy("tiny-arith"), load_reward("arithmetic")
     start = copy.deepcopy(policy)
@@ -220,7 +221,7 @@ def test_arithmetic_run_logs_lengths_heldout_pass1_and_summary(tmp_path):
     result = train(config, policy=policy, reward=reward)
     h = result.history
     assert [r["heldout_pass1"] is not None for r in h] == [True, False, True, False, True]  # steps 1, 3, 5
-    from pgcore.lm.trainer import _stream_seed
+    from pgcore.lm.algorithm import stream_seed as _stream_seed
 
     first = reward.evaluate(start, 32, 2, seed=_stream_seed(config.seed, 0, 0, 2) % 2**31, max_new_tokens=6)
     assert result.summary["heldout_pass1_first"] == h[0]["heldout_pass1"] == first, "the starting model's pass@1"

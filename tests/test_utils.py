@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import pgcore as pg
-from pgcore.utils import (atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text, build_once, get_device,
-                          set_seed)
+from pgcore.files import atomic_dir, atomic_path, atomic_write_bytes, atomic_write_text, build_once
+from pgcore.utils import get_device, set_seed
 
 
 def _draw():

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 
 _NAMES = {"LMConfig": "config", "LMResult": "run", "NonFiniteLossError": "run", "RunTerminated": "run",
+          "CSV_COLUMNS": "run", "VERIFIER_COLUMNS": "run", "AccelerateTrainer": "distributed",
           "Trainer": "trainer", "train": "trainer"}
 __all__ = list(_NAMES)
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pgcore import checkpoint as ck
-from pgcore.metrics import MetricsLogger, environment_info, plot_curves, read_csv, write_csv
+from pgcore.engine import checkpoint as ck
+from pgcore.engine.metrics import MetricsLogger, environment_info, plot_curves, read_csv, write_csv
 
 
 # ----------------------------------------------------------------------------------- metrics

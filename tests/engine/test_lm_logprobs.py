@@ -1,4 +1,4 @@
-"""pgcore.lm.logprobs against its naive twins: log_softmax(...).gather(...), a loop over single
+"""pgcore.engine.logprobs against its naive twins: log_softmax(...).gather(...), a loop over single
 unpadded sequences, and the log-probs generate actually sampled from."""
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import torch
 
 import pgcore as pg
 from lm_fakes import make_llama_policy, make_policy
-from pgcore.lm import logprobs, sampling
-from pgcore.lm.logprobs import entropy_from_logits, per_token_logps, position_ids_from_mask, selective_log_softmax
+from pgcore.engine import kv_cache, logprobs
+from pgcore.engine.sampling import generate_shared
+from pgcore.lm import sampling
+from pgcore.engine.logprobs import entropy_from_logits, per_token_logps, selective_log_softmax
+from pgcore.lm.sampling import position_ids_from_mask
 from pgcore.lm.sampling import generate
 
 PROMPTS = ["the movie", "a", "terrible plot, boring and too", "i loved"]
@@ -129,7 +132,7 @@ def test_shared_prompt_forward_equals_the_one_pass_forward(arch, num_samples, pr
                                                             "terrible plot, boring"]],
                           num_samples, max_new_tokens=10, seed=3)
     assert b.prompt_mask.sum(dim=1).unique().numel() == 3, "prompts of three lengths"
-    shared = logprobs.common_prefix_length(b.prompt_ids[::num_samples], b.prompt_mask[::num_samples])
+    shared = kv_cache.common_prefix_length(b.prompt_ids[::num_samples], b.prompt_mask[::num_samples])
     assert (shared >= len(tok(SYSTEM)["input_ids"]) - 1) if prefix else shared == 0
     T = b.completion_ids.shape[1]
     mask = b.completion_mask
@@ -166,12 +169,12 @@ def test_shared_prompt_forward_refuses_rows_that_do_not_share_a_prompt():
 def test_common_prefix_length_of_left_padded_rows():
     ids = torch.tensor([[0, 0, 5, 6, 7, 8], [5, 6, 7, 9, 9, 9], [0, 0, 0, 5, 6, 1]])
     mask = (torch.arange(6)[None] >= torch.tensor([[2], [0], [3]])).long()
-    assert logprobs.common_prefix_length(ids, mask) == 2  # 5, 6
-    assert logprobs.common_prefix_length(ids[:2], mask[:2]) == 3  # 5, 6, 7
+    assert kv_cache.common_prefix_length(ids, mask) == 2  # 5, 6
+    assert kv_cache.common_prefix_length(ids[:2], mask[:2]) == 3  # 5, 6, 7
     same = torch.tensor([[4, 5, 6], [4, 5, 6]])
-    assert logprobs.common_prefix_length(same, torch.ones_like(same)) == 2, "each row keeps its last token"
-    assert logprobs.common_prefix_length(ids[:1], mask[:1]) == 0, "one row: nothing to share"
-    assert logprobs.common_prefix_length(torch.tensor([[1, 2], [3, 4]]), torch.ones(2, 2, dtype=torch.long)) == 0
+    assert kv_cache.common_prefix_length(same, torch.ones_like(same)) == 2, "each row keeps its last token"
+    assert kv_cache.common_prefix_length(ids[:1], mask[:1]) == 0, "one row: nothing to share"
+    assert kv_cache.common_prefix_length(torch.tensor([[1, 2], [3, 4]]), torch.ones(2, 2, dtype=torch.long)) == 0
 
 
 def test_shared_prompt_forward_of_one_token_completions():
@@ -222,13 +225,13 @@ def test_prompt_cache_equals_running_the_prompts(arch):
             return logprobs.per_token_logps_shared_prompt(model, b.prompt_ids, b.prompt_mask, b.completion_ids,
                                                           b.completion_mask, 2, prompt_cache=cache)
 
-    cache = logprobs.PromptCache()
+    cache = kv_cache.PromptCache()
     for b in (b1, b2, b1):
         m = b.completion_mask.bool()
         assert torch.allclose(logps(b, cache)[m], logps(b, None)[m], atol=2e-5)
     assert (len(cache), cache.misses, cache.hits) == (4, 4, 5), "each distinct prompt run once"
-    assert torch.equal(logps(b2, cache), logps(b2, logprobs.PromptCache())), "kept = recomputed, bit for bit"
-    small = logprobs.PromptCache(max_bytes=cache.bytes // 3)
+    assert torch.equal(logps(b2, cache), logps(b2, kv_cache.PromptCache())), "kept = recomputed, bit for bit"
+    small = kv_cache.PromptCache(max_bytes=cache.bytes // 3)
     logps(b1, small)
     assert len(small) < 3 and (small.bytes <= small.max_bytes or len(small) == 1), "least recently used out"
     with pytest.raises(ValueError, match="inference_mode"):
@@ -237,15 +240,15 @@ def test_prompt_cache_equals_running_the_prompts(arch):
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_one_prompt_forward_for_sampling_and_gradient(arch):
-    """generate(prompt_graph=True) keeps the prompts' forward with its graph; sampling from its detached
+    """generate_shared(prompt_graph=True) keeps the prompts' forward with its graph; sampling from its detached
     copy draws the same tokens, and the gradient forward that reuses it gives the same log-probs and
     parameter gradients as running the prompts again (the same forward, so the same bits). Used once."""
     policy = make_policy(n_layer=2) if arch == "gpt2" else make_llama_policy()
     model, tok = policy.model, policy.tokenizer
     prompts = [SYSTEM + p for p in ["the movie was great", "i", "terrible plot, boring and"]]
-    plain = sampling.generate(model, tok, prompts, 3, max_new_tokens=8, seed=4, share_prompt=True)
-    kept = sampling.generate(model, tok, prompts, 3, max_new_tokens=8, seed=4, share_prompt=True, prompt_graph=True)
-    assert plain.prompt_state is None and kept.prompt_state is not None
+    plain, plain_state = generate_shared(model, tok, prompts, 3, max_new_tokens=8, seed=4)
+    kept, kept_state = generate_shared(model, tok, prompts, 3, max_new_tokens=8, seed=4, prompt_graph=True)
+    assert plain_state is None and kept_state is not None
     assert torch.equal(plain.completion_ids, kept.completion_ids)
     params = [p for p in model.parameters() if p.requires_grad]
     adv = torch.linspace(-1, 1, len(kept))
@@ -255,9 +258,9 @@ def test_one_prompt_forward_for_sampling_and_gradient(arch):
                                                     kept.completion_mask, 3, prompt_state=state)
         return lp.detach(), torch.autograd.grad(pg.pg_loss(lp, adv, kept.completion_mask), params)
 
-    (lp1, g1), (lp2, g2) = run(None), run(kept.prompt_state)
+    (lp1, g1), (lp2, g2) = run(None), run(kept_state)
     assert torch.equal(lp1, lp2)
     for a, c in zip(g1, g2):
         assert torch.allclose(a, c, rtol=1e-6, atol=1e-8), (a - c).abs().max()
     with pytest.raises(ValueError, match="not used before"):
-        run(kept.prompt_state)
+        run(kept_state)

@@ -1,4 +1,4 @@
-"""pgcore.lm.trainer on a tiny random GPT-2 and a letter-counting reward: advantages plumbing, KL
+"""pgcore.engine.trainer on a tiny random GPT-2 and a letter-counting reward: advantages plumbing, KL
 estimators against the exact KL, learning in the expected direction, exact resume, Ctrl-C, NaN guard."""
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import json
 import pytest
 import torch
 
-import pgcore.lm.trainer as trainer_mod
+import pgcore.engine.trainer as trainer_mod
 from lm_fakes import LetterReward, make_policy
 from pgcore import pg
-from pgcore.checkpoint import latest_checkpoint, list_checkpoints
-from pgcore.lm.trainer import LMConfig, NonFiniteLossError, Trainer, compute_advantages, train
-from pgcore.metrics import read_csv
+from pgcore.engine.checkpoint import latest_checkpoint, list_checkpoints
+from pgcore.lm.algorithm import lm_advantages as compute_advantages
+from pgcore.engine import CSV_COLUMNS, LMConfig, NonFiniteLossError, Trainer, train
+from pgcore.engine.metrics import read_csv
 
 PROMPTS = ["the movie", "a", "terrible plot", "i loved this", "the food was"]
 TIME_COLUMNS = ["time", "time_generate", "time_reward", "time_update", "time_reference", "time_policy", "time_optimizer"]
@@ -69,7 +70,7 @@ def test_step_groups_samples_by_prompt_and_penalizes_kl(tmp_path, monkeypatch):
         seen["adv"] = out = compute_advantages(score, kind)
         return out
 
-    monkeypatch.setattr(trainer_mod, "compute_advantages", spy)
+    monkeypatch.setattr(trainer_mod, "lm_advantages", spy)
     cfg = small_config(tmp_path, batch_size=3, num_samples=4, kl_coef=0.5, kl_estimator="k1")
     reward = LetterReward("e")
     tr = Trainer(cfg, policy=make_policy(seed=0), reward=reward, prompts=PROMPTS)
@@ -139,7 +140,7 @@ def _first_token_prob_with_e(policy, prompts):
     tok = policy.tokenizer
     has_e = torch.tensor(["e" in tok.decode([i]) for i in range(len(tok))])
     enc = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
-    from pgcore.lm.logprobs import position_ids_from_mask
+    from pgcore.lm.sampling import position_ids_from_mask
 
     with torch.no_grad():
         logits = policy.model(**enc, position_ids=position_ids_from_mask(enc["attention_mask"])).logits[:, -1]
@@ -161,7 +162,9 @@ def test_training_moves_the_policy_toward_the_rewarded_letter(tmp_path):
 
 
 def test_entropy_bonus_raises_entropy(tmp_path):
-    class Zero:
+    from pgcore.lm.rewards import RewardModel
+
+    class Zero(RewardModel):
         name, label = "zero", None
 
         def score(self, texts):
@@ -200,7 +203,7 @@ def test_full_run_writes_everything(full_run):
     assert {p.name for p in out.iterdir()} == {"training_metrics.csv", "log_history.json", "summary.json",
                                                "training_curves.png"}
     df = read_csv(out / "training_metrics.csv")
-    assert list(df["step"]) == list(range(1, 21)) and set(trainer_mod.CSV_COLUMNS) <= set(df.columns)
+    assert list(df["step"]) == list(range(1, 21)) and set(CSV_COLUMNS) <= set(df.columns)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 20 and summary["config"]["kl_coef"] == 0.1
     assert summary["reward_model"] == "letter-e" and summary["versions"]["torch"] == torch.__version__

@@ -18,12 +18,12 @@ import torch
 
 from lm_fakes import LetterReward, make_policy
 from pgcore.lm import sampling
-from pgcore.lm.config import LMConfig
-from pgcore.lm.trainer import Trainer
-from pgcore.metrics import read_csv
-from pgcore.utils import FolderInUseError, FolderLock, check_writable_dir
+from pgcore.engine import LMConfig
+from pgcore.engine import Trainer
+from pgcore.engine.metrics import read_csv
+from pgcore.engine.locks import FolderInUseError, FolderLock, check_writable_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--batch-size", "2", "--num-samples", "2", "--max-new-tokens", "8", "--seed", "1"]
 
 
@@ -77,7 +77,7 @@ def test_wheel_runs_from_any_folder_with_packaged_data_and_a_user_cache(tmp_path
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PGCORE_HOME"] = str(home)
-    where = subprocess.run([str(py), "-c", "import pgcore, pgcore.utils as u; print(pgcore.__file__); "
+    where = subprocess.run([str(py), "-c", "import pgcore, pgcore.files as u; print(pgcore.__file__); "
                             "print(u.data_path('reviews.tsv').is_file(), u.cache_dir())"],
                            capture_output=True, text=True, cwd=work, env=env, check=True).stdout.split()
     assert Path(where[0]).is_relative_to(site), f"pgcore imported from {where[0]}, not the wheel"
@@ -272,7 +272,7 @@ def test_a_sequence_classifier_is_refused_as_the_policy():
 
 def test_shipped_prompt_files_are_found_from_any_folder(tmp_path, monkeypatch):
     from pgcore.lm.models import load_prompts
-    from pgcore.utils import data_path
+    from pgcore.files import data_path
 
     monkeypatch.chdir(tmp_path)
     shipped = load_prompts(data_path("chat_prompts.txt"))

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pgcore.lm.trainer import step_prompt_indices
+from pgcore.lm.algorithm import step_prompt_indices
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "lm_vs_trl.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "lm_vs_trl.py"
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from lm_fakes import LetterReward, make_policy
-from pgcore.lm.__main__ import main
-from pgcore.metrics import read_csv
+from pgcore.engine.cli import main
+from pgcore.engine.metrics import read_csv
 
 TIME_COLUMNS = ["time", "time_generate", "time_reward", "time_update", "time_reference", "time_policy", "time_optimizer"]
 RUN = ["--reward-model", "tiny-sentiment", "--steps", "4", "--batch-size", "2", "--num-samples", "2",
@@ -127,7 +127,7 @@ PROMPTS = ["the movie", "a", "terrible plot", "i loved this", "the food was"]
 
 
 def grad_config(share_prompt: bool = False):
-    from pgcore.lm.trainer import LMConfig
+    from pgcore.engine import LMConfig
 
     return LMConfig(steps=4, batch_size=4, num_samples=2, max_new_tokens=6, lr=1e-2, kl_coef=0.1, entropy_coef=0.01,
                     max_grad_norm=1e9, output_dir=None, checkpoint_dir=None, model_dir=None, share_prompt=share_prompt)
@@ -140,20 +140,21 @@ def rows(batch, start: int, stop: int):
                                texts=batch.texts[s], prompts=batch.prompts[s], sampling_logps=None)
 
 
-def one_step(trainer_cls, batch, monkeypatch_generate, share_prompt: bool = False):
-    """One step on `batch` instead of sampling; the gradient (after backward) and the metrics row. Asked for the
-    prompts' forward with its graph (`prompt_graph`, the shared-prompt step), the stand-in runs it as `generate`
-    does, on the model it is given (inside the DDP wrapper), and the policy forward reuses it."""
-    from pgcore.lm.logprobs import prompt_forward
+def one_step(trainer_cls, batch, monkeypatch_sample, share_prompt: bool = False):
+    """One step on `batch` instead of sampling; the gradient (after backward) and the metrics row. In the
+    shared-prompt step the stand-in runs the prompts' forward with its graph, as `generate_shared` does, on the
+    bare model (inside the DDP wrapper), and the policy forward reuses it."""
+    from pgcore.engine.kv_cache import prompt_forward
 
-    def fake_generate(model, tokenizer, prompts, num_samples, *a, prompt_graph=False, **k):
-        if not prompt_graph:
-            return batch
+    def fake_sample(self, step):
+        if not share_prompt:
+            return batch, None
+        G = self.config.num_samples
         with torch.enable_grad():
-            state = prompt_forward(model, batch.prompt_ids[::num_samples], batch.prompt_mask[::num_samples])
-        return dataclasses.replace(batch, prompt_state=state)
+            state = prompt_forward(self.unwrapped_model, batch.prompt_ids[::G], batch.prompt_mask[::G])
+        return batch, state
 
-    monkeypatch_generate(fake_generate)
+    monkeypatch_sample(fake_sample)
     tr = trainer_cls(grad_config(share_prompt), policy=make_policy(seed=0), reward=LetterReward("e"), prompts=PROMPTS)
     row = tr.step()
     return tr, [p.grad.detach().clone() for p in tr.unwrapped_model.parameters()], row
@@ -168,14 +169,13 @@ def _worker(rank: int, port: int, batch, out: str) -> None:
     import contextlib
     import io
 
-    import pgcore.lm.trainer as trainer_mod
-    from pgcore.lm.distributed import AccelerateTrainer
+    from pgcore.engine.distributed import AccelerateTrainer
 
     half = len(batch) // 2
     tr, grads, row = one_step(AccelerateTrainer, rows(batch, rank * half, (rank + 1) * half),
-                              lambda fake: setattr(trainer_mod, "generate", fake))
+                              lambda fake: setattr(AccelerateTrainer, "sample", fake))
     _, shared_grads, shared_row = one_step(AccelerateTrainer, rows(batch, rank * half, (rank + 1) * half),
-                                           lambda fake: setattr(trainer_mod, "generate", fake), share_prompt=True)
+                                           lambda fake: setattr(AccelerateTrainer, "sample", fake), share_prompt=True)
     work = Path(out) / f"cli{rank}"
     work.mkdir()
     if rank == 0:
@@ -219,11 +219,10 @@ def workers(tmp_path_factory):
 @pytest.mark.parametrize("share_prompt", [False, True], ids=["one-pass", "shared-prompt"])
 def test_two_process_gradient_equals_the_single_process_gradient_on_the_whole_batch(workers, monkeypatch,
                                                                                      share_prompt):
-    import pgcore.lm.trainer as trainer_mod
-    from pgcore.lm.trainer import Trainer
+    from pgcore.engine import Trainer
 
     batch, results = workers
-    _, grads_1, row_1 = one_step(Trainer, batch, lambda fake: monkeypatch.setattr(trainer_mod, "generate", fake),
+    _, grads_1, row_1 = one_step(Trainer, batch, lambda fake: monkeypatch.setattr(Trainer, "sample", fake),
                                  share_prompt=share_prompt)
     prefix = "shared_" if share_prompt else ""
     assert all(r["world"] == 2 for r in results)

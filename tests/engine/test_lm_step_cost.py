@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lm_fakes import LetterReward, make_policy
-from pgcore.lm.trainer import LMConfig, Trainer, train
-from pgcore.metrics import read_csv
+from pgcore.engine import LMConfig, Trainer, train
+from pgcore.engine.metrics import read_csv
 
 PROMPTS = ["the movie", "a", "terrible plot, boring and too", "i loved this", "the food was"]
 
@@ -34,11 +34,14 @@ def test_a_shared_prompt_step_is_the_one_pass_step(tmp_path, kl_in, monkeypatch)
     by the root of the squared gradient, which blows rounding up where a gradient is ~0.) The shared
     sampler draws other random numbers than `generate`, so here both trainers sample with `generate`
     (the shared sampler is checked against a naive one in test_lm_sampling.py)."""
-    import pgcore.lm.trainer as trainer_module
+    import pgcore.engine.trainer as trainer_module
 
     plain_generate = trainer_module.generate
-    monkeypatch.setattr(trainer_module, "generate",
-                        lambda *a, **kw: plain_generate(*a, **{**kw, "share_prompt": False}))
+
+    def shared_by_generate(*a, prompt_graph=False, **kw):  # generate's samples; the log-prob pass runs the prompts
+        return plain_generate(*a, **kw), None
+
+    monkeypatch.setattr(trainer_module, "generate_shared", shared_by_generate)
     a = trainer(config(tmp_path / "a", kl_in=kl_in, kl_coef=0.2))
     b = trainer(config(tmp_path / "b", kl_in=kl_in, kl_coef=0.2, share_prompt=True))
     ra, rb = a.step(), b.step()

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from pgcore.lm.__main__ import main
-from pgcore.metrics import read_csv
+from pgcore.engine.cli import main
+from pgcore.engine.metrics import read_csv
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TIME_COLUMNS = ["time", "time_generate", "time_reward", "time_update", "time_reference", "time_policy", "time_optimizer"]
 RUN = ["--steps", "20", "--batch-size", "2", "--num-samples", "2", "--max-new-tokens", "8", "--save-every", "10",
        "--keep-last", "0", "--seed", "3"]
@@ -168,7 +168,7 @@ def test_nan_loss_exits_1_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
 
     from pgcore.lm import rewards
 
-    class NanFromStep3:
+    class NanFromStep3(rewards.RewardModel):
         name, label, calls = "nan-reward", None, 0
 
         def score(self, texts):
@@ -203,7 +203,7 @@ def test_ctrl_c_saves_a_checkpoint_and_outputs(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "--resume" in err
-    from pgcore.checkpoint import latest_checkpoint
+    from pgcore.engine.checkpoint import latest_checkpoint
 
     last = latest_checkpoint(tmp_path / "ckpt")
     step = int(last.name.split("-")[1])
