@@ -78,106 +78,65 @@ def _float(lower: float, strict: bool):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (defaults come from `LMConfig`)."""
-    from .config import ADVANTAGES, KL_ESTIMATORS, KL_PLACEMENTS, LOSS_AGGREGATIONS, LMConfig
+# How each setting is read on the command line; the help text is the field's docstring (`field_docs`).
+_POSITIVE = ("steps", "batch_size", "num_samples", "max_new_tokens", "eval_problems", "eval_samples")
+_NONNEGATIVE = ("seed", "kl_log_every", "eval_every", "warmup_steps", "save_every", "keep_last")
+_GROUPS = {"models and data": ("reward_model", "reward_label", "model", "prompts"),
+           "outputs": ("output_dir", "checkpoint_dir", "model_dir", "run_name", "save_every", "keep_last", "device",
+                       "dtype")}
+_METAVARS = {"reward_model": "NAME_OR_PATH", "model": "NAME_OR_PATH", "reward_label": "NAME", "prompts": "FILE",
+             "output_dir": "DIR", "checkpoint_dir": "DIR", "model_dir": "DIR"}
 
-    d = LMConfig()
+
+def _parse_kwargs(name: str, default) -> dict:
+    """argparse keywords of the `LMConfig` field `name`: its type check, or its choices."""
+    from .config import DTYPES, KL_ESTIMATORS, LOSS_AGGREGATIONS, SCHEDULERS
+    from ..lm.algorithm import ADVANTAGES, KL_PLACEMENTS
+
+    choices = {"advantage": ADVANTAGES, "loss_aggregation": LOSS_AGGREGATIONS, "kl_estimator": KL_ESTIMATORS,
+               "kl_in": KL_PLACEMENTS, "lr_scheduler": SCHEDULERS, "dtype": (*DTYPES, "bf16")}
+    if name in choices:
+        return {"choices": choices[name]}
+    if name == "share_prompt":
+        return {"action": argparse.BooleanOptionalAction}
+    if name in _POSITIVE:
+        return {"type": _positive_int}
+    if name in _NONNEGATIVE:
+        return {"type": _nonneg_int}
+    if isinstance(default, float):
+        return {"type": _float(0, strict=name in ("lr", "temperature", "max_grad_norm"))}
+    return {"metavar": _METAVARS.get(name)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser: one flag per `LMConfig` field (its docstring is the help, its default the
+    default), plus --resume, --threads and --quiet."""
+    from .config import LMConfig, field_docs
+
     p = _Parser(
         prog=PROG,
         description="Train a causal language model with the policy gradient (REINFORCE with RLOO / group / mean "
-                    "baselines) against a reward model. Offline by default: the tiny tier builds itself from data/.",
+                    "baselines) against a reward model. Offline by default: the tiny tier builds itself from data/. "
+                    "Every setting is explained in docs/lm.md.",
         formatter_class=_Formatter,
         epilog="exit status: 0 done; 1 the loss became NaN/inf (the last good checkpoint is kept); 2 bad input "
                "(nothing written), or another run holds the output/checkpoint folder; 130 interrupted with Ctrl-C, "
                "143 stopped by SIGTERM (both save a checkpoint and the outputs first: continue with --resume)",
     )
-    m = p.add_argument_group("models and data")
-    m.add_argument("--reward-model", required=True, metavar="NAME_OR_PATH",
-                   help="reward: tiny-sentiment (small classifier trained on data/), vader (rule-based), arithmetic "
-                        "(a verifier: 1 when the completion of '{a}+{b}=' is the sum, else 0; its training problems "
-                        "are the default prompts, held-out ones are never trained on), or an HF "
-                        "sequence-classification model name / local path")
-    m.add_argument("--reward-label", default=None, metavar="NAME",
-                   help="the classifier label whose probability is the reward (default: the label named "
-                        "positive/pos; required when the model has several outputs and no such label)")
-    m.add_argument("--model", default=d.model, metavar="NAME_OR_PATH",
-                   help="policy: tiny, tiny-arith (for --reward-model arithmetic), smollm2-135m (chat template "
-                        "applied), an HF causal-LM name or local path")
-    m.add_argument("--prompts", default=None, metavar="FILE",
-                   help="text file with one prompt per line (default: data/prompts.txt)")
-    t = p.add_argument_group("the policy-gradient loop")
-    t.add_argument("--steps", type=_positive_int, default=d.steps,
-                   help="optimizer steps (total, counting resumed ones)")
-    t.add_argument("--seed", type=_nonneg_int, default=d.seed, help="seed of prompts, sampling and everything else")
-    t.add_argument("--lr", type=_float(0, strict=True), default=d.lr, help="AdamW learning rate")
-    t.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="prompts per step")
-    t.add_argument("--num-samples", type=_positive_int, default=d.num_samples,
-                   help="completions per prompt (>= 2 for rloo and group)")
-    t.add_argument("--max-new-tokens", type=_positive_int, default=d.max_new_tokens, help="longest completion")
-    t.add_argument("--temperature", type=_float(0, strict=True), default=d.temperature,
-                   help="sampling temperature (the log-probs use the same one)")
-    t.add_argument("--advantage", choices=ADVANTAGES, default=d.advantage,
-                   help="none: raw reward; mean: minus batch mean; rloo: minus the mean of the prompt's other "
-                        "samples (= Dr. GRPO's r - mean up to the factor G/(G-1)); group: GRPO's (r - mean) / std "
-                        "within the prompt's G samples")
-    t.add_argument("--loss-aggregation", choices=LOSS_AGGREGATIONS, default=d.loss_aggregation,
-                   help="how per-token terms become the loss: token = mean over all completion tokens of the batch "
-                        "(DAPO, TRL's default); sequence = mean within each completion, then over completions (the "
-                        "original GRPO); constant = sum over tokens / (completions x max-new-tokens) (Dr. GRPO); sum = "
-                        "sum over each completion's tokens, mean over completions (RLOO, TRL's RLOOTrainer)")
-    t.add_argument("--kl-coef", type=_float(0, strict=False), default=d.kl_coef,
-                   help="weight of the KL(policy || initial policy) penalty subtracted from each completion's reward "
-                        "(0: no penalty; the KL is logged anyway)")
-    t.add_argument("--kl-estimator", choices=KL_ESTIMATORS, default=d.kl_estimator,
-                   help="per-token KL estimate in the penalty: k1 = log(pi/ref) (unbiased gradient), k3 = ref/pi - 1 "
-                        "- log(ref/pi) (lower-variance value, but a biased gradient when used as a reward)")
-    t.add_argument("--kl-in", choices=KL_PLACEMENTS, default=d.kl_in,
-                   help="reward: the KL penalty is subtracted from each completion's reward (detached, with "
-                        "--kl-estimator); loss: GRPO's k3 term with its gradient, kl-coef x (aggregated) k3, is added "
-                        "to the loss. The logged kl is the same in both")
-    t.add_argument("--kl-log-every", type=_nonneg_int, default=d.kl_log_every,
-                   help="with --kl-coef 0, run the frozen reference (to log the KL) only every N steps; 0: never "
-                        "(the kl column stays empty). With --kl-coef > 0 it runs every step")
-    t.add_argument("--share-prompt", action=argparse.BooleanOptionalAction, default=d.share_prompt,
-                   help="run each prompt once (and the prefix every prompt shares, e.g. a chat template's system "
-                        "turn, once for all) and share its key/value cache among its --num-samples completions, when "
-                        "sampling and in the log-prob forwards: the same log-probs up to float rounding, much less "
-                        "compute for long prompts. Default: on for chat-template models, off otherwise")
-    t.add_argument("--eval-every", type=_nonneg_int, default=d.eval_every,
-                   help="held-out pass@1 (sampled at --temperature) every N steps and of the final model, in "
-                        "training_metrics.csv and summary.json; 0: never. Needs a verifier reward (arithmetic)")
-    t.add_argument("--eval-problems", type=_positive_int, default=d.eval_problems,
-                   help="held-out problems per evaluation")
-    t.add_argument("--eval-samples", type=_positive_int, default=d.eval_samples,
-                   help="samples per held-out problem per evaluation")
-    t.add_argument("--entropy-coef", type=_float(0, strict=False), default=d.entropy_coef,
-                   help="weight of the entropy bonus")
-    t.add_argument("--warmup-steps", type=_nonneg_int, default=d.warmup_steps,
-                   help="steps of linear learning-rate warmup (from 0) at the start of the run")
-    t.add_argument("--max-grad-norm", type=_float(0, strict=True), default=d.max_grad_norm,
-                   help="clip the gradient norm to this")
-    o = p.add_argument_group("outputs")
-    o.add_argument("--output-dir", default=d.output_dir, metavar="DIR",
-                   help="training_metrics.csv, log_history.json, summary.json, training_curves.png go here")
-    o.add_argument("--checkpoint-dir", default=d.checkpoint_dir, metavar="DIR",
-                   help="checkpoint-<step>/ folders go here")
-    o.add_argument("--model-dir", default=d.model_dir, metavar="DIR",
-                   help="the final model + tokenizer (save_pretrained) go to DIR/RUN_NAME/")
-    o.add_argument("--run-name", default=d.run_name, help="folder name of the final model inside --model-dir")
-    o.add_argument("--save-every", type=_nonneg_int, default=d.save_every,
-                   help="checkpoint every N steps (and at the end); 0: only at the end")
-    o.add_argument("--keep-last", type=_nonneg_int, default=d.keep_last, help="keep the newest N checkpoints (0: all)")
+    docs = field_docs(LMConfig)
+    groups = {title: p.add_argument_group(title) for title in ("models and data", "the policy-gradient loop",
+                                                                "outputs")}
+    for f in dataclasses.fields(LMConfig):
+        title = next((t for t, names in _GROUPS.items() if f.name in names), "the policy-gradient loop")
+        required = f.name == "reward_model"  # what to train for is never implicit
+        groups[title].add_argument("--" + f.name.replace("_", "-"), default=None if required else f.default,
+                                   required=required, help=docs[f.name], **_parse_kwargs(f.name, f.default))
+    o = groups["outputs"]
     o.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue from a checkpoint: the newest checkpoint-<step>/ in --checkpoint-dir, or PATH; "
                         "the other settings must match the checkpoint's (only --steps and output places may change)")
-    o.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
-    o.add_argument("--dtype", choices=("float32", "bfloat16", "bf16"), default=d.dtype,
-                   help="precision of the forward passes: bfloat16 (bf16) autocasts sampling, log-probs and the "
-                        "reference (weights and AdamW stay float32), for GPUs that have bf16")
     o.add_argument("--threads", type=_positive_int, default=None,
-                   help="CPU threads for torch (default: torch's choice); tiny models run fastest on 1, and on a "
-                        "busy machine extra threads mostly wait for each other")
+                   help="CPU threads for torch (default: torch's choice; tiny models run fastest on 1)")
     o.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 

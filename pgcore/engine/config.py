@@ -4,14 +4,17 @@ The rationale of each setting is in docs/lm.md; the CLI's flags and `--help` are
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import math
+import textwrap
 from dataclasses import dataclass
 
 from ..lm.algorithm import ADVANTAGES, KL_PLACEMENTS, Args
 from ..pg import AGGREGATIONS as LOSS_AGGREGATIONS
 
-__all__ = ["LMConfig", "DTYPES", "ADVANTAGES", "KL_ESTIMATORS", "SCHEDULERS", "RESUMABLE_CHANGES", "LOSS_AGGREGATIONS",
+__all__ = ["LMConfig", "field_docs", "DTYPES", "ADVANTAGES", "KL_ESTIMATORS", "SCHEDULERS", "RESUMABLE_CHANGES", "LOSS_AGGREGATIONS",
            "KL_PLACEMENTS"]
 
 DTYPES = ("float32", "bfloat16")
@@ -102,3 +105,16 @@ class LMConfig(Args):
     def replace(self, **changes) -> "LMConfig":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def field_docs(cls) -> dict[str, str]:
+    """{field: its docstring} of a dataclass and its bases: the string literal written under each field (the
+    CLI's `--help` is made from these)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for node, after in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs

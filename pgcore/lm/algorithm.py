@@ -54,7 +54,7 @@ class Args:
     temperature: float = 1.0
     """sampling temperature; the log-probs use the same one"""
     advantage: str = "rloo"
-    """how rewards become advantages: none, mean, rloo or group"""
+    """none, mean, rloo (Dr. GRPO's r - mean up to the factor G/(G-1)), group (GRPO's (r - mean) / std)"""
     loss_aggregation: str = "token"
     """how per-token terms become the loss: token, sequence, constant or sum"""
     kl_coef: float = 0.1
