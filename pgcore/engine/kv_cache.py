@@ -88,7 +88,7 @@ def common_prefix_length(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) ->
 def prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     """Run B distinct left-padded prompts (B, P) once, keeping their key/value cache; the C tokens every
     prompt starts with (`common_prefix_length`: a chat template's system turn, for instance) run once
-    for all B.
+    for all B. Naive twin: `model(prompt_ids, prompt_mask, position_ids, use_cache=True)` over the plain rows.
 
     Layout: the cache holds [the shared prefix | each prompt's own tokens, left-padded] (still P
     columns); `layout` (B, P) is its attention mask (ones, then the suffixes' padding mask). Positions
@@ -126,7 +126,7 @@ def prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
 class PromptCache:
     """The key/value cache and last logit of each prompt under a *frozen* model (the reference), kept
     across steps: a run draws its prompts again and again, and a frozen model's cache of a prompt never
-    changes. `forward` is `prompt_forward` for such a model, with each prompt run once per run, not once
+    changes. Naive twin: `prompt_forward` on the batch's prompts, every step. `forward` is `prompt_forward` for such a model, with each prompt run once per run, not once
     per step.
 
     Each prompt is run alone (a batch of one), so what is kept is a function of the prompt only: a run

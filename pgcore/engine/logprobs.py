@@ -86,6 +86,9 @@ def per_token_logps(
 ):
     """log pi(y_t | x, y_<t) for the last `logits_to_keep` tokens of every row (the completion).
 
+    Naive twin: `pgcore.lm.algorithm.per_token_logps` (all logits, then `log_softmax -> gather`). Here: only the
+    last T + 1 logits are computed (`logits_to_keep`), no key/value cache is built, and `selective_log_softmax`.
+
     Args:
         model: a causal LM (gradients flow through it unless called under `torch.no_grad()`).
         input_ids: (B, L) prompt then completion, left-padded (`Batch.input_ids`).
@@ -153,6 +156,8 @@ def per_token_logps_shared_prompt(
     prompt_state: tuple | None = None,
 ):
     """`per_token_logps` for G = num_samples completions of each prompt, running each prompt once.
+
+    Naive twin: `per_token_logps(model, cat(prompt, completion), cat(prompt_mask, completion_mask), T)`.
 
     The rows are prompt-major (row i * G + g is sample g of prompt i, as `Batch` holds them), so
     the G copies of a prompt are identical. Instead of G forward passes over the same prompt:

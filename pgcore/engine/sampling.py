@@ -19,6 +19,9 @@ def generate_shared(model, tokenizer, prompts, num_samples: int, max_new_tokens:
                     prompt_graph: bool = False) -> tuple[Batch, tuple | None]:
     """`generate`'s batch, sampled with each distinct prompt's forward (the prefill) run once.
 
+    Naive twin: `pgcore.lm.sampling.generate` (the same distribution, other random numbers), and token by token
+    a sampler that recomputes every forward from scratch (tests/test_lm_sampling.py: the same tokens).
+
     prompt_graph: run the prompts' forward with autograd on and return it as `prompt_state` (cache, last logits,
     layout) for `per_token_logps_shared_prompt(..., prompt_state=...)`: sampling and the gradient then share one
     prompt forward. Sampling itself keeps no graph. Returns (batch, prompt_state or None).
@@ -48,7 +51,8 @@ def sample_categorical(logits: torch.Tensor, temperature: float = 1.0) -> torch.
     exceeds u: token v is drawn with probability p_v exactly (up to float rounding of the cumsum), and a
     token of probability 0 never. One uniform number per row, where `torch.multinomial` draws V
     exponentials per row (on a CPU, about 10x slower for a 50k vocabulary). Uses the global torch RNG.
-
+    Naive twin: `torch.multinomial(softmax(logits / temperature), 1)`, the same distribution (tested against
+    the exact probabilities).
     """
     if logits.dim() != 2:
         raise ValueError(f"logits must be shaped (N, V), got shape {tuple(logits.shape)}")

@@ -92,3 +92,17 @@ def test_the_comparison_can_fail(gpt2):
     _, teach_model, _, loss_t, _ = _both_sides(gpt2, False, "reward", "token", "none")
     with pytest.raises(AssertionError):
         _assert_same(engine_model, teach_model, loss_e, loss_t)
+
+
+FAST_PATHS = {"sampling": ("generate_shared", "sample_categorical"),
+              "logprobs": ("selective_log_softmax", "per_token_logps", "per_token_logps_shared_prompt"),
+              "kv_cache": ("prompt_forward", "PromptCache")}
+
+
+@pytest.mark.parametrize("module,name", [(m, n) for m, names in FAST_PATHS.items() for n in names])
+def test_every_fast_path_names_its_naive_twin(module, name):
+    """The engine's rule: a fast path says in its docstring what plain code it equals (its test is beside it)."""
+    import importlib
+
+    obj = getattr(importlib.import_module(f"pgcore.engine.{module}"), name)
+    assert "Naive twin" in (obj.__doc__ or ""), f"pgcore.engine.{module}.{name} does not name its naive twin"
