@@ -1,11 +1,11 @@
 """The run around the step: the loop to `config.steps`, checkpoints, the metrics files, the final
 model, resume, Ctrl-C / SIGTERM and the NaN guard.
 
-Nothing here knows how a step computes its update (minGPT's trainer rule): `TrainingRun` is mixed into
-`pgcore.lm.trainer.Trainer`, whose `step()` returns one metrics row. It reads the trainer's
-`config`, `policy`, `reward`, `model`/`unwrapped_model`, `tokenizer`, `optimizer`, `scheduler`,
-`logger`, `global_step` and `is_main_process`.
-
+Nothing here knows how a step computes its update (minGPT's trainer rule): `Run(trainer)` calls
+`trainer.step()`, which returns one metrics row, and reads the trainer's `config`, `policy`, `reward`,
+`raw_prompts`, `model` / `unwrapped_model`, `tokenizer`, `optimizer`, `scheduler`, `logger` (its `history`),
+`global_step`, `reference_sha256`, and its process hooks (`is_main_process`, `num_processes`, `gather`,
+`device`); it sets `global_step`, `last_checkpoint` and `resumed_from` on the trainer.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from ..files import atomic_dir
 from .locks import FolderInUseError, FolderLock, check_writable_dir
 from .config import RESUMABLE_CHANGES
 
-__all__ = ["TrainingRun", "LMResult", "NonFiniteLossError", "RunTerminated", "CSV_COLUMNS", "VERIFIER_COLUMNS",
+__all__ = ["Run", "check_output_places", "LMResult", "NonFiniteLossError", "RunTerminated", "CSV_COLUMNS", "VERIFIER_COLUMNS",
            "PANELS", "signals_deferred"]
 
 CSV_COLUMNS = (
@@ -116,10 +116,22 @@ def _fmt(x, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
-class TrainingRun:
-    """The run's plumbing, mixed into `Trainer` (see the module docstring).
+def check_output_places(cfg) -> None:
+    """Every place a run writes must be a folder it can write (ValueError, one line, before any work)."""
+    for folder, what in ((cfg.output_dir, "output dir"), (cfg.checkpoint_dir, "checkpoint dir"),
+                         (cfg.model_dir, "model dir")):
+        if folder:
+            check_writable_dir(folder, what)
+    if cfg.model_dir:
+        check_writable_dir(Path(cfg.model_dir) / cfg.run_name, "model folder")
 
-    """
+
+class Run:
+    """The run around a trainer's steps (see the module docstring): `Run(trainer).train()`."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self._sigterm = False
 
     # ------------------------------------------------------------------ the run
     def train(self, callbacks: Sequence[Callable[[Any, dict], Any]] = (), progress: bool = False) -> LMResult:
@@ -137,37 +149,39 @@ class TrainingRun:
         """
         from tqdm.auto import tqdm
 
-        cfg = self.config
-        start, first_step = time.perf_counter(), self.global_step
+        tr = self.trainer
+
+        cfg = tr.config
+        start, first_step = time.perf_counter(), tr.global_step
         status = "completed"
         locks = self._lock_folders()
         self._sigterm = False
         previous = self._install_sigterm()
-        bar = tqdm(total=cfg.steps, initial=min(self.global_step, cfg.steps), disable=not progress,
+        bar = tqdm(total=cfg.steps, initial=min(tr.global_step, cfg.steps), disable=not progress,
                    desc="policy gradient", unit="step")
         try:
-            while self.global_step < cfg.steps:
-                row = self.step()
+            while tr.global_step < cfg.steps:
+                row = tr.step()
                 bar.update(1)
                 bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=_fmt(row["kl"], ".3f"))
-                if cfg.save_every and self.global_step % cfg.save_every == 0 and self.global_step < cfg.steps:
+                if cfg.save_every and tr.global_step % cfg.save_every == 0 and tr.global_step < cfg.steps:
                     self.save_checkpoint()
                     self.write_outputs(status="running", wall_seconds=time.perf_counter() - start, plot=False)
                 if self._terminate_requested():
                     raise RunTerminated
-                if any([cb(self, row) is True for cb in callbacks]):
+                if any([cb(tr, row) is True for cb in callbacks]):
                     status = "stopped"
                     break
         except KeyboardInterrupt as stop:
             bar.close()
-            if self.global_step > first_step:  # nothing new: leave existing files alone
+            if tr.global_step > first_step:  # nothing new: leave existing files alone
                 self.save_checkpoint()
                 status = "terminated" if isinstance(stop, RunTerminated) else "interrupted"
                 self.write_outputs(status=status, wall_seconds=time.perf_counter() - start)
             raise
         except NonFiniteLossError:
             bar.close()
-            if self.global_step > first_step:
+            if tr.global_step > first_step:
                 self.write_outputs(status="nonfinite", wall_seconds=time.perf_counter() - start)
             raise
         finally:
@@ -178,20 +192,21 @@ class TrainingRun:
         self.save_checkpoint()
         model_path = self.save_model()
         summary = self.write_outputs(status=status, wall_seconds=time.perf_counter() - start, model_path=model_path)
-        return LMResult(policy=self.policy, history=self.history, summary=summary,
-                        output_dir=Path(cfg.output_dir) if cfg.output_dir and self.is_main_process else None,
-                        model_path=model_path, last_checkpoint=self.last_checkpoint, status=status)
+        return LMResult(policy=tr.policy, history=tr.history, summary=summary,
+                        output_dir=Path(cfg.output_dir) if cfg.output_dir and tr.is_main_process else None,
+                        model_path=model_path, last_checkpoint=tr.last_checkpoint, status=status)
 
     # ------------------------------------------------------------------ SIGTERM, locks, output places
     def _install_sigterm(self):
         """SIGTERM -> RunTerminated at once (one process; deferred while an update is applied), or a
         flag every process checks after the step (several processes: they must stop together)."""
+        tr = self.trainer
         if threading.current_thread() is not threading.main_thread():
             return None
 
         def on_sigterm(signum, frame):
             self._sigterm = True
-            if self.num_processes == 1:
+            if tr.num_processes == 1:
                 raise RunTerminated
 
         return signal.signal(signal.SIGTERM, on_sigterm)
@@ -203,20 +218,22 @@ class TrainingRun:
 
     def _terminate_requested(self) -> bool:
         """Did any process receive SIGTERM? (A gather: every process answers the same after each step.)"""
-        if self.num_processes == 1:
+        tr = self.trainer
+        if tr.num_processes == 1:
             return self._sigterm
         import torch
 
-        flags = self.gather(torch.tensor([float(self._sigterm)], device=self.device))
+        flags = tr.gather(torch.tensor([float(self._sigterm)], device=tr.device))
         return bool(flags.sum().item() > 0)
 
     def _lock_folders(self) -> list[FolderLock]:
         """The main process claims the output and checkpoint folders for this run; FolderInUseError (on
         every process of a distributed run, so none waits for the others) when another run holds one."""
-        cfg = self.config
+        tr = self.trainer
+        cfg = tr.config
         locks: list[FolderLock] = []
         error: FolderInUseError | None = None
-        if self.is_main_process:
+        if tr.is_main_process:
             seen = set()
             try:
                 for folder, what in ((cfg.output_dir, "output dir"), (cfg.checkpoint_dir, "checkpoint dir")):
@@ -225,10 +242,10 @@ class TrainingRun:
                         locks.append(FolderLock(folder, what).acquire())
             except FolderInUseError as e:
                 error = e
-        if self.num_processes > 1:
+        if tr.num_processes > 1:
             import torch
 
-            if self.gather(torch.tensor([float(error is not None)], device=self.device)).sum().item() > 0 \
+            if tr.gather(torch.tensor([float(error is not None)], device=tr.device)).sum().item() > 0 \
                     and error is None:
                 error = FolderInUseError("the main process found its output or checkpoint folder in use by "
                                          "another run; accepted: other folders")
@@ -238,59 +255,52 @@ class TrainingRun:
             raise error
         return locks
 
-    def _check_output_places(self) -> None:
-        """Every place the run writes must be a folder it can write (ValueError, one line, before any work)."""
-        cfg = self.config
-        for folder, what in ((cfg.output_dir, "output dir"), (cfg.checkpoint_dir, "checkpoint dir"),
-                             (cfg.model_dir, "model dir")):
-            if folder:
-                check_writable_dir(folder, what)
-        if cfg.model_dir:
-            check_writable_dir(Path(cfg.model_dir) / cfg.run_name, "model folder")
-
     # ------------------------------------------------------------------ files (main process only)
     def save_checkpoint(self) -> Path | None:
         """Write checkpoint-<global_step>/ (unless there is no checkpoint_dir, no step yet, or it exists)."""
-        cfg = self.config
-        if not cfg.checkpoint_dir or not self.is_main_process or self.global_step == 0:
+        tr = self.trainer
+        cfg = tr.config
+        if not cfg.checkpoint_dir or not tr.is_main_process or tr.global_step == 0:
             return None
-        path = Path(cfg.checkpoint_dir) / f"checkpoint-{self.global_step}"
-        if self.last_checkpoint == path and path.exists():
+        path = Path(cfg.checkpoint_dir) / f"checkpoint-{tr.global_step}"
+        if tr.last_checkpoint == path and path.exists():
             return path
-        self.last_checkpoint = ckpt_lib.save_checkpoint(
-            cfg.checkpoint_dir, self.global_step, model=self.unwrapped_model, tokenizer=self.tokenizer,
-            optimizer=self.optimizer, scheduler=self.scheduler, history=self.history,
+        tr.last_checkpoint = ckpt_lib.save_checkpoint(
+            cfg.checkpoint_dir, tr.global_step, model=tr.unwrapped_model, tokenizer=tr.tokenizer,
+            optimizer=tr.optimizer, scheduler=tr.scheduler, history=tr.history,
             config=dataclasses.asdict(cfg), extra=self._identity(), keep_last=cfg.keep_last,
         )
-        return self.last_checkpoint
+        return tr.last_checkpoint
 
     def save_model(self) -> Path | None:
         """save_pretrained the policy and its tokenizer to <model_dir>/<run_name>/, atomically."""
-        cfg = self.config
-        if not cfg.model_dir or not self.is_main_process:
+        tr = self.trainer
+        cfg = tr.config
+        if not cfg.model_dir or not tr.is_main_process:
             return None
         path = Path(cfg.model_dir) / cfg.run_name
         with atomic_dir(path) as tmp, ckpt_lib.quiet_transformers():
-            self.unwrapped_model.save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
+            tr.unwrapped_model.save_pretrained(tmp)
+            tr.tokenizer.save_pretrained(tmp)
         return path
 
     def summary(self, status: str = "completed", wall_seconds: float | None = None, model_path=None) -> dict:
         """What summary.json holds: config, models, reward label, first/last reward, steps, times, versions."""
-        h = self.history
+        tr = self.trainer
+        h = tr.history
         rewards = [row["reward_mean"] for row in h]
         verifier = {}
-        if getattr(self.config, "eval_every", 0):  # held-out pass@1 (verifier rewards, notebook 05)
+        if getattr(tr.config, "eval_every", 0):  # held-out pass@1 (verifier rewards, notebook 05)
             verifier = {"heldout_pass1_first": h[0].get("heldout_pass1") if h else None,
-                        "heldout_pass1_final": getattr(self, "heldout_pass1_final", None)}
+                        "heldout_pass1_final": tr.heldout_pass1_final}
         return {
             "status": status,
-            "config": dataclasses.asdict(self.config),
-            "share_prompt": getattr(self, "share_prompt", None),  # the config's, resolved (None there: automatic)
-            "model": self.policy.name,
-            "reward_model": getattr(self.reward, "name", self.config.reward_model),
-            "reward_label": getattr(self.reward, "label", None),
-            "steps": self.global_step,
+            "config": dataclasses.asdict(tr.config),
+            "share_prompt": tr.share_prompt,  # the config's, resolved (None there: automatic)
+            "model": tr.policy.name,
+            "reward_model": getattr(tr.reward, "name", tr.config.reward_model),
+            "reward_label": getattr(tr.reward, "label", None),
+            "steps": tr.global_step,
             "reward_first": rewards[0] if rewards else None,
             "reward_last": rewards[-1] if rewards else None,
             "reward_first10_mean": float(np.mean(rewards[:10])) if rewards else None,
@@ -300,38 +310,43 @@ class TrainingRun:
             **verifier,
             "train_seconds": float(sum(row["time"] for row in h)),
             "wall_seconds": wall_seconds,
-            "resumed_from": str(self.resumed_from) if self.resumed_from else None,
-            "last_checkpoint": str(self.last_checkpoint) if self.last_checkpoint else None,
+            "resumed_from": str(tr.resumed_from) if tr.resumed_from else None,
+            "last_checkpoint": str(tr.last_checkpoint) if tr.last_checkpoint else None,
             "final_model": str(model_path) if model_path else None,
-            "device": str(self.device),
-            "world_size": self.num_processes,
-            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "device": str(tr.device),
+            "world_size": tr.num_processes,
+            "num_parameters": sum(p.numel() for p in tr.model.parameters()),
             "versions": environment_info(),
         }
 
     def write_outputs(self, status: str = "completed", wall_seconds: float | None = None, model_path=None,
                       plot: bool = True) -> dict:
         """Write the metrics files (main process only; the plot only when `plot`). Returns the summary."""
+        tr = self.trainer
         summary = self.summary(status, wall_seconds, model_path)
-        if self.is_main_process:
-            self.logger.write(summary=summary, plot=plot and bool(self.history))
+        if tr.is_main_process:
+            tr.logger.write(summary=summary, plot=plot and bool(tr.history))
         return summary
 
     # ------------------------------------------------------------------ resume
     def _identity(self) -> dict:
         """What a checkpoint must agree on besides the config: model, reward, label, prompt set, world
         size and the reference (the starting weights the KL is measured against)."""
+        tr = self.trainer
         return {
-            "model": self.policy.name,
-            "reward_model": getattr(self.reward, "name", self.config.reward_model),
-            "reward_label": getattr(self.reward, "label", None),
-            "prompts_sha256": hashlib.sha256("\n".join(self.raw_prompts).encode()).hexdigest(),
-            "world_size": self.num_processes,
-            "reference_sha256": self.reference_sha256,  # the KL anchor: the weights the run started from
+            "model": tr.policy.name,
+            "reward_model": getattr(tr.reward, "name", tr.config.reward_model),
+            "reward_label": getattr(tr.reward, "label", None),
+            "prompts_sha256": hashlib.sha256("\n".join(tr.raw_prompts).encode()).hexdigest(),
+            "world_size": tr.num_processes,
+            "reference_sha256": tr.reference_sha256,  # the KL anchor: the weights the run started from
         }
 
-    def _resume(self, resume: str | Path | bool) -> None:
-        cfg = self.config
+    def resume(self, resume: str | Path | bool) -> None:
+        """Load checkpoint `resume` (a path, or True: the newest in checkpoint_dir) into the trainer, after
+        checking it belongs to this run (the same settings, model, reward, prompts, world size, reference)."""
+        tr = self.trainer
+        cfg = tr.config
         if resume is True:
             if not cfg.checkpoint_dir:
                 raise ValueError("resume=True needs a checkpoint_dir to look in")
@@ -340,7 +355,7 @@ class TrainingRun:
                 raise ValueError(f"no checkpoint-<step>/ folder in {cfg.checkpoint_dir} to resume from")
         else:
             path = Path(resume)
-        ck = ckpt_lib.read_checkpoint(path, self.unwrapped_model)  # ValueError if corrupt or a different model
+        ck = ckpt_lib.read_checkpoint(path, tr.unwrapped_model)  # ValueError if corrupt or a different model
         saved, now = ck.config, dataclasses.asdict(cfg)
         diffs = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k, now[k]) != now[k]]
         if diffs:
@@ -352,7 +367,7 @@ class TrainingRun:
                 raise ValueError(f"checkpoint {path} was made with {k}={ck.extra[k]!r}, this run has {k}={v!r}")
         if ck.step != len(ck.history):
             raise ValueError(f"checkpoint {path} is corrupt (step {ck.step} but {len(ck.history)} metrics rows)")
-        ck.apply(self.unwrapped_model, self.optimizer, self.scheduler)
-        self.global_step = ck.step
-        self.logger.history = [dict(r) for r in ck.history]
-        self.resumed_from = self.last_checkpoint = path
+        ck.apply(tr.unwrapped_model, tr.optimizer, tr.scheduler)
+        tr.global_step = ck.step
+        tr.logger.history = [dict(r) for r in ck.history]
+        tr.resumed_from = tr.last_checkpoint = path

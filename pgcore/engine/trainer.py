@@ -28,7 +28,7 @@ from .config import LMConfig
 from .kv_cache import PromptCache
 from .logprobs import per_token_logps, per_token_logps_shared_prompt
 from .metrics import MetricsLogger, StepTimer
-from .run import PANELS, LMResult, NonFiniteLossError, TrainingRun, signals_deferred
+from .run import PANELS, LMResult, NonFiniteLossError, Run, check_output_places, signals_deferred
 from .sampling import generate_shared
 
 __all__ = ["Trainer", "train"]
@@ -39,7 +39,7 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-class Trainer(TrainingRun):
+class Trainer:
     """The LM policy-gradient loop, one `step()` at a time, or `train()` for the whole run with
     checkpoints, metrics files, Ctrl-C handling and the NaN guard.
 
@@ -47,9 +47,9 @@ class Trainer(TrainingRun):
     The policy is trained in place. resume: a checkpoint-<step>/ folder, or True for the newest one
     in config.checkpoint_dir; it is read and checked against this run before anything is written.
 
-    Distributed runs (Accelerate, see the data-parallel issue) override the four hooks at the end:
-    `num_processes`, `process_index`, `gather`, `backward`; every file is written only by the
-    main process. With one process they are identities.
+    Distributed runs (`distributed.AccelerateTrainer`) override the hooks at the end: `num_processes`,
+    `process_index`, `gather`, `backward`; only the main process writes files. With one process they are
+    identities. The run around the steps (loop, files, resume, signals) is `run.Run`, composed, not inherited.
     """
 
     num_processes: int = 1
@@ -58,7 +58,7 @@ class Trainer(TrainingRun):
     def __init__(self, config: LMConfig | None = None, *, policy=None, reward=None,
                  prompts: Sequence[str] | None = None, resume: str | Path | bool | None = None):
         self.config = cfg = config if config is not None else LMConfig()
-        self._check_output_places()  # an unusable output path fails here, before any model loads
+        check_output_places(cfg)  # an unusable output path fails here, before any model loads
         if cfg.batch_size % self.num_processes:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {self.num_processes} processes")
         set_seed(cfg.seed)
@@ -125,7 +125,16 @@ class Trainer(TrainingRun):
         self.resumed_from: Path | None = None
         self.last_checkpoint: Path | None = None
         if resume:
-            self._resume(resume)
+            Run(self).resume(resume)
+
+    def train(self, callbacks: Sequence[Callable[["Trainer", dict], Any]] = (), progress: bool = False) -> LMResult:
+        """Run to `config.steps` with checkpoints, metrics files, Ctrl-C / SIGTERM and the NaN guard (`run.Run`).
+        callbacks: `cb(trainer, row)` after every step; one returning True stops the run early."""
+        return Run(self).train(callbacks=callbacks, progress=progress)
+
+    def save_checkpoint(self):
+        """Write checkpoint-<global_step>/ now (`run.Run.save_checkpoint`)."""
+        return Run(self).save_checkpoint()
 
     # ------------------------------------------------------------------ the step
     def step(self) -> dict:
