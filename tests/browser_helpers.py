@@ -84,7 +84,7 @@ def course_copy(repo: Path, dest: Path) -> Path:
 
     `output/`, `checkpoints/` and `models/` are fresh empty folders, so runs here never touch the
     repo's. The built models (tiny, tiny-sentiment) come from pgcore's user cache, shared with
-    `pytest --nbval` (`pgcore.utils.cache_dir()`).
+    `pytest --nbval` (`pgcore.files.cache_dir()`).
     """
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(repo / "notebooks", dest / "notebooks",

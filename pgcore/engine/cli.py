@@ -12,7 +12,7 @@ the output or checkpoint folder), 1 the loss became NaN/inf (the last good check
 interrupted by Ctrl-C, 143 stopped by SIGTERM (for both: a checkpoint and the outputs are saved;
 continue with --resume). training_metrics.csv grows row by row as the run goes (`tail -f` it).
 Launched on several processes (`accelerate launch`, `torchrun`: WORLD_SIZE > 1), it trains data-parallel
-with `pgcore.lm.distributed.AccelerateTrainer`: every process exits with the same status, only the main
+with `pgcore.engine.distributed.AccelerateTrainer`: every process exits with the same status, only the main
 process prints progress and writes files, and an error is printed once per machine.
 
 """

@@ -145,7 +145,7 @@ class Run:
         NaN/inf loss writes the metrics files (no new checkpoint: the last good one stays) and
         raises NonFiniteLossError. Either way, if no step finished in this call, no metrics file or
         checkpoint is touched. The output and checkpoint folders are locked for the run
-        (`pgcore.utils.FolderLock`): a second run into them raises `FolderInUseError`.
+        (`locks.FolderLock`): a second run into them raises `FolderInUseError`.
         """
         from tqdm.auto import tqdm
 

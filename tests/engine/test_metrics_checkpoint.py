@@ -1,4 +1,4 @@
-"""pgcore.metrics (the generic run logger) and pgcore.checkpoint (exact resume, pruning, atomic saves)."""
+"""pgcore.engine.metrics (the generic run logger) and pgcore.engine.checkpoint (exact resume, pruning, atomic saves)."""
 from __future__ import annotations
 
 import json
