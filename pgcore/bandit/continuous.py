@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from .core import _check_baseline, _check_count
+from .._checks import check_int
+from .core import _check_baseline
 
 __all__ = ["quadratic_reward", "gaussian_objective", "gaussian_exact_gradient", "gaussian_score_samples"]
 
@@ -89,7 +90,7 @@ def gaussian_score_samples(
     from ..policies import gaussian_score
 
     mu, log_std, a_star = _check_gaussian(mean, log_std, a_star)
-    num_samples = _check_count(num_samples, "num_samples")
+    num_samples = check_int(num_samples, "num_samples")
     b = _check_baseline(baseline, mu)
     if b.dim() != 0:
         raise ValueError(f"baseline must be a single number, got shape {tuple(b.shape)}")
