@@ -11,7 +11,7 @@ import torch
 import pgcore as pg
 from pgcore.actor_critic import ActorCriticConfig, fit_value, n_step_advantage, rollout_advantages, train
 from pgcore.envs import make_env
-from pgcore.pg import gae, td_error
+from pgcore.returns import gae, td_error
 from pgcore.policies import MLPPolicy, ValueNet
 from pgcore.reinforce import ReinforceConfig, collect_rollout
 from pgcore.widgets import variance as vw
@@ -338,7 +338,7 @@ def test_ppo_update_minibatch_normalization_by_hand():
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(p.parameters(), q.parameters()))
     assert out["epochs"] == 2 and len(out["clip_fracs"]) == 6
     # and it differs from standardizing the whole batch once
-    p2, _, _ = _run_update(cfg.replace(adv_norm_scope="batch"), policy, inputs[1], obs, act, old_logp, pg.pg.normalize(adv), inputs[6])
+    p2, _, _ = _run_update(cfg.replace(adv_norm_scope="batch"), policy, inputs[1], obs, act, old_logp, pg.normalize(adv), inputs[6])
     assert not all(torch.allclose(x, y, atol=1e-6) for x, y in zip(p.parameters(), p2.parameters()))
 
 

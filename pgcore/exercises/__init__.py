@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 
+from .._lazy import lazy_submodules
 from .core import Exercise, Result, WrongAnswer
 
 MODULES = ("nb01", "nb02", "nb03", "nb04", "nb05")
@@ -38,9 +39,4 @@ def all_exercises() -> list[tuple[str, Exercise]]:
     return out
 
 
-def __getattr__(name: str):
-    if name in MODULES:
-        module = importlib.import_module(f".{name}", __name__)
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'pgcore.exercises' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_submodules(__name__, MODULES)

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from .. import envs as _envs
-from ..pg import pg_loss
+from .._checks import check_int
+from ..estimators import pg_loss
 from ..policies import GaussianPolicy, MLPPolicy, ValueNet
 from ..returns import reward_to_go
 from ..utils import get_device
@@ -43,10 +44,9 @@ def start_training(env, config, config_cls, seed):
     if not isinstance(cfg, config_cls):
         name = config_cls.__name__
         raise ValueError(f"config must be {'an' if name[0] in 'AEIOU' else 'a'} {name} or None, got {type(cfg).__name__}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    seed = check_int(seed, "seed", low=None)
     target = _target_return(env, cfg.target_return)
-    return cfg, int(seed), get_device(cfg.device), _envs.env_id_of(env), target, cfg.early_stop and target is not None
+    return cfg, seed, get_device(cfg.device), _envs.env_id_of(env), target, cfg.early_stop and target is not None
 
 
 def init_networks(envs, policy, cfg, device: torch.device, env_id: str, seed: int, critic: bool):
@@ -164,11 +164,11 @@ def train(
     space, a Gaussian policy (`pgcore.policies.GaussianPolicy`, state-independent learned log-std) for a
     1-D Box action space. Box actions are sampled from the Gaussian, clipped to the bounds only when
     stepping the env, and the log-prob of the unclipped sample (summed over action dimensions) is what
-    the loss differentiates. The discrete path is the same code, number for number, as before Box support.
+    the loss differentiates.
 
     Each update: collect num_envs * episodes_per_env complete episodes (step 1), weight each
     grad log pi by R(tau) or the reward-to-go (2), subtract a baseline and normalize (3),
-    loss = pgcore.pg.pg_loss(logp, adv) (4), one Adam step (5). Stops at the env-step budget,
+    loss = pgcore.pg_loss(logp, adv) (4), one Adam step (5). Stops at the env-step budget,
     or early: once the last `stop_window` training episodes average >= target_return, the
     policy plays `confirm_episodes` fresh episodes on a separate env, and training stops if their
     mean is >= target_return + confirm_margin (logged as "eval_return"; those steps are not

@@ -14,7 +14,8 @@ import torch
 from torch.distributions import Categorical
 
 from .. import envs as _envs
-from ..pg import normalize
+from .._checks import is_int
+from ..estimators import normalize
 from ..policies import ValueNet
 from ..returns import discounted_return, reward_to_go
 from .config import BASELINES, WEIGHTINGS
@@ -149,7 +150,7 @@ def collect_rollout(
     n = envs.num_envs
     if num_episodes is None:
         num_episodes = n
-    if not isinstance(num_episodes, (int, np.integer)) or num_episodes < 1 or num_episodes % n:
+    if not is_int(num_episodes) or num_episodes < 1 or num_episodes % n:
         raise ValueError(f"num_episodes={num_episodes!r} is invalid; accepted: a positive multiple of num_envs={n}")
     per_env = int(num_episodes) // n
     mode = _envs.autoreset_mode(envs)
@@ -250,7 +251,7 @@ def compute_advantages(
 
     adv = weights - b, with b = 0 ("none"), the batch mean of the weights ("mean"), or V(s_t)
     from `value_net` ("value", evaluated without grad); then, if `normalize_adv`, standardized
-    over the batch (`pgcore.pg.normalize`). `weights[batch.mask]` lines up with `batch.logp[batch.mask]`.
+    over the batch (`pgcore.normalize`). `weights[batch.mask]` lines up with `batch.logp[batch.mask]`.
 
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
@@ -298,7 +299,7 @@ def evaluate(
 
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
-    if not isinstance(episodes, (int, np.integer)) or episodes < 1:
+    if not is_int(episodes) or episodes < 1:
         raise ValueError(f"episodes={episodes!r} is invalid; accepted: an int >= 1")
     if isinstance(env, str):
         try:
