@@ -25,7 +25,7 @@ Introduced in notebooks/03_variance_reduction.ipynb.
 """
 from __future__ import annotations
 
-from .config import ADV_NORM_SCOPES, ADVANTAGES, ActorCriticConfig
+from .config import ADV_NORM_SCOPES, ADVANTAGE_ESTIMATORS, ActorCriticConfig
 from .loop import TrainResult, train
 from .update import (
     critic_values,
@@ -37,7 +37,7 @@ from .update import (
 
 __all__ = [
     "ActorCriticConfig",
-    "ADVANTAGES",
+    "ADVANTAGE_ESTIMATORS",
     "ADV_NORM_SCOPES",
     "n_step_advantage",
     "critic_values",

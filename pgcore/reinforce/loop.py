@@ -19,7 +19,7 @@ from ..estimators import pg_loss
 from ..policies import GaussianPolicy, MLPPolicy, ValueNet
 from ..returns import reward_to_go
 from ..utils import get_device
-from .config import ReinforceConfig
+from .config import ReinforceConfig, TrainConfig
 from .rollout import Rollout, torch_threads, collect_rollout, compute_advantages, compute_weights
 
 
@@ -124,7 +124,7 @@ class TrainResult:
     policy:     the trained MLPPolicy (policy(obs_batch) -> Categorical), or GaussianPolicy for a Box
                 action space (-> Independent(Normal)), in eval mode
     value_net:  the ValueNet when baseline="value", else None
-    config:     the ReinforceConfig used
+    config:     the config used (a ReinforceConfig, or an ActorCriticConfig)
     env_id:     name of the env trained on
     env_steps:  env steps (transitions of collected episodes) used
     history:    one dict per update, keys: update, env_steps, episodes, return_mean, return_std,
@@ -138,7 +138,7 @@ class TrainResult:
 
     policy: torch.nn.Module
     value_net: ValueNet | None
-    config: ReinforceConfig
+    config: TrainConfig
     env_id: str
     env_steps: int
     history: list[dict] = field(default_factory=list)
