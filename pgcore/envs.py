@@ -130,10 +130,7 @@ if SHORT_CORRIDOR_ID not in gym.registry:
 
 
 def env_id_of(env) -> str:
-    """A readable name of an env id / env object: its registered id, else its class name.
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
-    """
+    """A readable name of an env id / env object: its registered id, else its class name."""
     if isinstance(env, str):
         return env
     spec = getattr(env, "spec", None)
@@ -144,10 +141,7 @@ def env_id_of(env) -> str:
 
 
 def autoreset_mode(envs: gym.vector.VectorEnv) -> gym.vector.AutoresetMode:
-    """The vector env's autoreset mode (NEXT_STEP when the env does not declare one).
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
-    """
+    """The vector env's autoreset mode (NEXT_STEP when the env does not declare one)."""
     mode = envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
     return gym.vector.AutoresetMode(mode)
 
@@ -161,10 +155,7 @@ def _check_discrete(action_space, name: str) -> None:
 
 
 def is_box_action_space(action_space) -> bool:
-    """True for the continuous action spaces the course's Gaussian policy handles: a 1-D float Box.
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
-    """
+    """True for the continuous action spaces the course's Gaussian policy handles: a 1-D float Box."""
     return (isinstance(action_space, spaces.Box) and len(action_space.shape) == 1
             and np.issubdtype(action_space.dtype, np.floating))
 

@@ -74,7 +74,6 @@ def mean_baseline(rew: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Advantage = reward minus the batch mean (over `dim`, or over everything).
 
     A constant baseline keeps the estimator unbiased because E[grad log pi] = 0 (notebook 01).
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
     """
     if dim is None:
         return rew - rew.mean()
@@ -84,7 +83,7 @@ def mean_baseline(rew: torch.Tensor, dim: int | None = None) -> torch.Tensor:
 def normalize(adv: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Advantage normalization: (adv - mean) / (std + eps) over the whole batch.
 
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
+    Introduced in notebooks/03_variance_reduction.ipynb.
     """
     if adv.numel() < 2:
         raise ValueError(f"normalize needs at least 2 advantages to estimate a std, got {adv.numel()}")
@@ -129,18 +128,12 @@ def group_normalize(rew: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
 # log_ratio = logp - ref_logp, evaluated at tokens sampled from the policy.
 
 def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k1 = log(pi/ref): unbiased for KL(pi || ref), high variance, can be negative per sample.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
+    """k1 = log(pi/ref): unbiased for KL(pi || ref), high variance, can be negative per sample."""
     return logp - ref_logp
 
 
 def kl_k2(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k2 = 0.5 * log(pi/ref)^2: biased, low variance, always >= 0.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
+    """k2 = 0.5 * log(pi/ref)^2: biased, low variance, always >= 0."""
     return 0.5 * (logp - ref_logp) ** 2
 
 
@@ -157,10 +150,7 @@ _KL = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:
-    """Per-sample KL(pi || ref) estimate with estimator `kind` in {"k1", "k2", "k3"}.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
+    """Per-sample KL(pi || ref) estimate with estimator `kind` in {"k1", "k2", "k3"}."""
     if kind not in _KL:
         raise ValueError(f"unknown KL estimator {kind!r}; accepted: {', '.join(_KL)}")
     check_same_shape(ref_logp, "ref_logp", logp, "logp")

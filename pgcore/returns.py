@@ -81,8 +81,6 @@ def discount_cumsum(x: torch.Tensor, gamma: float, dim: int = 0) -> torch.Tensor
 
     Returns:
         Same shape as `x`. Example: discount_cumsum([1, 1, 1], 0.5) = [1.75, 1.5, 1.0].
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
     gamma = check_number(gamma, "gamma", gt=0, le=1)
     return _discounted_scan(x.movedim(dim, 0), gamma).movedim(0, dim)
@@ -142,7 +140,7 @@ def discounted_return(
         Same shape as `rew`; 0 at masked steps. One value per episode, e.g. for a single
         episode rew = [1, 1, 1], gamma = 0.5: [1.75, 1.75, 1.75].
 
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
+    Introduced in notebooks/03_variance_reduction.ipynb.
     """
     g2, squeeze = _columns(reward_to_go(rew, gamma, done, mask))
     done2, mask2 = _like(done, "done", g2, torch.bool), _like(mask, "mask", g2, torch.bool)

@@ -1,7 +1,4 @@
-"""Settings of `pgcore.actor_critic.train`: `ActorCriticConfig` and the names it accepts.
-
-Introduced in notebooks/03_variance_reduction.ipynb.
-"""
+"""Settings of `pgcore.actor_critic.train`: `ActorCriticConfig` and the names it accepts."""
 from __future__ import annotations
 
 import dataclasses
@@ -87,8 +84,6 @@ class ActorCriticConfig(TrainConfig):
 
         Every shared field is copied, `weighting` becomes `advantage`; one epoch, no clip. With no
         `changes`, `train` then takes exactly the steps of `pgcore.reinforce.train`.
-
-        Introduced in notebooks/03_variance_reduction.ipynb.
         """
         config = ReinforceConfig() if config is None else config
         if not isinstance(config, ReinforceConfig):

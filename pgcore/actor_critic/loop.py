@@ -1,7 +1,4 @@
-"""`train`: the REINFORCE loop of `pgcore.reinforce` with a critic's advantages and PPO's update.
-
-Introduced in notebooks/03_variance_reduction.ipynb.
-"""
+"""`train`: the REINFORCE loop of `pgcore.reinforce` with a critic's advantages and PPO's update."""
 from __future__ import annotations
 
 import time

@@ -1,7 +1,5 @@
 """The parts of an actor-critic update: n-step advantages, the critic's values and its fit, the
 advantages of a rollout (`rollout_advantages`) and PPO's minibatch/epoch update (`ppo_update`).
-
-Introduced in notebooks/03_variance_reduction.ipynb.
 """
 from __future__ import annotations
 

@@ -11,8 +11,6 @@ for any constant baseline b. Everything here is on small tensors; shapes are in 
 `pgcore.bandit` is a package: this module (`core`) holds the bandit, the softmax policy, the exact
 gradient and the score-function estimates; `gradient_bandit` the learning algorithm; `continuous` the
 Gaussian-policy bandit. Everything is importable from `pgcore.bandit` directly.
-
-Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
 """
 from __future__ import annotations
 
@@ -185,10 +183,7 @@ def objective(logits: torch.Tensor, rewards) -> torch.Tensor:
 
 
 def grad_log_prob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """Score of a softmax policy: grad_logits log pi(a) = onehot(a) - pi, rows (n, K) for actions (n,).
-
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
-    """
+    """Score of a softmax policy: grad_logits log pi(a) = onehot(a) - pi, rows (n, K) for actions (n,)."""
     logits = _check_logits(logits)
     pi = torch.softmax(logits.detach(), dim=-1)
     return F.one_hot(actions, logits.numel()).to(pi.dtype) - pi
@@ -201,7 +196,6 @@ def sample_actions(
 
     `score_function_samples` draws its actions with exactly this call, so the same generator
     state gives the same actions.
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
     """
     logits = _check_logits(logits)
     num_samples = check_int(num_samples, "num_samples")

@@ -1,7 +1,5 @@
 """The gradient bandit algorithm (Sutton & Barto, Sec. 2.8): softmax preferences learned by
 stochastic gradient ascent, one sampled arm per step, with and without a reward baseline.
-
-Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
 """
 from __future__ import annotations
 
@@ -51,10 +49,7 @@ class GradientBanditConfig:
 
 @dataclass
 class GradientBanditResult:
-    """Curves of a gradient-bandit experiment, one row per seed.
-
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
-    """
+    """Curves of a gradient-bandit experiment, one row per seed."""
 
     config: GradientBanditConfig
     """the settings used"""
@@ -92,7 +87,6 @@ def gradient_bandit_run(
     Each step: pi = softmax(H); A ~ pi; R = bandit(A); H += lr (R - R_bar)(onehot(A) - pi), where
     R_bar is the mean of the rewards before this step (R_bar_1 = R_1) or 0 without a baseline.
     Keys: "logits", "action", "reward", "optimal", "prob_optimal", "expected_reward".
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
     """
     k, steps, lr = bandit.k, config.steps, config.lr
     logits = torch.zeros(k, dtype=bandit.q_star.dtype)  # H_1 = 0: the uniform policy

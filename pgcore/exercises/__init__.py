@@ -28,10 +28,7 @@ __all__ = ["Exercise", "Result", "WrongAnswer", "MODULES", "all_exercises", *MOD
 
 
 def all_exercises() -> list[tuple[str, Exercise]]:
-    """Every exercise of every notebook module, as (module name, exercise), in course order.
-
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
-    """
+    """Every exercise of every notebook module, as (module name, exercise), in course order."""
     out = []
     for name in MODULES:
         module = importlib.import_module(f".{name}", __name__)

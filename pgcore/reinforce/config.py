@@ -1,7 +1,5 @@
 """`ReinforceConfig`: the settings of `pgcore.reinforce.train`, validated on creation; and `TrainConfig`,
 the fields it shares with `pgcore.actor_critic.ActorCriticConfig`.
-
-Introduced in notebooks/02_reinforce_cartpole.ipynb.
 """
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
 """Steps 4-5 and the loop: `train` (REINFORCE with logging, a budget and a solved check), and the
 helpers `pgcore.actor_critic` shares with it.
-
-Introduced in notebooks/02_reinforce_cartpole.ipynb.
 """
 from __future__ import annotations
 
@@ -132,8 +130,6 @@ class TrainResult:
                 eval_return (NaN unless a confirmation ran), seconds
     solved:     training stopped early because target_return was reached and confirmed
     seconds:    wall-clock time of training
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
 
     policy: torch.nn.Module

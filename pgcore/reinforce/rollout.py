@@ -1,7 +1,5 @@
 """Steps 1-3 of REINFORCE: sample episodes (`collect_rollout`), their returns (`compute_weights`),
 the advantages (`compute_advantages`); and `evaluate`, the score on fresh episodes.
-
-Introduced in notebooks/02_reinforce_cartpole.ipynb.
 """
 from __future__ import annotations
 
@@ -40,8 +38,6 @@ class Rollout:
     ep_returns (E,) float64             undiscounted return of each collected episode, in the
                                         order they finished
     ep_lengths (E,) int64               its number of steps; ep_lengths.sum() == mask.sum()
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
 
     obs: torch.Tensor
@@ -101,8 +97,6 @@ def sample_actions(policy, obs: np.ndarray, generator: torch.Generator | None = 
     Returns:
         (act, logp (B,) float tensor), both on the CPU, no grad; act is (B,) int64 for a Categorical,
         (B, act_dim) float32 for a Gaussian (not clipped: the rollout clips only what it sends to the env).
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
     device = policy_device(policy)
     with torch.no_grad():

@@ -68,10 +68,7 @@ def gradient_histogram_stats(
 
 
 def format_readout(stats: dict) -> str:
-    """One HTML line with the key numbers of `gradient_histogram_stats`.
-
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
-    """
+    """One HTML line with the key numbers of `gradient_histogram_stats`."""
     i = stats["component"]
     return (
         f"<b>∂J/∂θ<sub>{i + 1}</sub></b>: exact = {stats['exact']:+.4f} &nbsp;|&nbsp; "

@@ -92,10 +92,7 @@ def short_run(
 
 
 def format_readout(stats: dict) -> str:
-    """One HTML line with the key numbers of `short_run`.
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
-    """
+    """One HTML line with the key numbers of `short_run`."""
     return (
         f"<b>lr</b> = {stats['lr']:.4g} &nbsp;|&nbsp; {stats['updates']} updates of {stats['episodes']} episodes, "
         f"{stats['env_steps'][-1]} env steps &nbsp;|&nbsp; "

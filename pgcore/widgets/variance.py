@@ -64,8 +64,6 @@ class VarianceLab:
     reference    (P,) a high-sample estimate of the gradient (from other episodes)
     val, next_val  (T, N) V(s_t) and V(s_{t+1}) from value_net
     rtg          (T, N) the reward-to-go G_t
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
     """
 
     policy: torch.nn.Module
@@ -155,8 +153,6 @@ def lab_advantage(lab: VarianceLab, lam: float, baseline: str = "value") -> torc
     """GAE(lambda) on the lab's rollout with V = the critic ("value"), each batch's mean G_t ("mean") or 0 ("none").
 
     lam = 1 gives G_t - V: the reward-to-go minus that baseline. Returns (T, N), 0 at masked steps.
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
     """
     b = lab.batch
     if baseline == "value":
@@ -198,8 +194,6 @@ def ppo_epochs(
         dict of (epochs,) float arrays "approx_kl" (k3 estimate of KL(pi_old || pi)), "ratio_min",
         "ratio_max", "clip_frac" (fraction of steps with |ratio - 1| > eps; 0 without a clip),
         each after that epoch, and "policy", the updated copy.
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
     """
     epochs = check_int(epochs, "epochs")
     new = copy.deepcopy(policy)
@@ -274,10 +268,7 @@ def variance_stats(
 
 
 def format_readout(stats: dict) -> str:
-    """One HTML line with the key numbers of `variance_stats`.
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
-    """
+    """One HTML line with the key numbers of `variance_stats`."""
     clip = "no clip" if stats["clip_eps"] is None else f"clip ε = {stats['clip_eps']:.2f}"
     return (
         f"<b>GAE λ</b> = {stats['lam']:.2f}, baseline: {BASELINE_CHOICES[stats['baseline']]} &nbsp;|&nbsp; "
