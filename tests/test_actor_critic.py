@@ -229,7 +229,7 @@ def test_batch_gradients_equal_autograd_per_batch(lab):
 def test_gradient_stats_by_hand():
     g = torch.tensor([[1.0, 0.0], [3.0, 2.0], [2.0, 1.0]])
     ref = torch.tensor([1.0, 1.0])
-    s = vw.gradient_stats(g, ref)
+    s = pg.variance.gradient_stats(g, ref)
     assert math.isclose(s["trace_cov"], 1.0 + 1.0, rel_tol=1e-6)                      # var of each column is 1
     assert math.isclose(s["naive_ratio"], 2.0 / 5.0, rel_tol=1e-6)                    # mean (2, 1)
     assert math.isclose(s["signal"], (3 + 2 + 8) / 3, rel_tol=1e-6)                   # mean of g_i . g_j, i != j

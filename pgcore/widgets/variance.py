@@ -30,10 +30,6 @@ from ..returns import gae, reward_to_go
 from ..variance import batch_gradients, bias_stats, gradient_stats, per_step_scores
 
 __all__ = [
-    "per_step_scores",  # this and the next three: from pgcore.variance
-    "batch_gradients",
-    "gradient_stats",
-    "bias_stats",
     "VarianceLab",
     "make_lab",
     "BASELINE_CHOICES",
