@@ -1,33 +1,42 @@
 """pgcore: the small shared package of the Policy Gradient course.
 
-Every notebook starts with `import pgcore as pg`. Submodules load on first use
-(`pg.bandit`, `pg.reinforce`, `pg.lm`, ...), so `import pgcore` stays fast and never imports
-transformers; only `pgcore.lm` does.
+Every notebook starts with `import pgcore as pg`. The estimators are top-level names, as the
+notebooks introduce them: `pg.pg_loss`, `pg.mean_baseline`, `pg.normalize`, `pg.reward_to_go`,
+`pg.gae`, `pg.rloo`, `pg.group_normalize`, `pg.ppo_clip_loss`, `pg.kl_k3`, `pg.aggregate`, ...
+The rest are subpackages: `pg.bandit`, `pg.policies`, `pg.envs`, `pg.reinforce`, `pg.actor_critic`,
+`pg.variance`, `pg.plotting`, `pg.widgets`, `pg.exercises`, `pg.lm`. Those that need gymnasium,
+matplotlib, ipywidgets or transformers load on first use, so `import pgcore` stays fast and never
+imports transformers; only `pgcore.lm` does.
 """
 from __future__ import annotations
 
-import importlib
-
-from .pg import pg_loss
+from . import bandit, estimators, policies, returns, variance
+from ._lazy import lazy_submodules
+from .estimators import (
+    AGGREGATIONS,
+    aggregate,
+    group_normalize,
+    kl_estimate,
+    kl_k1,
+    kl_k2,
+    kl_k3,
+    mean_baseline,
+    normalize,
+    pg_loss,
+    ppo_clip_loss,
+    rloo,
+)
+from .returns import discount_cumsum, discounted_return, gae, reward_to_go, td_error
 from .utils import get_device, set_seed
 
 __version__ = "0.1.0"
 
-_SUBMODULES = (
-    "utils", "pg", "advantages", "bandit", "envs", "returns", "policies", "reinforce", "variance",
-    "files", "engine", "plotting", "widgets", "lm", "actor_critic", "exercises",
-)
+_LAZY = ("envs", "reinforce", "actor_critic", "plotting", "widgets", "exercises", "lm", "utils", "files", "engine")
 
-__all__ = ["pg_loss", "set_seed", "get_device", "__version__", *_SUBMODULES]
+__getattr__, __dir__ = lazy_submodules(__name__, _LAZY)
 
-
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        module = importlib.import_module(f".{name}", __name__)
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'pgcore' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_SUBMODULES))
+__all__ = [
+    *estimators.__all__, *returns.__all__, "set_seed", "get_device", "__version__",
+    "bandit", "estimators", "policies", "returns", "variance",
+    *_LAZY,
+]

@@ -21,6 +21,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from ._checks import check_int
+
 __all__ = [
     "GroupedStarts",
     "grouped_cartpole",
@@ -58,9 +60,7 @@ class ShortCorridor(gym.Env):
     _NEXT = {0: (0, 1), 1: (2, 0), 2: (1, 3)}
 
     def __init__(self, max_episode_steps: int = 1000):
-        if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps must be an int >= 1, got {max_episode_steps!r}")
-        self.max_episode_steps = max_episode_steps
+        self.max_episode_steps = check_int(max_episode_steps, "max_episode_steps")
         self.observation_space = spaces.Box(low=0.0, high=1.0, shape=(1,), dtype=np.float32)
         self.action_space = spaces.Discrete(2)
         self.state = 0
@@ -130,10 +130,7 @@ if SHORT_CORRIDOR_ID not in gym.registry:
 
 
 def env_id_of(env) -> str:
-    """A readable name of an env id / env object: its registered id, else its class name.
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
-    """
+    """A readable name of an env id / env object: its registered id, else its class name."""
     if isinstance(env, str):
         return env
     spec = getattr(env, "spec", None)
@@ -144,10 +141,7 @@ def env_id_of(env) -> str:
 
 
 def autoreset_mode(envs: gym.vector.VectorEnv) -> gym.vector.AutoresetMode:
-    """The vector env's autoreset mode (NEXT_STEP when the env does not declare one).
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
-    """
+    """The vector env's autoreset mode (NEXT_STEP when the env does not declare one)."""
     mode = envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
     return gym.vector.AutoresetMode(mode)
 
@@ -161,10 +155,7 @@ def _check_discrete(action_space, name: str) -> None:
 
 
 def is_box_action_space(action_space) -> bool:
-    """True for the continuous action spaces the course's Gaussian policy handles: a 1-D float Box.
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
-    """
+    """True for the continuous action spaces the course's Gaussian policy handles: a 1-D float Box."""
     return (isinstance(action_space, spaces.Box) and len(action_space.shape) == 1
             and np.issubdtype(action_space.dtype, np.floating))
 
@@ -213,9 +204,7 @@ def make_env(env="CartPole-v1", *, num_envs: int = 1, seed: int | None = None,
 
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
-    if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs < 1:
-        raise ValueError(f"num_envs must be an int >= 1, got {num_envs!r}")
-    num_envs = int(num_envs)
+    num_envs = check_int(num_envs, "num_envs")
     if isinstance(env, str):
         try:
             spec = gym.spec(env)
@@ -272,17 +261,15 @@ def grouped_cartpole(num_groups: int, group_size: int, seed: int = 0) -> gym.vec
     Copies g*G ... g*G + G - 1 (G = group_size) start every `reset()` from the same random state,
     so a `collect_rollout(envs, policy, num_groups * G)` (one episode per copy) gives, per group,
     G episodes of one start state: the control analogue of G sampled completions of one prompt
-    (RLOO, GRPO). Reshape the per-column returns to (num_groups, G) for `pgcore.pg.rloo` /
+    (RLOO, GRPO). Reshape the per-column returns to (num_groups, G) for `pgcore.rloo` /
     `group_normalize`. Only episodes that begin at a `reset()` share starts (Gymnasium's autoreset
     draws a fresh state), so collect one episode per copy.
 
     Introduced in notebooks/03_variance_reduction.ipynb.
     """
-    for name, v in (("num_groups", num_groups), ("group_size", group_size)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-    envs = gym.make_vec("CartPole-v1", num_envs=int(num_groups) * int(group_size), vectorization_mode="vector_entry_point")
-    envs = GroupedStarts(envs, int(group_size))
+    num_groups, group_size = check_int(num_groups, "num_groups"), check_int(group_size, "group_size")
+    envs = gym.make_vec("CartPole-v1", num_envs=num_groups * group_size, vectorization_mode="vector_entry_point")
+    envs = GroupedStarts(envs, group_size)
     envs.reset(seed=int(seed))
     envs.action_space.seed(int(seed))
     return envs

@@ -68,10 +68,7 @@ def plot_grad_hist(
     label: str | None = None,
     color=None,
 ):
-    """Histogram of single-sample gradient estimates, with the exact gradient and the sample mean marked.
-
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
-    """
+    """Histogram of single-sample gradient estimates, with the exact gradient and the sample mean marked."""
     samples = np.asarray(samples, dtype=float).ravel()
     ax = ax if ax is not None else plt.gca()
     ax.hist(samples, bins=bins, alpha=0.6, label=label, color=color)

@@ -37,8 +37,6 @@ def mlp(sizes: Sequence[int], activation="tanh", output_activation=nn.Identity) 
 
     Returns:
         nn.Sequential mapping (B, sizes[0]) -> (B, sizes[-1]).
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) < 1:

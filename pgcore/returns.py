@@ -1,4 +1,4 @@
-"""Discounted returns and reward-to-go over a batch of episodes, with episode boundaries and masks.
+"""Discounted returns, reward-to-go and the critic's advantages (TD error, GAE) over a batch of episodes.
 
 Layout (time-major, as CleanRL): a batch is a padded `(T, N)` tensor, column n being what
 environment copy n did over T steps. A column may hold several episodes back to back:
@@ -14,39 +14,60 @@ episode (that may be unfinished at T: pass `bootstrap` to add a value estimate f
 
     reward_to_go:       G_t = r_t + gamma r_{t+1} + ... up to the end of t's episode
     discounted_return:  R(tau) = G_0 of t's episode, repeated on every step of that episode
+    td_error:           delta_t = r_t + gamma V(s_{t+1}) - V(s_t), from a learned critic V
+    gae:                A_t = delta_t + gamma lam delta_{t+1} + ... up to the end of t's episode
 
-Introduced in notebooks/02_reinforce_cartpole.ipynb.
+`discount_cumsum`, `reward_to_go` and `gae` are one backward scan, `_discounted_scan`.
 """
 from __future__ import annotations
 
 import torch
 
-__all__ = ["discount_cumsum", "reward_to_go", "discounted_return"]
+from ._checks import as_tensor, check_number
+
+__all__ = ["discount_cumsum", "reward_to_go", "discounted_return", "td_error", "gae"]
 
 
-def _check_gamma(gamma: float) -> float:
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (0.0 < float(gamma) <= 1.0):
-        raise ValueError(f"gamma must be a number in (0, 1], got {gamma!r}")
-    return float(gamma)
+def _discounted_scan(x: torch.Tensor, decay: float, done: torch.Tensor | None = None,
+                     last: torch.Tensor | None = None) -> torch.Tensor:
+    """y_t = x_t + decay * y_{t+1} along dim 0, backwards; y_T = `last` (default 0); restarted after each done_t."""
+    out = torch.empty_like(x)
+    running = x.new_zeros(x.shape[1:]) if last is None else last
+    for t in reversed(range(x.shape[0])):
+        if done is not None:  # an episode that ends at t sees nothing after it
+            running = torch.where(done[t], torch.zeros_like(running), running)
+        running = x[t] + decay * running
+        out[t] = running
+    return out
 
 
-def _prepare(rew, done, mask, name):
-    if not isinstance(rew, torch.Tensor):
-        raise ValueError(f"rew must be a torch.Tensor, got {type(rew).__name__}")
+def _columns(rew) -> tuple[torch.Tensor, bool]:
+    """`rew` as a (T, N) tensor, and whether it was one (T,) column."""
+    rew = as_tensor(rew, "rew")
     if rew.dim() not in (1, 2):
         raise ValueError(f"rew must have shape (T,) or (T, N), got {tuple(rew.shape)}")
-    squeeze = rew.dim() == 1
-    rew2 = rew[:, None] if squeeze else rew
-    out = []
-    for t, tname in ((done, "done"), (mask, "mask")):
-        if t is None:
-            out.append(None)
-            continue
-        if not isinstance(t, torch.Tensor) or t.shape != rew.shape:
-            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"{name}: {tname} must be a tensor shaped like rew {tuple(rew.shape)}, got {shape}")
-        out.append((t[:, None] if squeeze else t).to(torch.bool))
-    return rew2, out[0], out[1], squeeze
+    return (rew[:, None], True) if rew.dim() == 1 else (rew, False)
+
+
+def _like(x, name: str, rew2: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """`x`, shaped like rew, as a (T, N) tensor of `dtype` (None stays None)."""
+    if x is None:
+        return None
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor shaped like rew, got {type(x).__name__}")
+    x2 = x[:, None] if x.dim() == 1 else x
+    if x2.shape != rew2.shape:
+        raise ValueError(f"{name} shape {tuple(x.shape)} does not match rew shape; accepted: the shape of rew")
+    return x2.to(dtype)
+
+
+def _bootstrap(bootstrap, rew2: torch.Tensor) -> torch.Tensor:
+    """(N,): the value after step T-1 of each column, 0 where none is given."""
+    N = rew2.shape[1]
+    last = torch.zeros(N, dtype=rew2.dtype, device=rew2.device)
+    if bootstrap is not None:
+        last = last + torch.as_tensor(bootstrap, dtype=rew2.dtype, device=rew2.device).reshape(-1).expand(N)
+    return last
 
 
 def discount_cumsum(x: torch.Tensor, gamma: float, dim: int = 0) -> torch.Tensor:
@@ -60,19 +81,9 @@ def discount_cumsum(x: torch.Tensor, gamma: float, dim: int = 0) -> torch.Tensor
 
     Returns:
         Same shape as `x`. Example: discount_cumsum([1, 1, 1], 0.5) = [1.75, 1.5, 1.0].
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
-    gamma = _check_gamma(gamma)
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
-    xt = x.movedim(dim, 0)
-    out = torch.empty_like(xt)
-    running = torch.zeros_like(xt[0]) if xt.shape[0] else None
-    for t in range(xt.shape[0] - 1, -1, -1):
-        running = xt[t] + gamma * running
-        out[t] = running
-    return out.movedim(0, dim)
+    gamma = check_number(gamma, "gamma", gt=0, le=1)
+    return _discounted_scan(x.movedim(dim, 0), gamma).movedim(0, dim)
 
 
 def reward_to_go(
@@ -100,20 +111,12 @@ def reward_to_go(
 
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
-    gamma = _check_gamma(gamma)
-    rew2, done2, mask2, squeeze = _prepare(rew, done, mask, "reward_to_go")
+    gamma = check_number(gamma, "gamma", gt=0, le=1)
+    rew2, squeeze = _columns(rew)
+    done2, mask2 = _like(done, "done", rew2, torch.bool), _like(mask, "mask", rew2, torch.bool)
     if mask2 is not None:
         rew2 = torch.where(mask2, rew2, torch.zeros_like(rew2))
-    T, N = rew2.shape
-    running = torch.zeros(N, dtype=rew2.dtype, device=rew2.device)
-    if bootstrap is not None:
-        running = running + torch.as_tensor(bootstrap, dtype=rew2.dtype, device=rew2.device).reshape(-1).expand(N)
-    out = torch.empty_like(rew2)
-    for t in range(T - 1, -1, -1):
-        if done2 is not None:
-            running = torch.where(done2[t], torch.zeros_like(running), running)
-        running = rew2[t] + gamma * running
-        out[t] = running
+    out = _discounted_scan(rew2, gamma, done2, _bootstrap(bootstrap, rew2))
     if mask2 is not None:
         out = torch.where(mask2, out, torch.zeros_like(out))
     return out[:, 0] if squeeze else out
@@ -137,10 +140,10 @@ def discounted_return(
         Same shape as `rew`; 0 at masked steps. One value per episode, e.g. for a single
         episode rew = [1, 1, 1], gamma = 0.5: [1.75, 1.75, 1.75].
 
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
+    Introduced in notebooks/03_variance_reduction.ipynb.
     """
-    g = reward_to_go(rew, gamma, done, mask)
-    g2, done2, mask2, squeeze = _prepare(g, done, mask, "discounted_return")
+    g2, squeeze = _columns(reward_to_go(rew, gamma, done, mask))
+    done2, mask2 = _like(done, "done", g2, torch.bool), _like(mask, "mask", g2, torch.bool)
     T, N = g2.shape
     out = torch.empty_like(g2)
     current = torch.zeros(N, dtype=g2.dtype, device=g2.device)
@@ -153,4 +156,110 @@ def discounted_return(
         new_episode = torch.where(valid, torch.zeros_like(new_episode), new_episode)
         if done2 is not None:
             new_episode = new_episode | (done2[t] & valid)
+    return out[:, 0] if squeeze else out
+
+
+def _td_setup(rew, val, done, gamma, next_val, terminated, mask, bootstrap):
+    """The TD errors delta (T, N) (0 at masked steps), done and mask as (T, N) bools, and the squeeze flag."""
+    gamma = check_number(gamma, "gamma", gt=0, le=1)
+    rew2, squeeze = _columns(rew)
+    if val is None:
+        raise ValueError("val is required (V(s_t) for every step), got None")
+    val2 = _like(val, "val", rew2, rew2.dtype).detach()
+    done2 = _like(done, "done", rew2, torch.bool)
+    term2 = _like(terminated, "terminated", rew2, torch.bool)
+    mask2 = _like(mask, "mask", rew2, torch.bool)
+    next2 = _like(next_val, "next_val", rew2, rew2.dtype)
+    if term2 is not None and next2 is None:
+        raise ValueError("terminated needs next_val (V of the state after a truncated step); "
+                         "accepted: both, or neither (then every done is terminal)")
+    if next2 is None:  # V(s_{t+1}) = val[t+1] in the same column; after the last step: bootstrap (or 0)
+        next2 = torch.cat([val2[1:], _bootstrap(bootstrap, rew2)[None]], dim=0)
+    next2 = next2.detach()
+    terminal = term2 if term2 is not None else done2  # after a terminal step the value is 0
+    if terminal is not None:
+        next2 = torch.where(terminal, torch.zeros_like(next2), next2)
+    if mask2 is not None:
+        rew2 = torch.where(mask2, rew2, torch.zeros_like(rew2))
+    delta = rew2 + gamma * next2 - val2
+    if mask2 is not None:
+        delta = torch.where(mask2, delta, torch.zeros_like(delta))
+    return delta, done2, mask2, squeeze
+
+
+def td_error(
+    rew: torch.Tensor,
+    val: torch.Tensor,
+    done: torch.Tensor | None,
+    gamma: float,
+    *,
+    next_val: torch.Tensor | None = None,
+    terminated: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    bootstrap: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """One-step TD error delta_t = r_t + gamma * V(s_{t+1}) - V(s_t), with V = 0 after a terminal step.
+
+    The advantage of the one-step actor-critic (`gae` with lam = 0). Arguments and shapes as in
+    `gae`; returns a tensor shaped like `rew`, 0 at masked steps.
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    delta, _, _, squeeze = _td_setup(rew, val, done, gamma, next_val, terminated, mask, bootstrap)
+    return delta[:, 0] if squeeze else delta
+
+
+def gae(
+    rew: torch.Tensor,
+    val: torch.Tensor,
+    done: torch.Tensor | None,
+    gamma: float,
+    lam: float,
+    *,
+    next_val: torch.Tensor | None = None,
+    terminated: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    bootstrap: torch.Tensor | float | None = None,
+) -> torch.Tensor:
+    """Generalized advantage estimation, GAE(gamma, lambda) (Schulman et al. 2016, eq. 16).
+
+        delta_t = r_t + gamma * V(s_{t+1}) - V(s_t)            (V = 0 after a terminal step)
+        A_t     = delta_t + gamma * lam * A_{t+1}              (backwards; restarted where done_t)
+                = sum_{k >= 0} (gamma lam)^k delta_{t+k}       (to the end of step t's episode)
+
+    lam = 0 gives the one-step TD error (`td_error`: the one-step actor-critic, low variance but
+    biased by the critic's errors); lam = 1 gives G_t - V(s_t), the reward-to-go minus the value
+    baseline (unbiased, high variance), when the episode ends in a terminal state. A_t + V(s_t)
+    is the lambda-return, the usual target of the critic.
+
+    Layout as in the module docstring: time-major (T, N), column n the episodes of env copy n, or
+    (T,) for one column. Every tensor argument has the shape of `rew`.
+
+    Args:
+        rew: rewards r_t.
+        val: V(s_t), the critic's value of the state at step t (treated as a constant: detached).
+        done: bool, True where an episode ends at step t (terminated or truncated); None: no
+            boundary in the column.
+        gamma: discount in (0, 1].
+        lam: lambda in [0, 1].
+        next_val: V(s_{t+1}) of the state after step t (e.g. a ValueNet on `Rollout.next_obs`).
+            None: val[t+1] of the same column, and `bootstrap` after the last step.
+        terminated: bool, True where step t ended in a terminal state (nothing follows: V = 0).
+            None: every `done` is terminal. Where done and not terminated (a time limit cut the
+            episode), delta bootstraps with next_val, which must then be given.
+        mask: bool, False for padding and autoreset steps (the output is 0 there; a masked step
+            may only follow a done or another masked step). None: all steps are real.
+        bootstrap: (N,) or a scalar: V after step T-1 for a column whose last episode is
+            unfinished; used only when next_val is None (default 0).
+
+    Returns:
+        A_t, shaped and typed like `rew`.
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    lam = check_number(lam, "lam", ge=0, le=1)
+    delta, done2, mask2, squeeze = _td_setup(rew, val, done, gamma, next_val, terminated, mask, bootstrap)
+    out = _discounted_scan(delta, float(gamma) * lam, done2)
+    if mask2 is not None:
+        out = torch.where(mask2, out, torch.zeros_like(out))
     return out[:, 0] if squeeze else out

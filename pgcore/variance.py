@@ -64,8 +64,6 @@ def batch_gradients(
 
     Returns:
         (M, P) estimates.
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
     """
     sizes = [int(n) for n in (batch_sizes.tolist() if isinstance(batch_sizes, torch.Tensor) else batch_sizes)]
     if adv.shape != scores.shape[:1] or sum(sizes) != scores.shape[0]:
@@ -160,8 +158,6 @@ def bias_stats(grads: torch.Tensor, unbiased: torch.Tensor) -> dict:
       "bias_sq_se": its standard error;
       "rel_bias_sq": bias_sq / ||g||^2 (||g||^2 estimated from `unbiased` the same way);
       "rel_bias_sq_se": bias_sq_se / ||g||^2.
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
     """
     if grads.shape != unbiased.shape:
         raise ValueError(f"grads and unbiased must have the same shape (M, P), got {tuple(grads.shape)} and {tuple(unbiased.shape)}")

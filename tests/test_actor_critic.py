@@ -11,7 +11,7 @@ import torch
 import pgcore as pg
 from pgcore.actor_critic import ActorCriticConfig, fit_value, n_step_advantage, rollout_advantages, train
 from pgcore.envs import make_env
-from pgcore.pg import gae, td_error
+from pgcore.returns import gae, td_error
 from pgcore.policies import MLPPolicy, ValueNet
 from pgcore.reinforce import ReinforceConfig, collect_rollout
 from pgcore.widgets import variance as vw
@@ -229,7 +229,7 @@ def test_batch_gradients_equal_autograd_per_batch(lab):
 def test_gradient_stats_by_hand():
     g = torch.tensor([[1.0, 0.0], [3.0, 2.0], [2.0, 1.0]])
     ref = torch.tensor([1.0, 1.0])
-    s = vw.gradient_stats(g, ref)
+    s = pg.variance.gradient_stats(g, ref)
     assert math.isclose(s["trace_cov"], 1.0 + 1.0, rel_tol=1e-6)                      # var of each column is 1
     assert math.isclose(s["naive_ratio"], 2.0 / 5.0, rel_tol=1e-6)                    # mean (2, 1)
     assert math.isclose(s["signal"], (3 + 2 + 8) / 3, rel_tol=1e-6)                   # mean of g_i . g_j, i != j
@@ -338,7 +338,7 @@ def test_ppo_update_minibatch_normalization_by_hand():
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(p.parameters(), q.parameters()))
     assert out["epochs"] == 2 and len(out["clip_fracs"]) == 6
     # and it differs from standardizing the whole batch once
-    p2, _, _ = _run_update(cfg.replace(adv_norm_scope="batch"), policy, inputs[1], obs, act, old_logp, pg.pg.normalize(adv), inputs[6])
+    p2, _, _ = _run_update(cfg.replace(adv_norm_scope="batch"), policy, inputs[1], obs, act, old_logp, pg.normalize(adv), inputs[6])
     assert not all(torch.allclose(x, y, atol=1e-6) for x, y in zip(p.parameters(), p2.parameters()))
 
 

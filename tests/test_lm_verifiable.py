@@ -9,7 +9,7 @@ import pytest
 import torch
 from lm_fakes import LetterReward, make_policy
 
-from pgcore import pg
+import pgcore as pg
 from pgcore.engine.logprobs import per_token_logps
 from pgcore.lm.algorithm import lm_advantages as compute_advantages
 from pgcore.engine import CSV_COLUMNS, VERIFIER_COLUMNS, LMConfig, Trainer

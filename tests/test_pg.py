@@ -1,4 +1,4 @@
-"""pgcore.pg: the surrogate loss, the advantage makers and the KL estimators."""
+"""pgcore.estimators: the surrogate loss, the advantage makers and the KL estimators."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import pgcore as pg
-from pgcore.pg import group_normalize, kl_estimate, kl_k1, kl_k2, kl_k3, mean_baseline, normalize, pg_loss, rloo
+from pgcore.estimators import group_normalize, kl_estimate, kl_k1, kl_k2, kl_k3, mean_baseline, normalize, pg_loss, rloo
 
 
 def _gen(seed: int = 0) -> torch.Generator:

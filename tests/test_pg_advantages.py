@@ -1,4 +1,4 @@
-"""pgcore.pg, notebook 03's additions: the TD error, GAE(lambda) and PPO's clipped surrogate against
+"""Notebook 03's estimators (pgcore.returns, pgcore.estimators): the TD error, GAE(lambda) and PPO's clipped surrogate against
 brute-force loops; and the critic-free baselines (RLOO, group normalization) on CartPole-shaped batches."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import pgcore as pg
-from pgcore.pg import gae, group_normalize, pg_loss, ppo_clip_loss, rloo, td_error
-from pgcore.returns import reward_to_go
+from pgcore.estimators import group_normalize, pg_loss, ppo_clip_loss, rloo
+from pgcore.returns import gae, reward_to_go, td_error
 
 
 def _gen(seed: int = 0) -> torch.Generator:
@@ -277,7 +277,7 @@ def grouped_returns():
     """Episode returns of CartPole groups: 4 start states x 6 episodes each, shaped (num_groups, G)."""
     torch.manual_seed(0)
     policy = pg.policies.MLPPolicy(4, 2)
-    envs = pg.widgets.variance.grouped_cartpole(4, 6, seed=3)
+    envs = pg.envs.grouped_cartpole(4, 6, seed=3)
     b = pg.reinforce.collect_rollout(envs, policy, 24, generator=_gen(3))
     starts = b.obs[0].reshape(4, 6, 4)
     ret = pg.returns.discounted_return(b.rew, 1.0, b.done, b.mask)[0].reshape(4, 6)   # R(tau) of each column

@@ -8,7 +8,7 @@ import torch
 
 import pgcore.reinforce as rf
 from pgcore.envs import ShortCorridor, make_env, short_corridor_optimum, short_corridor_value
-from pgcore.pg import pg_loss
+from pgcore.estimators import pg_loss
 from pgcore.policies import MLPPolicy, ValueNet, mlp
 from pgcore.reinforce import ReinforceConfig, collect_rollout, compute_advantages, compute_weights, evaluate, train
 

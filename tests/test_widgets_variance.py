@@ -1,4 +1,4 @@
-"""pgcore.widgets.variance.gradient_stats / bias_stats: the noise-to-signal ratio and the bias are measured
+"""pgcore.variance.gradient_stats / bias_stats: the noise-to-signal ratio and the bias are measured
 without the saturation of the naive ratio tr Cov / ||mean||^2."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pgcore.widgets import variance as vw
+from pgcore.variance import bias_stats, gradient_stats
 
 
 def _draws(num_draws, M, P, mean_norm2, trace, seed=0, shift=None):
@@ -23,7 +23,7 @@ def _draws(num_draws, M, P, mean_norm2, trace, seed=0, shift=None):
 
 def test_noise_to_signal_recovers_the_true_ratio_where_the_naive_one_saturates_near_M():
     M, P, true_ratio = 24, 2000, 400.0                       # noise 400 times the squared mean: noise dominates
-    stats = [vw.gradient_stats(g) for _, g in _draws(200, M, P, 1.0, true_ratio)]
+    stats = [gradient_stats(g) for _, g in _draws(200, M, P, 1.0, true_ratio)]
     signal = np.array([s["signal"] for s in stats])
     trace = np.array([s["trace_cov"] for s in stats])
     naive = np.array([s["naive_ratio"] for s in stats])
@@ -44,7 +44,7 @@ def test_noise_to_signal_recovers_the_true_ratio_where_the_naive_one_saturates_n
 
 def test_noise_to_signal_when_the_signal_is_clear():
     M, P, true_ratio = 24, 500, 2.0
-    s = [vw.gradient_stats(g) for _, g in _draws(100, M, P, 4.0, 4.0 * true_ratio, seed=1)]
+    s = [gradient_stats(g) for _, g in _draws(100, M, P, 4.0, 4.0 * true_ratio, seed=1)]
     ratio = np.array([x["noise_to_signal"] for x in s])
     assert abs(np.median(ratio) / true_ratio - 1) < 0.1
     assert all(x["signal_significant"] for x in s)
@@ -55,7 +55,7 @@ def test_noise_to_signal_when_the_signal_is_clear():
 
 def test_no_signal_is_flagged():
     gen = torch.Generator().manual_seed(2)
-    flags = [vw.gradient_stats(torch.randn(24, 300, generator=gen))["signal_significant"] for _ in range(100)]
+    flags = [gradient_stats(torch.randn(24, 300, generator=gen))["signal_significant"] for _ in range(100)]
     assert sum(flags) <= 10                                # pure noise: the mean is "measured" only by chance
 
 
@@ -70,17 +70,17 @@ def test_bias_stats_finds_a_small_bias_under_large_shared_noise():
         noise = 3.0 * torch.randn(M, P, generator=gen, dtype=torch.float64)    # shared by both estimators
         unbiased = g + noise
         biased = g + bias + noise + 0.3 * torch.randn(M, P, generator=gen, dtype=torch.float64)
-        out.append(vw.bias_stats(biased, unbiased))
+        out.append(bias_stats(biased, unbiased))
     rel = np.array([o["rel_bias_sq"] for o in out])
     assert abs(rel.mean() - 0.09) < 0.01
-    same = vw.bias_stats(unbiased, unbiased)
+    same = bias_stats(unbiased, unbiased)
     assert same["bias_sq"] == 0.0
     with pytest.raises(ValueError, match="same shape"):
-        vw.bias_stats(biased, unbiased[:, :10])
+        bias_stats(biased, unbiased[:, :10])
 
 
 def test_gradient_stats_rejects_bad_shapes():
     with pytest.raises(ValueError, match="M >= 2"):
-        vw.gradient_stats(torch.zeros(1, 3))
+        gradient_stats(torch.zeros(1, 3))
     with pytest.raises(ValueError, match="reference"):
-        vw.gradient_stats(torch.zeros(4, 3), torch.zeros(2))
+        gradient_stats(torch.zeros(4, 3), torch.zeros(2))

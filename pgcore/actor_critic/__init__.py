@@ -5,10 +5,10 @@ The same five steps as `pgcore.reinforce`, the same rollouts (`collect_rollout`)
 
   3. the advantage:  "total_return" R(tau), "reward_to_go" G_t (minus a baseline: none, the batch
      mean, or a learned V(s_t)), "nstep" (the n-step return minus V(s_t), n = 1 is the one-step
-     actor-critic) or "gae" (GAE(lambda), `pgcore.pg.gae`). The last two bootstrap from a learned
+     actor-critic) or "gae" (GAE(lambda), `pgcore.gae`). The last two bootstrap from a learned
      critic V_phi (`pgcore.policies.ValueNet`), fitted after every update (`fit_value`).
   4. the update:     `update_epochs` passes over the batch in `num_minibatches` minibatches, each a
-     step on `pgcore.pg.ppo_clip_loss`: the importance ratio pi_theta / pi_old lets a batch be
+     step on `pgcore.ppo_clip_loss`: the importance ratio pi_theta / pi_old lets a batch be
      reused, `clip_eps` clips it (PPO); clip_eps=None is the plain ratio objective. With one epoch
      and one minibatch the ratio is 1 and the step is REINFORCE's step on `pg_loss`. `ppo_update` is this
      step on its own; CleanRL's options are fields too: advantages standardized per minibatch
@@ -25,7 +25,7 @@ Introduced in notebooks/03_variance_reduction.ipynb.
 """
 from __future__ import annotations
 
-from .config import ADV_NORM_SCOPES, ADVANTAGES, ActorCriticConfig
+from .config import ADV_NORM_SCOPES, ADVANTAGE_ESTIMATORS, ActorCriticConfig
 from .loop import TrainResult, train
 from .update import (
     critic_values,
@@ -37,7 +37,7 @@ from .update import (
 
 __all__ = [
     "ActorCriticConfig",
-    "ADVANTAGES",
+    "ADVANTAGE_ESTIMATORS",
     "ADV_NORM_SCOPES",
     "n_step_advantage",
     "critic_values",

@@ -1,7 +1,4 @@
-"""`train`: the REINFORCE loop of `pgcore.reinforce` with a critic's advantages and PPO's update.
-
-Introduced in notebooks/03_variance_reduction.ipynb.
-"""
+"""`train`: the REINFORCE loop of `pgcore.reinforce` with a critic's advantages and PPO's update."""
 from __future__ import annotations
 
 import time
@@ -10,7 +7,7 @@ import numpy as np
 import torch
 
 from .. import envs as _envs
-from ..pg import ppo_clip_loss
+from ..estimators import ppo_clip_loss
 from ..reinforce.loop import (
     Confirmation,
     TrainResult,
@@ -36,7 +33,7 @@ def train(
 
     Each update: collect num_envs * episodes_per_env complete episodes (step 1); the advantage of
     every step from the returns or the critic (2-3, `rollout_advantages`); `update_epochs` passes
-    of `num_minibatches` Adam steps on `pgcore.pg.ppo_clip_loss` (4-5, `ppo_update`); then `value_iters`
+    of `num_minibatches` Adam steps on `pgcore.ppo_clip_loss` (4-5, `ppo_update`); then `value_iters`
     steps on the critic (or, with value_minibatch, one critic step per minibatch inside `ppo_update`). Early stopping, budget and seeding work exactly as in `pgcore.reinforce.train`.
 
     Args:

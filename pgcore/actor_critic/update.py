@@ -1,21 +1,19 @@
 """The parts of an actor-critic update: n-step advantages, the critic's values and its fit, the
 advantages of a rollout (`rollout_advantages`) and PPO's minibatch/epoch update (`ppo_update`).
-
-Introduced in notebooks/03_variance_reduction.ipynb.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from ..pg import gae, normalize, ppo_clip_loss, td_error
+from .._checks import check_int
+from ..estimators import normalize, ppo_clip_loss
 from ..reinforce.rollout import (
     Rollout,
     compute_advantages,
     compute_weights,
     policy_device,
 )
-from ..returns import reward_to_go
+from ..returns import gae, reward_to_go, td_error
 from .config import ActorCriticConfig
 
 __all__ = ["n_step_advantage", "critic_values", "rollout_advantages", "fit_value", "ppo_update"]
@@ -37,13 +35,13 @@ def n_step_advantage(
             = sum_{k < m} gamma^k delta_{t+k}                     (delta: the one-step TD error)
 
     with m = min(n, steps left in t's episode) and V = 0 after a terminal step (after a truncated
-    one: next_val). n = 1 is the TD error of the one-step actor-critic (`pgcore.pg.td_error`);
+    one: next_val). n = 1 is the TD error of the one-step actor-critic (`pgcore.td_error`);
     n >= the episode length gives G_t - V(s_t). Compare GAE, which averages all n with weights
     (1 - lam) lam^(n-1) instead of picking one.
 
     Args:
         rew, val, done, next_val, terminated, mask: time-major (T, N) (or (T,)) tensors, as in
-            `pgcore.pg.gae`.
+            `pgcore.gae`.
         gamma: discount in (0, 1].
         n: number of real rewards before bootstrapping, an int >= 1.
 
@@ -52,8 +50,7 @@ def n_step_advantage(
 
     Introduced in notebooks/03_variance_reduction.ipynb.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    n = check_int(n, "n")
     delta = td_error(rew, val, done, gamma, next_val=next_val, terminated=terminated, mask=mask)
     squeeze = delta.dim() == 1
     delta2 = delta[:, None] if squeeze else delta
@@ -64,7 +61,7 @@ def n_step_advantage(
         done2 = (done[:, None] if squeeze else done).to(torch.bool)
     out = torch.zeros_like(delta2)
     alive = torch.ones_like(delta2, dtype=torch.bool)     # step t + k is still in t's episode
-    for k in range(min(int(n), T)):
+    for k in range(min(n, T)):
         # delta_{t+k} for every t (the last k rows have no step t + k: they stay dead)
         out[: T - k] += torch.where(alive[: T - k], float(gamma) ** k * delta2[k:], torch.zeros_like(delta2[k:]))
         alive[: T - k] &= ~done2[k:]                      # an episode that ended at t + k stops the sum
@@ -160,15 +157,14 @@ def fit_value(
 
     Introduced in notebooks/03_variance_reduction.ipynb.
     """
-    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
-        raise ValueError(f"iters must be an int >= 1, got {iters!r}")
+    iters = check_int(iters, "iters")
     if obs.shape[0] != target.shape[0] or target.dim() != 1:
         raise ValueError(f"obs (S, obs_dim) and target (S,) must match, got {tuple(obs.shape)} and {tuple(target.shape)}")
     device = policy_device(value_net)
     obs, target = obs.to(device), target.to(device).detach()
     opt = optimizer if optimizer is not None else torch.optim.Adam(value_net.parameters(), lr=lr)
     n = obs.shape[0]
-    for _ in range(int(iters)):
+    for _ in range(iters):
         if batch_size is None:
             chunks = [slice(None)]
         else:
@@ -201,7 +197,7 @@ def ppo_update(
 
     Per epoch, a fresh permutation of the S steps (from `generator`; none when num_minibatches = 1)
     is cut into minibatches; on each: the advantages (standardized here if normalize_adv and
-    adv_norm_scope="minibatch"), `pgcore.pg.ppo_clip_loss` minus ent_coef times the mean entropy,
+    adv_norm_scope="minibatch"), `pgcore.ppo_clip_loss` minus ent_coef times the mean entropy,
     backward, the gradient norm clipped to max_grad_norm, an optimizer step; with value_minibatch,
     then one step of `value_optimizer` on 0.5 * mean((V(s) - v_target)^2) over the minibatch. After
     each epoch, with target_kl set, the epochs stop once the last minibatch's approx KL (k3, measured

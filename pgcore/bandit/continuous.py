@@ -2,15 +2,14 @@
 log sigma) and the reward r(a) = -(a - a_star)^2, whose objective J(mu, sigma) = -((mu - a_star)^2 +
 sigma^2) and gradient are known in closed form, so the Gaussian score function
 (`pgcore.policies.gaussian_score`) can be checked against them.
-
-Introduced in notebooks/02_reinforce_cartpole.ipynb.
 """
 from __future__ import annotations
 
 
 import torch
 
-from .core import _check_baseline, _check_count
+from .._checks import check_int
+from .core import _check_baseline
 
 __all__ = ["quadratic_reward", "gaussian_objective", "gaussian_exact_gradient", "gaussian_score_samples"]
 
@@ -33,10 +32,7 @@ def _check_gaussian(mean, log_std, a_star) -> tuple[torch.Tensor, torch.Tensor, 
 
 
 def quadratic_reward(act: torch.Tensor, a_star) -> torch.Tensor:
-    """r(a) = -(a - a_star)^2: the continuous bandit's reward, best at a = a_star. Elementwise.
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
-    """
+    """r(a) = -(a - a_star)^2: the continuous bandit's reward, best at a = a_star. Elementwise."""
     return -(act - a_star) ** 2
 
 
@@ -45,8 +41,6 @@ def gaussian_objective(mean, log_std, a_star) -> torch.Tensor:
 
     (Expand (a - a_star)^2 = ((a - mu) + (mu - a_star))^2: the cross term has mean 0, E[(a - mu)^2] = sigma^2.)
     Differentiable in `mean` and `log_std` when they are tensors with requires_grad.
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
     _check_gaussian(mean, log_std, a_star)
     return -((mean - a_star) ** 2 + torch.exp(2 * torch.as_tensor(log_std)))
@@ -89,7 +83,7 @@ def gaussian_score_samples(
     from ..policies import gaussian_score
 
     mu, log_std, a_star = _check_gaussian(mean, log_std, a_star)
-    num_samples = _check_count(num_samples, "num_samples")
+    num_samples = check_int(num_samples, "num_samples")
     b = _check_baseline(baseline, mu)
     if b.dim() != 0:
         raise ValueError(f"baseline must be a single number, got shape {tuple(b.shape)}")

@@ -11,17 +11,16 @@ for any constant baseline b. Everything here is on small tensors; shapes are in 
 `pgcore.bandit` is a package: this module (`core`) holds the bandit, the softmax policy, the exact
 gradient and the score-function estimates; `gradient_bandit` the learning algorithm; `continuous` the
 Gaussian-policy bandit. Everything is importable from `pgcore.bandit` directly.
-
-Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, Union
 
 import torch
 import torch.nn.functional as F
+
+from .._checks import check_int, is_int, is_number
 
 __all__ = [
     "GaussianBandit",
@@ -88,12 +87,6 @@ def _check_std(reward_std, logits: torch.Tensor) -> torch.Tensor:
     return s
 
 
-def _check_count(n, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {n!r}")
-    return n
-
-
 # ---------------------------------------------------------------------------------------------
 # the bandit
 # ---------------------------------------------------------------------------------------------
@@ -118,7 +111,7 @@ class GaussianBandit:
             raise ValueError(f"q_star must be a 1-D float tensor with K >= 2 arms, got {q!r}")
         if not torch.isfinite(q).all():
             raise ValueError(f"q_star must be finite, got {q.tolist()}")
-        if not (isinstance(self.reward_std, (int, float)) and math.isfinite(self.reward_std) and self.reward_std >= 0):
+        if not (is_number(self.reward_std) and self.reward_std >= 0):
             raise ValueError(f"reward_std must be a finite number >= 0, got {self.reward_std!r}")
 
     @classmethod
@@ -136,9 +129,7 @@ class GaussianBandit:
         Fig. 2.5 of the book uses q_mean = 4 to show what the reward baseline does.
         Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
         """
-        k = _check_count(k, "k")
-        if k < 2:
-            raise ValueError(f"k must be >= 2 arms, got {k}")
+        k = check_int(k, "k", low=2)
         q_star = q_mean + torch.randn(k, generator=generator, dtype=dtype)
         return cls(q_star, float(reward_std))
 
@@ -192,10 +183,7 @@ def objective(logits: torch.Tensor, rewards) -> torch.Tensor:
 
 
 def grad_log_prob(logits: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """Score of a softmax policy: grad_logits log pi(a) = onehot(a) - pi, rows (n, K) for actions (n,).
-
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
-    """
+    """Score of a softmax policy: grad_logits log pi(a) = onehot(a) - pi, rows (n, K) for actions (n,)."""
     logits = _check_logits(logits)
     pi = torch.softmax(logits.detach(), dim=-1)
     return F.one_hot(actions, logits.numel()).to(pi.dtype) - pi
@@ -208,10 +196,9 @@ def sample_actions(
 
     `score_function_samples` draws its actions with exactly this call, so the same generator
     state gives the same actions.
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
     """
     logits = _check_logits(logits)
-    num_samples = _check_count(num_samples, "num_samples")
+    num_samples = check_int(num_samples, "num_samples")
     pi = torch.softmax(logits.detach(), dim=-1)
     return torch.multinomial(pi, num_samples, replacement=True, generator=generator)
 
@@ -255,7 +242,7 @@ def score_function_samples(
     Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
     """
     logits = _check_logits(logits)
-    num_samples = _check_count(num_samples, "num_samples")
+    num_samples = check_int(num_samples, "num_samples")
     b = _check_baseline(baseline, logits)
     if b.dim() != 0:
         raise ValueError(f"baseline must be a single number, got shape {tuple(b.shape)}")
@@ -283,7 +270,7 @@ def _score_squared(pi: torch.Tensor) -> torch.Tensor:
 def _check_component(component, k: int):
     if component is None:
         return None
-    if isinstance(component, bool) or not isinstance(component, int) or not -k <= component < k:
+    if not is_int(component) or not -k <= component < k:
         raise ValueError(f"component must be None or an arm index in [0, {k - 1}], got {component!r}")
     return component % k
 

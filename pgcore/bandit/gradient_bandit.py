@@ -1,17 +1,15 @@
 """The gradient bandit algorithm (Sutton & Barto, Sec. 2.8): softmax preferences learned by
 stochastic gradient ascent, one sampled arm per step, with and without a reward baseline.
-
-Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
 
-from .core import GaussianBandit, _check_count
+from .._checks import check_int, is_number
+from .core import GaussianBandit
 
 __all__ = ["GradientBanditConfig", "GradientBanditResult", "gradient_bandit_run", "train_gradient_bandit"]
 
@@ -41,21 +39,17 @@ class GradientBanditConfig:
     """standard deviation of the reward noise around q*(a)"""
 
     def __post_init__(self):
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 2:
-            raise ValueError(f"k must be an int >= 2, got {self.k!r}")
-        _check_count(self.steps, "steps")
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        check_int(self.k, "k", low=2)
+        check_int(self.steps, "steps")
+        if not (is_number(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if not (isinstance(self.reward_std, (int, float)) and self.reward_std >= 0):
-            raise ValueError(f"reward_std must be a number >= 0, got {self.reward_std!r}")
+        if not (is_number(self.reward_std) and self.reward_std >= 0):
+            raise ValueError(f"reward_std must be a finite number >= 0, got {self.reward_std!r}")
 
 
 @dataclass
 class GradientBanditResult:
-    """Curves of a gradient-bandit experiment, one row per seed.
-
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
-    """
+    """Curves of a gradient-bandit experiment, one row per seed."""
 
     config: GradientBanditConfig
     """the settings used"""
@@ -93,7 +87,6 @@ def gradient_bandit_run(
     Each step: pi = softmax(H); A ~ pi; R = bandit(A); H += lr (R - R_bar)(onehot(A) - pi), where
     R_bar is the mean of the rewards before this step (R_bar_1 = R_1) or 0 without a baseline.
     Keys: "logits", "action", "reward", "optimal", "prob_optimal", "expected_reward".
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
     """
     k, steps, lr = bandit.k, config.steps, config.lr
     logits = torch.zeros(k, dtype=bandit.q_star.dtype)  # H_1 = 0: the uniform policy

@@ -12,7 +12,7 @@ import textwrap
 from dataclasses import dataclass
 
 from ..lm.algorithm import ADVANTAGES, KL_PLACEMENTS, Args
-from ..pg import AGGREGATIONS as LOSS_AGGREGATIONS
+from ..estimators import AGGREGATIONS as LOSS_AGGREGATIONS
 
 __all__ = ["LMConfig", "field_docs", "DTYPES", "ADVANTAGES", "KL_ESTIMATORS", "SCHEDULERS", "RESUMABLE_CHANGES", "LOSS_AGGREGATIONS",
            "KL_PLACEMENTS"]

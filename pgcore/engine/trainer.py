@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .. import pg
+from .. import estimators as est
 from ..lm import algorithm
 from ..lm.algorithm import lm_advantages, step_prompt_indices, stream_seed
 from ..lm.sampling import generate
@@ -224,7 +224,7 @@ class Trainer:
                 with torch.inference_mode(), self.autocast():
                     ref_logps = self.policy_logps(self.ref_model, batch, prompt_cache=self.ref_prompt_cache).float()
                 ref_logps = ref_logps.clone()  # a normal tensor again: the KL in the loss differentiates through it
-                per_token_kl = pg.kl_estimate(logps.detach(), ref_logps, cfg.kl_estimator)  # (N, T)
+                per_token_kl = est.kl_estimate(logps.detach(), ref_logps, cfg.kl_estimator)  # (N, T)
                 kl = (per_token_kl * mask).sum(dim=1)  # (N,): KL of each whole completion
 
         score = rew - cfg.kl_coef * kl if cfg.kl_in == "reward" and cfg.kl_coef else rew  # (N,)
@@ -233,12 +233,12 @@ class Trainer:
         n = score.shape[0]
         adv = adv_all[self.process_index * n:(self.process_index + 1) * n]  # (N,) this process's rows
         if cfg.loss_aggregation == "token":
-            loss = pg.pg_loss(logps, adv, mask)  # = -pg.aggregate(logps * adv, mask, "token")
+            loss = est.pg_loss(logps, adv, mask)  # = -est.aggregate(logps * adv, mask, "token")
         else:
-            loss = -pg.aggregate(logps * adv.detach()[:, None], mask, cfg.loss_aggregation, cfg.max_new_tokens)
+            loss = -est.aggregate(logps * adv.detach()[:, None], mask, cfg.loss_aggregation, cfg.max_new_tokens)
         if cfg.kl_in == "loss" and cfg.kl_coef:
-            k3 = pg.kl_k3(logps, ref_logps)  # (N, T), with grad
-            loss = loss + cfg.kl_coef * pg.aggregate(k3, mask, cfg.loss_aggregation, cfg.max_new_tokens)
+            k3 = est.kl_k3(logps, ref_logps)  # (N, T), with grad
+            loss = loss + cfg.kl_coef * est.aggregate(k3, mask, cfg.loss_aggregation, cfg.max_new_tokens)
         if cfg.entropy_coef:
             loss = loss - cfg.entropy_coef * _masked_mean(entropy, mask)
         if self.num_processes > 1 and cfg.loss_aggregation == "token":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 
+from .._lazy import lazy_submodules
 from .core import Exercise, Result, WrongAnswer
 
 MODULES = ("nb01", "nb02", "nb03", "nb04", "nb05")
@@ -27,10 +28,7 @@ __all__ = ["Exercise", "Result", "WrongAnswer", "MODULES", "all_exercises", *MOD
 
 
 def all_exercises() -> list[tuple[str, Exercise]]:
-    """Every exercise of every notebook module, as (module name, exercise), in course order.
-
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
-    """
+    """Every exercise of every notebook module, as (module name, exercise), in course order."""
     out = []
     for name in MODULES:
         module = importlib.import_module(f".{name}", __name__)
@@ -38,9 +36,4 @@ def all_exercises() -> list[tuple[str, Exercise]]:
     return out
 
 
-def __getattr__(name: str):
-    if name in MODULES:
-        module = importlib.import_module(f".{name}", __name__)
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'pgcore.exercises' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_submodules(__name__, MODULES)

@@ -3,8 +3,6 @@ through its check, print a table, exit 1 if any check misbehaves.
 
 A check misbehaves when the reference fails, a stub is not reported as "not answered yet", or a listed
 wrong answer passes or is not named by its own message (a check that cannot fail is a defect).
-
-Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
 """
 from __future__ import annotations
 

@@ -11,8 +11,6 @@ property checks (e.g. "the baseline depends on the sample's own reward").
 
 Verdicts are short, plain text with numbers rounded to 4 decimals, so a notebook's stored output of
 a stub ("not answered yet") is stable under nbval.
-
-Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
 """
 from __future__ import annotations
 
@@ -54,10 +52,7 @@ def _nested(x, digits: int):
 
 
 def fmt(x: Any, digits: int = 4) -> str:
-    """A value as short text: tensors as (nested) lists rounded to `digits`, bools as 0/1, strings quoted.
-
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
-    """
+    """A value as short text: tensors as (nested) lists rounded to `digits`, bools as 0/1, strings quoted."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
         if x.dtype == torch.bool:
@@ -115,7 +110,6 @@ def close(out, expected, rtol: float = 1e-5, atol: float = 1e-6) -> bool:
     """True when `out` equals `expected` up to floating-point tolerance (shapes and types must agree).
 
     A list or array is compared as a tensor, a one-element tensor as a number, True/False as 1.0/0.0.
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
     """
     if isinstance(expected, tuple):
         return (isinstance(out, (tuple, list)) and len(out) == len(expected)
@@ -209,10 +203,7 @@ class _LearnerError(Exception):
 
 @dataclass
 class Exercise:
-    """One checked exercise. See the module docstring.
-
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
-    """
+    """One checked exercise. See the module docstring."""
 
     name: str
     """the attribute name in its notebook module, e.g. "reward_to_go" (ex.reward_to_go.check(...))"""

@@ -58,15 +58,11 @@ def reward_to_go_solution(rew, done, gamma):
 
 
 def _rtg_g0(rew, done, gamma):
-    import pgcore.returns
-
-    return pgcore.returns.discounted_return(rew, gamma, done)
+    return pg.discounted_return(rew, gamma, done)
 
 
 def _rtg_no_reset(rew, done, gamma):
-    import pgcore.returns
-
-    return pgcore.returns.discount_cumsum(rew, gamma)
+    return pg.discount_cumsum(rew, gamma)
 
 
 def _rtg_past(rew, done, gamma):
@@ -84,9 +80,7 @@ def _rtg_no_gamma(rew, done, gamma):
 
 
 def _rtg_oracle(rew, done, gamma):
-    import pgcore.returns
-
-    return pgcore.returns.reward_to_go(rew, gamma, done)
+    return pg.reward_to_go(rew, gamma, done)
 
 
 reward_to_go = Exercise(
@@ -95,7 +89,7 @@ reward_to_go = Exercise(
     reference=reward_to_go_solution,
     cases=_rtg_cases,
     describe=_describe_rtg,
-    checked="against pg.returns.reward_to_go on 4 inputs (two episodes in one column, two columns, "
+    checked="against pg.reward_to_go on 4 inputs (two episodes in one column, two columns, "
             "unfinished episodes, gamma = 1)",
     hint_text=("walk backwards in time, t = T-1, ..., 0, keeping the running return of each column (N,). "
                "Where done[t] is True, step t is the last of its episode: nothing after it may flow into G_t "
@@ -161,9 +155,7 @@ def _loss_sum(logp, adv, mask):
 
 
 def _loss_oracle(logp, adv, mask):
-    import pgcore.pg
-
-    return pgcore.pg.pg_loss(logp, adv, mask)
+    return pg.pg_loss(logp, adv, mask)
 
 
 def _loss_validate(out, logp, adv, mask):
@@ -211,7 +203,7 @@ reinforce_loss = Exercise(
 def discounted_weights_solution(rew, done, gamma):
     # the exact gradient of the discounted objective weights step t by gamma^t G_t, t counted from the
     # start of step t's episode (t = 0 on the first step of a column and after every done)
-    G = pg.returns.reward_to_go(rew, gamma, done)         # (T, N)
+    G = pg.reward_to_go(rew, gamma, done)                 # (T, N)
     t_in_ep = torch.zeros_like(rew)
     count = torch.zeros_like(rew[0])                      # (N,)
     for t in range(rew.shape[0]):
@@ -227,16 +219,12 @@ def _dw_cases():
 
 
 def _dw_no_power(rew, done, gamma):
-    import pgcore.returns
-
-    return pgcore.returns.reward_to_go(rew, gamma, done)
+    return pg.reward_to_go(rew, gamma, done)
 
 
 def _dw_global_t(rew, done, gamma):
-    import pgcore.returns
-
     t = torch.arange(rew.shape[0], dtype=rew.dtype)[:, None].expand_as(rew)
-    return gamma**t * pgcore.returns.reward_to_go(rew, gamma, done)
+    return gamma**t * pg.reward_to_go(rew, gamma, done)
 
 
 discounted_weights = Exercise(
@@ -246,7 +234,7 @@ discounted_weights = Exercise(
     cases=_dw_cases,
     describe=_describe_rtg,
     checked="on 4 inputs with gamma < 1 (several episodes per column, two columns)",
-    hint_text=("G_t is pg.returns.reward_to_go(rew, gamma, done). For the time index, walk forward through "
+    hint_text=("G_t is pg.reward_to_go(rew, gamma, done). For the time index, walk forward through "
                "the steps with a counter per column (N,) that restarts at 0 on the step after a done."),
     wrong_answers=[
         WrongAnswer("no_power", _dw_no_power,

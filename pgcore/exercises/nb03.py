@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+import pgcore as pg
+
 from .core import Exercise, WrongAnswer, fmt
 
 __all__ = ["rloo", "gae", "group_normalize", "EXERCISES"]
@@ -55,9 +57,7 @@ def _rloo_sign(rew):
 
 
 def _rloo_oracle(rew):
-    import pgcore.pg
-
-    return pgcore.pg.rloo(rew)
+    return pg.rloo(rew)
 
 
 def _rloo_diagnose(answer):
@@ -79,7 +79,7 @@ rloo = Exercise(
     reference=rloo_solution,
     cases=_groups_cases,
     describe=_describe_groups,
-    checked="against pg.pg.rloo on 4 inputs (G = 2, 4, 5, a group of equal rewards)",
+    checked="against pg.rloo on 4 inputs (G = 2, 4, 5, a group of equal rewards)",
     hint_text=("sum the group once, rew.sum(dim=1, keepdim=True); the others' sum is that minus r_i, and there "
                "are G - 1 others. The baseline must not contain r_i: a baseline that depends on the sample's own "
                "action is not 'constant' for the E[grad log pi] = 0 argument."),
@@ -167,9 +167,7 @@ def _gae_lam(rew, val, done, gamma, lam):
 
 
 def _gae_oracle(rew, val, done, gamma, lam):
-    import pgcore.pg
-
-    return pgcore.pg.gae(rew, val, done, gamma, lam)
+    return pg.gae(rew, val, done, gamma, lam)
 
 
 gae = Exercise(
@@ -178,7 +176,7 @@ gae = Exercise(
     reference=gae_solution,
     cases=_gae_cases,
     describe=_gae_describe,
-    checked="against pg.pg.gae on 4 inputs (episode ends inside a column, two columns, lam = 0, lam = 1)",
+    checked="against pg.gae on 4 inputs (episode ends inside a column, two columns, lam = 0, lam = 1)",
     hint_text=("two steps. (f) delta_t = r_t + gamma V(s_{t+1}) - V(s_t), with V(s_{t+1}) = val[t+1] of the same "
                "column, but 0 after a terminal step (done[t]) and after the last step. (h) backwards: "
                "A_t = delta_t + gamma lam A_{t+1}, where A_{t+1} counts only if step t did not end its episode."),
@@ -227,9 +225,7 @@ def _gn_batch_std(rew, eps=1e-4):
 
 
 def _gn_oracle(rew, eps=1e-4):
-    import pgcore.pg
-
-    return pgcore.pg.group_normalize(rew, eps)
+    return pg.group_normalize(rew, eps)
 
 
 group_normalize = Exercise(
@@ -238,12 +234,12 @@ group_normalize = Exercise(
     reference=group_normalize_solution,
     cases=_groups_cases,
     describe=_describe_groups,
-    checked="against pg.pg.group_normalize on 4 inputs (G = 2, 4, 5, a group of equal rewards)",
+    checked="against pg.group_normalize on 4 inputs (G = 2, 4, 5, a group of equal rewards)",
     hint_text=("the statistics are per group: reduce over dim=1 with keepdim=True. torch's .std() is the sample "
                "std (divides by G - 1), the one GRPO uses. A group of equal rewards gets advantage 0 everywhere."),
     wrong_answers=[
         WrongAnswer("population_std", _gn_population,
-                    "you used the population std (divides by G); GRPO and pg.pg.group_normalize use the sample std "
+                    "you used the population std (divides by G); GRPO and pg.group_normalize use the sample std "
                     "(divides by G - 1), e.g. rew.std(dim=1)"),
         WrongAnswer("whole_batch", _gn_batch,
                     "you normalized over the whole batch, not per group: each prompt's samples are compared only "

@@ -207,9 +207,9 @@ def _kl_log_sign(logp, ref_logp):
 
 
 def _kl_oracle(logp, ref_logp):
-    import pgcore.pg
+    import pgcore
 
-    return pgcore.pg.kl_k3(logp, ref_logp)
+    return pgcore.kl_k3(logp, ref_logp)
 
 
 kl_k3 = Exercise(
@@ -218,7 +218,7 @@ kl_k3 = Exercise(
     reference=kl_k3_solution,
     cases=_kl_cases,
     describe=lambda logp, ref: f"for logp {fmt(logp)} and ref_logp {fmt(ref)}",
-    checked="against pg.pg.kl_k3 on 2 inputs (one where pi = pi_ref on a token: k3 = 0 there)",
+    checked="against pg.kl_k3 on 2 inputs (one where pi = pi_ref on a token: k3 = 0 there)",
     hint_text=("with rho = pi_ref / pi, i.e. log rho = ref_logp - logp, k3 = rho - 1 - log rho. It is >= 0 "
                "for every token, and its mean under pi is KL(pi || pi_ref) because E_pi[rho] = 1."),
     wrong_answers=[

@@ -5,7 +5,7 @@
 
 Self-contained: each exercise has its own reference implementation (none needs a model).
 
-Introduced in notebooks/05_verifiable_rewards.ipynb.
+Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
 """
 from __future__ import annotations
 

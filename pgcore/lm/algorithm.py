@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import pg
+import pgcore as pg  # the estimators, as the notebooks name them: pg.rloo, pg.aggregate, ...
 from .models import format_prompts
 from .sampling import Batch, generate
 

@@ -5,7 +5,7 @@ The five steps of policy gradient, one update of `train`:
   1. sample a batch of trajectories with the current policy       -> `collect_rollout`
   2. compute the return of each step (R(tau) or reward-to-go)     -> `compute_weights`
   3. turn it into an advantage (baseline, normalization)          -> `compute_advantages`
-  4. estimate the gradient: loss = -mean(logp * adv), backward    -> `pgcore.pg.pg_loss`
+  4. estimate the gradient: loss = -mean(logp * adv), backward    -> `pgcore.pg_loss`
   5. take an optimizer step, and iterate                          -> `train`
 Notebook 02 writes these steps visibly; `train` is the same loop with logging and a budget.
 

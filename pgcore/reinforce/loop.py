@@ -1,7 +1,5 @@
 """Steps 4-5 and the loop: `train` (REINFORCE with logging, a budget and a solved check), and the
 helpers `pgcore.actor_critic` shares with it.
-
-Introduced in notebooks/02_reinforce_cartpole.ipynb.
 """
 from __future__ import annotations
 
@@ -14,11 +12,12 @@ import numpy as np
 import torch
 
 from .. import envs as _envs
-from ..pg import pg_loss
+from .._checks import check_int
+from ..estimators import pg_loss
 from ..policies import GaussianPolicy, MLPPolicy, ValueNet
 from ..returns import reward_to_go
 from ..utils import get_device
-from .config import ReinforceConfig
+from .config import ReinforceConfig, TrainConfig
 from .rollout import Rollout, torch_threads, collect_rollout, compute_advantages, compute_weights
 
 
@@ -43,10 +42,9 @@ def start_training(env, config, config_cls, seed):
     if not isinstance(cfg, config_cls):
         name = config_cls.__name__
         raise ValueError(f"config must be {'an' if name[0] in 'AEIOU' else 'a'} {name} or None, got {type(cfg).__name__}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise ValueError(f"seed must be an int, got {seed!r}")
+    seed = check_int(seed, "seed", low=None)
     target = _target_return(env, cfg.target_return)
-    return cfg, int(seed), get_device(cfg.device), _envs.env_id_of(env), target, cfg.early_stop and target is not None
+    return cfg, seed, get_device(cfg.device), _envs.env_id_of(env), target, cfg.early_stop and target is not None
 
 
 def init_networks(envs, policy, cfg, device: torch.device, env_id: str, seed: int, critic: bool):
@@ -124,7 +122,7 @@ class TrainResult:
     policy:     the trained MLPPolicy (policy(obs_batch) -> Categorical), or GaussianPolicy for a Box
                 action space (-> Independent(Normal)), in eval mode
     value_net:  the ValueNet when baseline="value", else None
-    config:     the ReinforceConfig used
+    config:     the config used (a ReinforceConfig, or an ActorCriticConfig)
     env_id:     name of the env trained on
     env_steps:  env steps (transitions of collected episodes) used
     history:    one dict per update, keys: update, env_steps, episodes, return_mean, return_std,
@@ -132,13 +130,11 @@ class TrainResult:
                 eval_return (NaN unless a confirmation ran), seconds
     solved:     training stopped early because target_return was reached and confirmed
     seconds:    wall-clock time of training
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
 
     policy: torch.nn.Module
     value_net: ValueNet | None
-    config: ReinforceConfig
+    config: TrainConfig
     env_id: str
     env_steps: int
     history: list[dict] = field(default_factory=list)
@@ -164,11 +160,11 @@ def train(
     space, a Gaussian policy (`pgcore.policies.GaussianPolicy`, state-independent learned log-std) for a
     1-D Box action space. Box actions are sampled from the Gaussian, clipped to the bounds only when
     stepping the env, and the log-prob of the unclipped sample (summed over action dimensions) is what
-    the loss differentiates. The discrete path is the same code, number for number, as before Box support.
+    the loss differentiates.
 
     Each update: collect num_envs * episodes_per_env complete episodes (step 1), weight each
     grad log pi by R(tau) or the reward-to-go (2), subtract a baseline and normalize (3),
-    loss = pgcore.pg.pg_loss(logp, adv) (4), one Adam step (5). Stops at the env-step budget,
+    loss = pgcore.pg_loss(logp, adv) (4), one Adam step (5). Stops at the env-step budget,
     or early: once the last `stop_window` training episodes average >= target_return, the
     policy plays `confirm_episodes` fresh episodes on a separate env, and training stops if their
     mean is >= target_return + confirm_margin (logged as "eval_return"; those steps are not

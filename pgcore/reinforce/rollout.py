@@ -1,7 +1,5 @@
 """Steps 1-3 of REINFORCE: sample episodes (`collect_rollout`), their returns (`compute_weights`),
 the advantages (`compute_advantages`); and `evaluate`, the score on fresh episodes.
-
-Introduced in notebooks/02_reinforce_cartpole.ipynb.
 """
 from __future__ import annotations
 
@@ -14,7 +12,8 @@ import torch
 from torch.distributions import Categorical
 
 from .. import envs as _envs
-from ..pg import normalize
+from .._checks import is_int
+from ..estimators import normalize
 from ..policies import ValueNet
 from ..returns import discounted_return, reward_to_go
 from .config import BASELINES, WEIGHTINGS
@@ -39,8 +38,6 @@ class Rollout:
     ep_returns (E,) float64             undiscounted return of each collected episode, in the
                                         order they finished
     ep_lengths (E,) int64               its number of steps; ep_lengths.sum() == mask.sum()
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
 
     obs: torch.Tensor
@@ -100,8 +97,6 @@ def sample_actions(policy, obs: np.ndarray, generator: torch.Generator | None = 
     Returns:
         (act, logp (B,) float tensor), both on the CPU, no grad; act is (B,) int64 for a Categorical,
         (B, act_dim) float32 for a Gaussian (not clipped: the rollout clips only what it sends to the env).
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
     device = policy_device(policy)
     with torch.no_grad():
@@ -149,7 +144,7 @@ def collect_rollout(
     n = envs.num_envs
     if num_episodes is None:
         num_episodes = n
-    if not isinstance(num_episodes, (int, np.integer)) or num_episodes < 1 or num_episodes % n:
+    if not is_int(num_episodes) or num_episodes < 1 or num_episodes % n:
         raise ValueError(f"num_episodes={num_episodes!r} is invalid; accepted: a positive multiple of num_envs={n}")
     per_env = int(num_episodes) // n
     mode = _envs.autoreset_mode(envs)
@@ -250,7 +245,7 @@ def compute_advantages(
 
     adv = weights - b, with b = 0 ("none"), the batch mean of the weights ("mean"), or V(s_t)
     from `value_net` ("value", evaluated without grad); then, if `normalize_adv`, standardized
-    over the batch (`pgcore.pg.normalize`). `weights[batch.mask]` lines up with `batch.logp[batch.mask]`.
+    over the batch (`pgcore.normalize`). `weights[batch.mask]` lines up with `batch.logp[batch.mask]`.
 
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
@@ -298,7 +293,7 @@ def evaluate(
 
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
-    if not isinstance(episodes, (int, np.integer)) or episodes < 1:
+    if not is_int(episodes) or episodes < 1:
         raise ValueError(f"episodes={episodes!r} is invalid; accepted: an int >= 1")
     if isinstance(env, str):
         try:

@@ -8,14 +8,6 @@ Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
 """
 from __future__ import annotations
 
-import importlib
+from .._lazy import lazy_submodules
 
-_SUBMODULES = ("bandit", "reinforce", "variance", "lm", "grpo")
-
-
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        module = importlib.import_module(f".{name}", __name__)
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'pgcore.widgets' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_submodules(__name__, ("bandit", "reinforce", "variance", "lm", "grpo"))

@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 
 from .. import bandit as _bandit
+from .._checks import is_int, is_number
 
 __all__ = ["gradient_histogram_stats", "format_readout", "bandit_panel"]
 
@@ -41,11 +42,11 @@ def gradient_histogram_stats(
     logits_t = torch.as_tensor(logits, dtype=torch.float64)
     rewards_t = torch.as_tensor(rewards, dtype=torch.float64)
     k = logits_t.numel()
-    if isinstance(component, bool) or not isinstance(component, int) or not 0 <= component < k:
+    if not is_int(component) or not 0 <= component < k:
         raise ValueError(f"component must be an arm index in [0, {k - 1}], got {component!r}")
-    if not (isinstance(reward_std, (int, float)) and reward_std >= 0):
+    if not (is_number(reward_std) and reward_std >= 0):
         raise ValueError(f"reward_std must be a number >= 0, got {reward_std!r}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+    if not is_int(num_samples) or num_samples < 2:
         raise ValueError(f"num_samples must be an int >= 2 (a variance needs two samples), got {num_samples!r}")
     exact = _bandit.exact_gradient(logits_t, rewards_t)  # (K,), and the input checks
     reward_source = _bandit.GaussianBandit(rewards_t, float(reward_std)) if reward_std > 0 else rewards_t
@@ -67,10 +68,7 @@ def gradient_histogram_stats(
 
 
 def format_readout(stats: dict) -> str:
-    """One HTML line with the key numbers of `gradient_histogram_stats`.
-
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
-    """
+    """One HTML line with the key numbers of `gradient_histogram_stats`."""
     i = stats["component"]
     return (
         f"<b>∂J/∂θ<sub>{i + 1}</sub></b>: exact = {stats['exact']:+.4f} &nbsp;|&nbsp; "

@@ -136,7 +136,7 @@ def grpo_panel(policy, *, num_samples: int = 2, kl_coef: float = 0.0, loss_aggre
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
-    from ..pg import AGGREGATIONS as LOSS_AGGREGATIONS
+    from ..estimators import AGGREGATIONS as LOSS_AGGREGATIONS
 
     style = {"description_width": "150px"}
     layout = widgets.Layout(width="460px")

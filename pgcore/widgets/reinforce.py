@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .. import reinforce as _reinforce
+from .._checks import check_int, is_int
 
 __all__ = ["short_run", "format_readout", "reinforce_panel", "cartpole_episode", "plot_cartpole_frames"]
 
@@ -58,13 +59,13 @@ def short_run(
 
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 2:
+    if not is_int(episodes) or episodes < 2:
         raise ValueError(f"episodes must be an int >= 2 (a batch mean needs two), got {episodes!r}")
     if not isinstance(baseline, (bool, np.bool_)):
         raise ValueError(f"baseline must be True or False, got {baseline!r}")
     config = _reinforce.ReinforceConfig(
         lr=float(lr), gamma=float(gamma), num_envs=int(episodes), episodes_per_env=1,
-        max_env_steps=int(budget) if isinstance(budget, (int, np.integer)) else budget,
+        max_env_steps=int(budget) if is_int(budget) else budget,
         hidden_sizes=tuple(hidden_sizes), weighting="reward_to_go",
         baseline="mean" if baseline else "none", normalize_adv=False, early_stop=False,
     )  # validates lr, gamma, budget
@@ -91,10 +92,7 @@ def short_run(
 
 
 def format_readout(stats: dict) -> str:
-    """One HTML line with the key numbers of `short_run`.
-
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
-    """
+    """One HTML line with the key numbers of `short_run`."""
     return (
         f"<b>lr</b> = {stats['lr']:.4g} &nbsp;|&nbsp; {stats['updates']} updates of {stats['episodes']} episodes, "
         f"{stats['env_steps'][-1]} env steps &nbsp;|&nbsp; "
@@ -223,8 +221,7 @@ def plot_cartpole_frames(states: np.ndarray, num_frames: int = 6, axes=None, lab
     states = np.asarray(states, dtype=float)
     if states.ndim != 2 or states.shape[1] != 4 or len(states) < 1:
         raise ValueError(f"states must be shaped (T + 1, 4), got {states.shape}")
-    if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"num_frames must be an int >= 1, got {num_frames!r}")
+    num_frames = check_int(num_frames, "num_frames")
     if axes is None:
         _, axes = plt.subplots(1, num_frames, figsize=(2.0 * num_frames, 1.6))
     axes = np.atleast_1d(axes)

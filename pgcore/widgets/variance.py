@@ -23,17 +23,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .. import pg as _pg
+from .._checks import check_int, check_number, is_int
+from ..estimators import normalize, ppo_clip_loss
 from ..reinforce.rollout import Rollout, torch_threads
-from ..envs import grouped_cartpole  # noqa: F401 (re-exported: notebook 03 used it from here)
-from ..returns import reward_to_go
+from ..returns import gae, reward_to_go
 from ..variance import batch_gradients, bias_stats, gradient_stats, per_step_scores
 
 __all__ = [
-    "per_step_scores",  # this and the next three: from pgcore.variance
-    "batch_gradients",
-    "gradient_stats",
-    "bias_stats",
     "VarianceLab",
     "make_lab",
     "BASELINE_CHOICES",
@@ -42,7 +38,6 @@ __all__ = [
     "variance_stats",
     "format_readout",
     "variance_panel",
-    "grouped_cartpole",  # from pgcore.envs
 ]
 
 #: what V is in the panel's GAE(lambda): the learned critic, the batch's mean return, or nothing
@@ -65,8 +60,6 @@ class VarianceLab:
     reference    (P,) a high-sample estimate of the gradient (from other episodes)
     val, next_val  (T, N) V(s_t) and V(s_{t+1}) from value_net
     rtg          (T, N) the reward-to-go G_t
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
     """
 
     policy: torch.nn.Module
@@ -135,8 +128,7 @@ def make_lab(
     T, N = batch.mask.shape
     if batch.num_episodes != N:
         raise ValueError(f"batch must hold one episode per column, got {batch.num_episodes} episodes in {N} columns")
-    if isinstance(episodes_per_batch, bool) or not isinstance(episodes_per_batch, int) or episodes_per_batch < 1 \
-            or N % episodes_per_batch or N // episodes_per_batch < 2:
+    if not is_int(episodes_per_batch) or episodes_per_batch < 1 or N % episodes_per_batch or N // episodes_per_batch < 2:
         raise ValueError(f"episodes_per_batch={episodes_per_batch!r} must be an int >= 1 dividing {N} columns into >= 2 batches")
     by_column = batch.mask.T                                                  # (N, T): steps column by column
     scores = per_step_scores(policy, batch.obs.transpose(0, 1)[by_column], batch.act.T[by_column])
@@ -157,8 +149,6 @@ def lab_advantage(lab: VarianceLab, lam: float, baseline: str = "value") -> torc
     """GAE(lambda) on the lab's rollout with V = the critic ("value"), each batch's mean G_t ("mean") or 0 ("none").
 
     lam = 1 gives G_t - V: the reward-to-go minus that baseline. Returns (T, N), 0 at masked steps.
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
     """
     b = lab.batch
     if baseline == "value":
@@ -170,7 +160,7 @@ def lab_advantage(lab: VarianceLab, lam: float, baseline: str = "value") -> torc
         val = next_val = torch.zeros_like(lab.rtg)
     else:
         raise ValueError(f"unknown baseline {baseline!r}; accepted: {', '.join(BASELINE_CHOICES)}")
-    return _pg.gae(b.rew, val, b.done, lab.gamma, float(lam), next_val=next_val, terminated=b.terminated, mask=b.mask)
+    return gae(b.rew, val, b.done, lab.gamma, float(lam), next_val=next_val, terminated=b.terminated, mask=b.mask)
 
 
 def ppo_epochs(
@@ -185,7 +175,7 @@ def ppo_epochs(
     num_minibatches: int = 4,
     seed: int = 0,
 ) -> dict:
-    """Reuse one batch for `epochs` passes of minibatch Adam steps on `pgcore.pg.ppo_clip_loss`.
+    """Reuse one batch for `epochs` passes of minibatch Adam steps on `pgcore.ppo_clip_loss`.
 
     A copy of `policy` is updated; the argument is left unchanged. After every epoch the whole
     batch is re-scored against the policy that sampled it.
@@ -200,11 +190,8 @@ def ppo_epochs(
         dict of (epochs,) float arrays "approx_kl" (k3 estimate of KL(pi_old || pi)), "ratio_min",
         "ratio_max", "clip_frac" (fraction of steps with |ratio - 1| > eps; 0 without a clip),
         each after that epoch, and "policy", the updated copy.
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    epochs = check_int(epochs, "epochs")
     new = copy.deepcopy(policy)
     opt = torch.optim.Adam(new.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(int(seed))
@@ -213,16 +200,16 @@ def ppo_epochs(
     n = obs.shape[0]
     size = -(-n // num_minibatches)
     out = {k: [] for k in ("approx_kl", "ratio_min", "ratio_max", "clip_frac")}
-    for _ in range(int(epochs)):
+    for _ in range(epochs):
         perm = torch.randperm(n, generator=gen)
         for i in range(0, n, size):
             idx = perm[i:i + size]
-            loss, _ = _pg.ppo_clip_loss(new(obs[idx]).log_prob(act[idx]), old_logp[idx], adv[idx], clip_eps)
+            loss, _ = ppo_clip_loss(new(obs[idx]).log_prob(act[idx]), old_logp[idx], adv[idx], clip_eps)
             opt.zero_grad()
             loss.backward()
             opt.step()
         with torch.no_grad():
-            _, s = _pg.ppo_clip_loss(new(obs).log_prob(act), old_logp, adv, clip_eps)
+            _, s = ppo_clip_loss(new(obs).log_prob(act), old_logp, adv, clip_eps)
         for k in out:
             out[k].append(s[k])
     result = {k: np.asarray(v) for k, v in out.items()}
@@ -254,9 +241,7 @@ def variance_stats(
 
     Introduced in notebooks/03_variance_reduction.ipynb.
     """
-    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
-        raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
-    lam = round(float(lam), 6)
+    lam = round(check_number(lam, "lam", ge=0, le=1), 6)
     adv = lab_advantage(lab, lam, baseline)
     stats = {**lab.stats(adv), **lab.bias(adv)}
     grid = np.asarray(lam_grid, dtype=float)
@@ -266,7 +251,7 @@ def variance_stats(
     cols = slice(0, ppo_batches * lab.episodes_per_batch)
     mask = b.mask[:, cols]
     obs, act = b.obs[:, cols][mask], b.act[:, cols][mask]
-    a = _pg.normalize(adv[:, cols][mask])
+    a = normalize(adv[:, cols][mask])
     with torch_threads(torch.device("cpu")):
         ppo = ppo_epochs(lab.policy, obs, act, a, epochs=epochs, clip_eps=clip_eps, lr=lr)
     return {
@@ -279,10 +264,7 @@ def variance_stats(
 
 
 def format_readout(stats: dict) -> str:
-    """One HTML line with the key numbers of `variance_stats`.
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
-    """
+    """One HTML line with the key numbers of `variance_stats`."""
     clip = "no clip" if stats["clip_eps"] is None else f"clip ε = {stats['clip_eps']:.2f}"
     return (
         f"<b>GAE λ</b> = {stats['lam']:.2f}, baseline: {BASELINE_CHOICES[stats['baseline']]} &nbsp;|&nbsp; "

@@ -10,7 +10,7 @@ import torch
 
 import pgcore.engine.trainer as trainer_mod
 from lm_fakes import LetterReward, make_policy
-from pgcore import pg
+import pgcore as pg
 from pgcore.engine.checkpoint import latest_checkpoint, list_checkpoints
 from pgcore.lm.algorithm import lm_advantages as compute_advantages
 from pgcore.engine import CSV_COLUMNS, LMConfig, NonFiniteLossError, Trainer, train

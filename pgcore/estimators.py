@@ -1,15 +1,16 @@
-"""The policy-gradient estimator, once, and the advantage makers every notebook reuses.
+"""The policy-gradient estimator, once, the advantage makers every notebook reuses, and PPO's clipped loss.
 
 The whole course is one idea: `loss = -mean(logp * adv)`. Its *value* means nothing, but for
 data sampled from the current policy its *gradient* is the policy gradient. What changes from
 notebook to notebook is where `logp` comes from (bandit arm, CartPole action, LM token) and how
-`adv` is made (raw reward, reward-to-go, minus a baseline, leave-one-out, group-normalized).
-
-Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
+`adv` is made (raw reward, reward-to-go, minus a baseline, leave-one-out, group-normalized), and,
+with PPO, whether one batch serves several steps (`ppo_clip_loss`).
 """
 from __future__ import annotations
 
 import torch
+
+from ._checks import as_tensor, check_int, check_number, check_same_shape
 
 __all__ = [
     "pg_loss",
@@ -21,14 +22,22 @@ __all__ = [
     "kl_k2",
     "kl_k3",
     "kl_estimate",
+    "AGGREGATIONS",
+    "aggregate",
+    "ppo_clip_loss",
 ]
 
 
-def as_tensor(x, name: str) -> torch.Tensor:
-    """`x` itself when it is a tensor, else a one-line ValueError naming the argument."""
-    if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    return x
+def _per_sequence(adv: torch.Tensor, logp: torch.Tensor) -> torch.Tensor:
+    """`adv` shaped like `logp`, or (B,) -> (B, 1) for a (B, T) `logp`: one weight per sequence."""
+    if adv.dim() == 1 and logp.dim() == 2 and adv.shape[0] == logp.shape[0]:
+        return adv[:, None]
+    if adv.shape != logp.shape:
+        raise ValueError(
+            f"adv shape {tuple(adv.shape)} does not match logp shape {tuple(logp.shape)}; "
+            "accepted: the same shape, or (B,) for a (B, T) logp"
+        )
+    return adv
 
 
 def pg_loss(logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -51,23 +60,13 @@ def pg_loss(logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor | None = N
     Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
     """
     logp = as_tensor(logp, "logp")
-    adv = as_tensor(adv, "adv").detach()
-    if adv.dim() == 1 and logp.dim() == 2 and adv.shape[0] == logp.shape[0]:
-        adv = adv[:, None]  # (B,) -> (B, 1): one weight per sequence
-    elif adv.shape != logp.shape:
-        raise ValueError(
-            f"adv shape {tuple(adv.shape)} does not match logp shape {tuple(logp.shape)}; "
-            "accepted: the same shape, or (B,) for a (B, T) logp"
-        )
+    adv = _per_sequence(as_tensor(adv, "adv").detach(), logp)
     weighted = logp * adv
     if mask is None:
         if weighted.numel() == 0:
             raise ValueError("logp is empty; pg_loss needs at least one sample")
         return -weighted.mean()
-    mask = as_tensor(mask, "mask")
-    if mask.shape != logp.shape:
-        raise ValueError(f"mask shape {tuple(mask.shape)} does not match logp shape {tuple(logp.shape)}")
-    mask = mask.to(weighted.dtype)
+    mask = check_same_shape(as_tensor(mask, "mask"), "mask", logp, "logp").to(weighted.dtype)
     return -(weighted * mask).sum() / mask.sum().clamp(min=1.0)
 
 
@@ -75,9 +74,7 @@ def mean_baseline(rew: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Advantage = reward minus the batch mean (over `dim`, or over everything).
 
     A constant baseline keeps the estimator unbiased because E[grad log pi] = 0 (notebook 01).
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
     """
-    rew = as_tensor(rew, "rew")
     if dim is None:
         return rew - rew.mean()
     return rew - rew.mean(dim=dim, keepdim=True)
@@ -86,16 +83,14 @@ def mean_baseline(rew: torch.Tensor, dim: int | None = None) -> torch.Tensor:
 def normalize(adv: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Advantage normalization: (adv - mean) / (std + eps) over the whole batch.
 
-    Introduced in notebooks/02_reinforce_cartpole.ipynb.
+    Introduced in notebooks/03_variance_reduction.ipynb.
     """
-    adv = as_tensor(adv, "adv")
     if adv.numel() < 2:
         raise ValueError(f"normalize needs at least 2 advantages to estimate a std, got {adv.numel()}")
     return (adv - adv.mean()) / (adv.std() + eps)
 
 
 def _check_groups(rew: torch.Tensor, name: str) -> torch.Tensor:
-    rew = as_tensor(rew, "rew")
     if rew.dim() != 2:
         raise ValueError(f"{name} expects rewards shaped (num_prompts, num_samples), got shape {tuple(rew.shape)}")
     if rew.shape[1] < 2:
@@ -133,18 +128,12 @@ def group_normalize(rew: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
 # log_ratio = logp - ref_logp, evaluated at tokens sampled from the policy.
 
 def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k1 = log(pi/ref): unbiased for KL(pi || ref), high variance, can be negative per sample.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
+    """k1 = log(pi/ref): unbiased for KL(pi || ref), high variance, can be negative per sample."""
     return logp - ref_logp
 
 
 def kl_k2(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k2 = 0.5 * log(pi/ref)^2: biased, low variance, always >= 0.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
+    """k2 = 0.5 * log(pi/ref)^2: biased, low variance, always >= 0."""
     return 0.5 * (logp - ref_logp) ** 2
 
 
@@ -161,21 +150,14 @@ _KL = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
 
 
 def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k3") -> torch.Tensor:
-    """Per-sample KL(pi || ref) estimate with estimator `kind` in {"k1", "k2", "k3"}.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
+    """Per-sample KL(pi || ref) estimate with estimator `kind` in {"k1", "k2", "k3"}."""
     if kind not in _KL:
         raise ValueError(f"unknown KL estimator {kind!r}; accepted: {', '.join(_KL)}")
-    if logp.shape != ref_logp.shape:
-        raise ValueError(f"ref_logp shape {tuple(ref_logp.shape)} does not match logp shape {tuple(logp.shape)}")
+    check_same_shape(ref_logp, "ref_logp", logp, "logp")
     return _KL[kind](logp, ref_logp)
 
 
-# --------------------------------------------------------------------------------------------
-# Notebook 05: how per-token terms of a batch of completions become one number
-# --------------------------------------------------------------------------------------------
-__all__ += ["AGGREGATIONS", "aggregate"]
+# how per-token terms of a batch of completions become one number (notebook 05)
 
 AGGREGATIONS = ("token", "sequence", "constant", "sum")
 
@@ -209,8 +191,6 @@ def aggregate(x: torch.Tensor, mask: torch.Tensor, how: str = "token", max_token
 
     Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
     """
-    x = as_tensor(x, "x")
-    mask = as_tensor(mask, "mask")
     if x.dim() != 2 or mask.shape != x.shape:
         raise ValueError(f"x and mask must both be (N, T), got {tuple(x.shape)} and {tuple(mask.shape)}")
     m = mask.to(x.dtype)
@@ -219,15 +199,76 @@ def aggregate(x: torch.Tensor, mask: torch.Tensor, how: str = "token", max_token
     if how == "sequence":
         return ((x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)).mean()
     if how == "constant":
-        length = x.shape[1] if max_tokens is None else max_tokens
-        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-            raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens!r}")
+        length = check_int(x.shape[1] if max_tokens is None else max_tokens, "max_tokens")
         return (x * m).sum() / (x.shape[0] * length)
     if how == "sum":
         return (x * m).sum() / x.shape[0]
     raise ValueError(f"aggregation {how!r} unknown; accepted: {', '.join(AGGREGATIONS)}")
 
 
-# Notebook 03's critic advantages and PPO's loss live in `pgcore.advantages`; these names stay here too,
-# so `pgcore.pg.gae` keeps working.
-from .advantages import gae, ppo_clip_loss, td_error  # noqa: E402,F401
+def ppo_clip_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    clip_eps: float | None,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict]:
+    """PPO's clipped surrogate as a loss to minimize, and what the ratio did (Schulman et al. 2017, eq. 7).
+
+        ratio_t = pi_theta(a_t|s_t) / pi_old(a_t|s_t) = exp(logp - old_logp)
+        loss    = -mean( min(ratio_t * A_t, clip(ratio_t, 1 - eps, 1 + eps) * A_t) )
+
+    The data were sampled by pi_old; the ratio reweights them for the current policy (importance
+    sampling), so one batch can serve several gradient steps. The min removes the incentive to move
+    ratio_t beyond 1 +- eps in the direction A_t favours: once there, that sample's gradient is 0.
+    clip_eps=None gives the unclipped surrogate -mean(ratio_t * A_t) (vanilla policy gradient reused
+    over several epochs). At theta = theta_old (ratio = 1) both have the gradient of
+    `pg_loss(logp, adv)`.
+
+    Args:
+        logp: log pi_theta(a_t|s_t) of the sampled actions under the current policy, with grad;
+            any shape, e.g. (S,) steps or (B, T) tokens.
+        old_logp: the same under the policy that sampled them (a constant: detached), shape of logp.
+        adv: advantages, shape of logp, or (B,) for a (B, T) logp (one per sequence); detached.
+        clip_eps: eps > 0 (PPO: 0.1 to 0.3), or None for no clipping.
+        mask: optional 0/1 tensor shaped like logp; the loss and the stats use the masked entries only.
+
+    Returns:
+        (loss, stats): a scalar loss, and a dict of floats over the (masked) samples:
+        "ratio_mean", "ratio_min", "ratio_max"; "clip_frac", the fraction with |ratio - 1| > eps
+        (0 without a clip); "approx_kl" = mean((ratio - 1) - log ratio), the k3 estimate of
+        KL(pi_old || pi_theta), always >= 0, see http://joschu.net/blog/kl-approx.html;
+        "approx_kl_k1" = mean(-log ratio), the unbiased but noisier k1 estimate.
+
+    Introduced in notebooks/03_variance_reduction.ipynb.
+    """
+    old_logp = check_same_shape(old_logp.detach(), "old_logp", logp, "logp")
+    adv = _per_sequence(adv.detach(), logp)
+    check_number(clip_eps, "clip_eps", gt=0, lt=1, optional=True)
+    if logp.numel() == 0:
+        raise ValueError("logp is empty; ppo_clip_loss needs at least one sample")
+    log_ratio = logp - old_logp
+    ratio = torch.exp(log_ratio)
+    surr = ratio * adv
+    if clip_eps is not None:
+        surr = torch.minimum(surr, torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv)
+    if mask is None:
+        on = torch.ones_like(logp, dtype=torch.bool)
+        loss = -surr.mean()
+    else:
+        on = check_same_shape(mask, "mask", logp, "logp").to(torch.bool)
+        m = mask.to(surr.dtype)
+        loss = -(surr * m).sum() / m.sum().clamp(min=1.0)
+    with torch.no_grad():
+        r, lr_ = ratio[on], log_ratio[on]
+        if r.numel() == 0:
+            raise ValueError("mask selects no entry; ppo_clip_loss needs at least one sample")
+        stats = {
+            "ratio_mean": float(r.mean()),
+            "ratio_min": float(r.min()),
+            "ratio_max": float(r.max()),
+            "clip_frac": 0.0 if clip_eps is None else float(((r - 1.0).abs() > clip_eps).to(r.dtype).mean()),
+            "approx_kl": float(((r - 1.0) - lr_).mean()),  # k3, see http://joschu.net/blog/kl-approx.html
+            "approx_kl_k1": float((-lr_).mean()),
+        }
+    return loss, stats
