@@ -5,8 +5,9 @@
   (`pgcore.utils.cache_dir()/tiny-sentiment-<fingerprint>/`)
   and then loaded exactly like any Hugging Face reward model. Reward = P(positive) in [0, 1].
 - `"vader"`: the rule-based VADER lexicon; reward = its compound score in [-1, 1].
-- `"arithmetic"`: a verifier, not a model (`pgcore.lm.arith`, notebook 05): 1.0 when the completion
-  of `"{a}+{b}="` is the sum, else 0.0. It scores with the prompts: `score(texts, prompts=...)`.
+- `"arithmetic"`: a verifier, not a model (`ArithmeticReward`, the task in `pgcore.lm.arith`): 1.0
+  when the completion of `"{a}+{b}="` is the sum, else 0.0. It scores with the prompts:
+  `score(texts, prompts=...)`.
 - any Hugging Face sequence-classification model (hub name or local folder). Its positive label
   is found **by name** in `config.id2label` ("positive" / "pos", any case) or given with `label=`
   (`--reward-label`), never assumed to be index 1: label order differs between models.
@@ -21,17 +22,20 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
 from ..checkpoint import quiet_transformers
 from ..utils import atomic_dir, build_once, cache_dir as default_cache_dir, data_path
+from .arith import MAX_NEW_TOKENS, arithmetic_reward, digits_writable, is_heldout, make_prompt, parse_prompt, problems
+from .evaluate import count_correct
 from .models import load_pretrained
 from .tiny import (BUILD_FILE, fingerprint, lazy_transformers, length_batches, pad_right, read_reviews, save_build,
                    train_lm, train_tokenizer)
 
 __all__ = [
-    "RewardModel", "VaderReward", "HFClassifierReward", "SentimentConfig", "load_reward",
+    "RewardModel", "VaderReward", "HFClassifierReward", "ArithmeticReward", "SentimentConfig", "load_reward",
     "pick_label", "build_tiny_sentiment", "permute_labels", "POSITIVE_NAMES",
 ]
 
@@ -153,6 +157,52 @@ class HFClassifierReward(RewardModel):
         return torch.cat(out) if out else torch.zeros(0)
 
 
+class ArithmeticReward(RewardModel):
+    """The `arithmetic` verifier as a reward: `score(texts, prompts=...)` (the answer depends on the prompt).
+
+    `check_policy` refuses a policy whose tokenizer cannot write digits; `default_prompts` are
+    training problems (never held out); `check_prompts` refuses held-out problems among training
+    prompts; `evaluate` is the held-out pass@1 (`pgcore.lm.evaluate.count_correct`).
+    """
+
+    needs_prompts = True
+    verifier = True
+
+    def __init__(self, num_prompts: int = 10_000, seed: int = 0):
+        self.name, self.label = "arithmetic", None
+        self.num_prompts, self.seed = num_prompts, seed
+
+    def score(self, texts: list[str], prompts: Sequence[str] | None = None) -> torch.Tensor:
+        if prompts is None:
+            raise ValueError("the arithmetic reward needs the prompts: score(texts, prompts=...)")
+        return arithmetic_reward(list(prompts), list(texts))
+
+    def check_policy(self, policy) -> None:
+        bad = digits_writable(policy.tokenizer)
+        if bad is not None:
+            raise ValueError(f"reward model 'arithmetic' needs a policy that can write digits, but the tokenizer of "
+                             f"{policy.name!r} cannot ({bad}); accepted: tiny-arith, tiny, or a model whose "
+                             "tokenizer encodes 0-9")
+
+    def default_prompts(self) -> list[str]:
+        return [make_prompt(a, b) for a, b in problems("train", self.num_prompts, self.seed)]
+
+    def check_prompts(self, prompts: Sequence[str]) -> None:
+        for p in prompts:
+            a, b = parse_prompt(p)
+            if is_heldout(a, b):
+                raise ValueError(f"prompt {p!r} is a held-out problem (pgcore.lm.arith.is_heldout); accepted: "
+                                 "training problems only, e.g. the default prompts")
+
+    def evaluate(self, policy, num_problems: int = 256, num_samples: int = 4, *, temperature: float = 1.0,
+                 seed: int = 0, max_new_tokens: int = MAX_NEW_TOKENS) -> float:
+        """Held-out pass@1 of `policy`: the first `num_problems` of `problems("heldout", ...)`, `num_samples`
+        sampled completions each (`count_correct`)."""
+        counts = count_correct(policy, problems("heldout", num_problems), num_samples, temperature=temperature,
+                               seed=seed, max_new_tokens=max_new_tokens)
+        return float(counts.sum() / (num_problems * num_samples))
+
+
 # ------------------------------------------------------------------------------- tiny-sentiment
 @dataclass(frozen=True)
 class SentimentConfig:
@@ -267,12 +317,10 @@ def load_reward(name_or_path: str, *, label: str | None = None, device=None, cac
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
         raise ValueError(f"reward model {name_or_path!r} is not a name; accepted: {ACCEPTED}")
     name = str(name_or_path)
-    if name == "arithmetic":  # a verifier, not a model (notebook 05)
+    if name == "arithmetic":  # a verifier, not a model
         if label is not None:
             raise ValueError(f"reward label {label!r} given but arithmetic is a verifier and has no labels; "
                              "accepted: no label")
-        from .arith import ArithmeticReward
-
         return ArithmeticReward()
     if name == "vader":
         if label is not None:

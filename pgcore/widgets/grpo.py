@@ -67,7 +67,8 @@ def short_run(
 
     Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
     """
-    from ..lm.arith import MAX_NEW_TOKENS, ArithmeticReward
+    from ..lm.arith import MAX_NEW_TOKENS
+    from ..lm.rewards import ArithmeticReward
     from ..lm.trainer import LMConfig, train
 
     if batch_size is None:
