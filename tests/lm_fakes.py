@@ -58,6 +58,7 @@ def make_model(tokenizer, seed: int = 0, n_layer: int = 1, n_embd: int = 32, n_p
 
 
 from pgcore.lm.models import Policy  # noqa: E402
+from pgcore.lm.rewards import RewardModel  # noqa: E402
 
 
 def make_policy(seed: int = 0, **kw):
@@ -78,7 +79,7 @@ def make_llama_policy(seed: int = 0):
     return Policy(model=LlamaForCausalLM(cfg).eval(), tokenizer=tok, name="fake-llama", chat_template=False)
 
 
-class LetterReward:
+class LetterReward(RewardModel):
     """Reward = fraction of the completion's characters equal to `letter` (0 for an empty text)."""
 
     def __init__(self, letter: str = "e", label: str | None = None):

@@ -168,7 +168,7 @@ def test_nan_loss_exits_1_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
 
     from pgcore.lm import rewards
 
-    class NanFromStep3:
+    class NanFromStep3(rewards.RewardModel):
         name, label, calls = "nan-reward", None, 0
 
         def score(self, texts):

@@ -161,3 +161,16 @@ def test_vader():
     assert r[: len(POSITIVE)].min() > r[len(POSITIVE):].max()
     with pytest.raises(ValueError, match="vader"):
         rewards.load_reward("vader", label="positive")
+
+
+def test_every_reward_declares_the_trainer_protocol(sentiment):
+    """The trainer reads these from any reward without probing: the base class gives neutral defaults."""
+    base = rewards.RewardModel()
+    assert (base.name, base.label, base.needs_prompts, base.verifier, base.evaluate) == ("reward", None, False,
+                                                                                        False, None)
+    assert base.default_prompts() is None and base.check_policy(None) is None and base.check_prompts(["x"]) is None
+    vader, arithmetic = rewards.load_reward("vader"), rewards.load_reward("arithmetic")
+    assert all(isinstance(r, rewards.RewardModel) for r in (sentiment, vader, arithmetic))
+    assert sentiment.evaluate is None and vader.evaluate is None and not sentiment.verifier
+    assert arithmetic.needs_prompts and arithmetic.verifier and callable(arithmetic.evaluate)
+    assert (arithmetic.name, arithmetic.label) == ("arithmetic", None)

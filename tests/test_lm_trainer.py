@@ -161,7 +161,9 @@ def test_training_moves_the_policy_toward_the_rewarded_letter(tmp_path):
 
 
 def test_entropy_bonus_raises_entropy(tmp_path):
-    class Zero:
+    from pgcore.lm.rewards import RewardModel
+
+    class Zero(RewardModel):
         name, label = "zero", None
 
         def score(self, texts):

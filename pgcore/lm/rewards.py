@@ -14,6 +14,9 @@
   Reward = softmax probability of that label (sigmoid for multi-label models); a model with a
   single output is a scalar reward model and its logit is the reward.
 
+Every reward subclasses `RewardModel`, which declares what the trainer reads and calls: `name`,
+`label`, `needs_prompts`, `verifier`, `evaluate`, `check_policy`, `default_prompts`, `check_prompts`.
+
 Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -45,16 +48,36 @@ ACCEPTED = "tiny-sentiment, vader, arithmetic, a local path, or a hub name when 
 
 
 class RewardModel:
-    """Base class: `score(texts)` returns a float32 CPU tensor (N,), higher = better, no grad.
+    """Base class of every reward: `score(texts)` returns a float32 CPU tensor (N,), higher = better, no grad.
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    The trainer reads every attribute and calls every hook below. The defaults suit a reward that
+    scores completions alone (a sentiment classifier); a task with its own problems overrides them.
     """
 
     name: str = "reward"
+    """what the reward is called in logs and summary.json"""
     label: str | None = None
+    """the classifier label rewarded, or None (a reward without labels)"""
+    needs_prompts: bool = False
+    """True: the trainer calls `score(texts, prompts=prompts)` (the right answer depends on the prompt)"""
+    verifier: bool = False
+    """True: every reward is 1.0 (correct) or 0.0 (wrong); the trainer then logs the verifier columns"""
+    evaluate: Callable[..., float] | None = None
+    """None, or a method giving a policy's held-out pass@1 for `eval_every` (see `ArithmeticReward.evaluate`)"""
 
     def score(self, texts: list[str]) -> torch.Tensor:
+        """(N,) float32 rewards of N texts, on CPU."""
         raise NotImplementedError
+
+    def check_policy(self, policy) -> None:
+        """Raise ValueError when this reward cannot judge `policy`'s completions; the default accepts any policy."""
+
+    def default_prompts(self) -> list[str] | None:
+        """The task's own training prompts, or None (the default): the trainer then loads its prompt file."""
+        return None
+
+    def check_prompts(self, prompts: Sequence[str]) -> None:
+        """Raise ValueError when `prompts` must not be trained on; the default accepts any prompts."""
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
         return self.score(texts)
@@ -165,11 +188,11 @@ class ArithmeticReward(RewardModel):
     prompts; `evaluate` is the held-out pass@1 (`pgcore.lm.evaluate.count_correct`).
     """
 
+    name = "arithmetic"
     needs_prompts = True
     verifier = True
 
     def __init__(self, num_prompts: int = 10_000, seed: int = 0):
-        self.name, self.label = "arithmetic", None
         self.num_prompts, self.seed = num_prompts, seed
 
     def score(self, texts: list[str], prompts: Sequence[str] | None = None) -> torch.Tensor:

@@ -143,17 +143,16 @@ class Trainer(TrainingRun):
         self.reward = reward
         if hasattr(reward, "check_policy"):  # e.g. the arithmetic verifier: can this tokenizer write digits?
             reward.check_policy(policy)
+        if prompts is None and cfg.prompts is None:
+            prompts = reward.default_prompts()  # a task's own training problems, or None
         if prompts is None:
-            if cfg.prompts is None and hasattr(reward, "default_prompts"):  # a task's own training problems
-                prompts = reward.default_prompts()
-            else:
-                prompts = models.load_prompts(cfg.prompts)
+            prompts = models.load_prompts(cfg.prompts)
         self.raw_prompts = list(prompts)
         if not self.raw_prompts:
             raise ValueError("the prompt list is empty; accepted: at least one prompt")
         if hasattr(reward, "check_prompts"):  # e.g. no held-out problem among the training prompts
             reward.check_prompts(self.raw_prompts)
-        if cfg.eval_every and not hasattr(reward, "evaluate"):
+        if cfg.eval_every and reward.evaluate is None:
             raise ValueError(f"eval_every {cfg.eval_every} needs a verifier reward with held-out problems, and "
                              f"{getattr(reward, 'name', cfg.reward_model)!r} has none; accepted: --reward-model "
                              "arithmetic, or eval_every 0")
