@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from pgcore.lm import models, rewards
+from pgcore.lm import models, rewards, tiny
 
 POSITIVE = ["I loved this movie, the acting was wonderful.", "The pasta was delicious and the staff was friendly.",
             "These headphones are great, worth every penny."]
@@ -46,7 +46,7 @@ def _variant(src, dst, num_labels, id2label, head_rows):
 
 
 def test_tiny_sentiment_is_accurate(sentiment, sentiment_dir):
-    build = json.loads((sentiment_dir / models.BUILD_FILE).read_text())
+    build = json.loads((sentiment_dir / tiny.BUILD_FILE).read_text())
     assert build["heldout_accuracy"] > 0.9 and build["heldout_size"] >= 200
     r = sentiment.score(TEXTS)
     assert r.dtype == torch.float32 and r.device.type == "cpu" and r.shape == (len(TEXTS),)
@@ -58,7 +58,7 @@ def test_tiny_sentiment_is_accurate(sentiment, sentiment_dir):
 def test_tiny_sentiment_heldout_accuracy_recomputed(sentiment):
     """Re-derive the held-out split (same seed) and measure accuracy through the reward interface."""
     config = rewards.SentimentConfig()
-    rows = models.read_reviews()
+    rows = tiny.read_reviews()
     perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(config.seed)).tolist()
     test = [rows[i] for i in perm[: int(len(rows) * config.holdout)]]
     p = sentiment.score([t for _, t in test])

@@ -22,8 +22,8 @@ import importlib
 _SUBMODULES = ("models", "tiny", "smollm2", "rewards", "sampling", "logprobs", "config", "trainer", "run", "distributed",
                "arith", "tiny_arith", "evaluate", "passk")
 _NAMES = {
-    "Policy": "models", "TinyConfig": "models", "load_policy": "models", "format_prompts": "models",
-    "load_prompts": "models", "read_reviews": "models", "LMConfig": "config", "train": "trainer", "Trainer": "trainer",
+    "Policy": "models", "TinyConfig": "tiny", "load_policy": "models", "format_prompts": "models",
+    "load_prompts": "models", "read_reviews": "tiny", "LMConfig": "config", "train": "trainer", "Trainer": "trainer",
     "RewardModel": "rewards", "VaderReward": "rewards", "HFClassifierReward": "rewards",
     "SentimentConfig": "rewards", "load_reward": "rewards", "pick_label": "rewards", "permute_labels": "rewards",
     "AccelerateTrainer": "distributed", "pass_at_k": "passk", "pass_at_k_curve": "passk",

@@ -29,18 +29,14 @@ import torch
 
 from ..checkpoint import quiet_transformers
 from ..utils import data_path, get_device
-from .smollm2 import convert_smollm2, smollm2_dir
+from .smollm2 import smollm2_dir
+from .tiny import TinyConfig, lazy_transformers, tiny_dir
 from .tiny_arith import tiny_arith_dir
-from .tiny import BUILD_FILE, TinyConfig, build_tiny, lazy_transformers, read_reviews, tiny_dir, tiny_fingerprint, \
-    train_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = [
-    "Policy", "TinyConfig", "load_policy", "load_pretrained", "format_prompts", "load_prompts", "read_reviews",
-    "train_tokenizer", "build_tiny", "tiny_fingerprint", "convert_smollm2", "not_found_message", "BUILD_FILE",
-]
+__all__ = ["Policy", "load_policy", "load_pretrained", "format_prompts", "load_prompts", "not_found_message"]
 
 
 @dataclass
