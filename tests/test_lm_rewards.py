@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from pgcore.lm import models, rewards, tiny
+from pgcore.lm import models, rewards, tiny, tiny_sentiment
 
 POSITIVE = ["I loved this movie, the acting was wonderful.", "The pasta was delicious and the staff was friendly.",
             "These headphones are great, worth every penny."]
@@ -23,7 +23,7 @@ def sentiment():
 
 @pytest.fixture(scope="module")
 def sentiment_dir(sentiment):
-    return rewards.tiny_sentiment_dir()
+    return tiny_sentiment.tiny_sentiment_dir()
 
 
 def _variant(src, dst, num_labels, id2label, head_rows):
@@ -57,7 +57,7 @@ def test_tiny_sentiment_is_accurate(sentiment, sentiment_dir):
 
 def test_tiny_sentiment_heldout_accuracy_recomputed(sentiment):
     """Re-derive the held-out split (same seed) and measure accuracy through the reward interface."""
-    config = rewards.SentimentConfig()
+    config = tiny_sentiment.SentimentConfig()
     rows = tiny.read_reviews()
     perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(config.seed)).tolist()
     test = [rows[i] for i in perm[: int(len(rows) * config.holdout)]]

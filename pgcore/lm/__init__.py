@@ -20,12 +20,13 @@ from __future__ import annotations
 import importlib
 
 _SUBMODULES = ("models", "tiny", "smollm2", "rewards", "sampling", "logprobs", "config", "trainer", "run", "distributed",
-               "arith", "tiny_arith", "evaluate", "passk")
+               "arith", "tiny_arith", "tiny_sentiment", "evaluate", "passk")
 _NAMES = {
     "Policy": "models", "TinyConfig": "tiny", "load_policy": "models", "format_prompts": "models",
     "load_prompts": "models", "read_reviews": "tiny", "LMConfig": "config", "train": "trainer", "Trainer": "trainer",
     "RewardModel": "rewards", "VaderReward": "rewards", "HFClassifierReward": "rewards",
-    "SentimentConfig": "rewards", "load_reward": "rewards", "pick_label": "rewards", "permute_labels": "rewards",
+    "SentimentConfig": "tiny_sentiment", "load_reward": "rewards", "pick_label": "rewards",
+    "permute_labels": "rewards",
     "AccelerateTrainer": "distributed", "pass_at_k": "passk", "pass_at_k_curve": "passk",
     "ArithmeticReward": "rewards", "verify": "arith",
 }
