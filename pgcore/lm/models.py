@@ -41,17 +41,14 @@ __all__ = ["Policy", "load_policy", "load_pretrained", "format_prompts", "load_p
 
 @dataclass
 class Policy:
-    """A causal LM ready for policy gradient.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
+    """A causal LM ready for policy gradient."""
 
     model: PreTrainedModel
     """an `AutoModelForCausalLM`, on its device, in eval() mode"""
     tokenizer: PreTrainedTokenizerBase
     """its tokenizer: padding_side="left", pad token set (it may equal EOS)"""
     name: str
-    """"tiny", "smollm2-135m", or the hub name / path it was loaded from"""
+    """"tiny", "tiny-arith", "smollm2-135m", or the hub name / path it was loaded from"""
     chat_template: bool
     """True when prompts must go through `tokenizer.apply_chat_template` (see `format_prompts`)"""
 

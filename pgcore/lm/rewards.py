@@ -84,10 +84,7 @@ class RewardModel:
 
 
 class VaderReward(RewardModel):
-    """VADER's compound sentiment score in [-1, 1] (rule-based, CPU, deterministic).
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
+    """VADER's compound sentiment score in [-1, 1] (rule-based, CPU, deterministic)."""
 
     def __init__(self):
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer  # noqa: PLC0415
@@ -105,7 +102,6 @@ def pick_label(id2label: dict, label: str | None = None, *, model_name: str = "r
     `label` given: that label (exact, then case-insensitive match). Else the one named "positive"
     or "pos" (any case). A single-output model needs neither: its only output is the reward.
     Raises ValueError (naming the labels) when the label is missing or ambiguous.
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     labels = {int(i): str(n) for i, n in id2label.items()}
     listed = ", ".join(repr(labels[i]) for i in sorted(labels))

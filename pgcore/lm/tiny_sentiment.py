@@ -5,6 +5,8 @@ on the labeled review corpus pgcore ships (`data/reviews.tsv`), with its own byt
 Built once, then cached under `pgcore.utils.cache_dir()` in `tiny-sentiment-<fingerprint>/` (the
 fingerprint hashes the corpus, the config and the build code) and loaded like any Hugging Face
 classifier (`pgcore.lm.rewards.load_reward("tiny-sentiment")`).
+
+Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
 from __future__ import annotations
 
