@@ -9,15 +9,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pgcore"
 MAX_LINES = 400
 
-# Known cycles, each exempt only while it is exactly this set of modules. lm's arith/models/rewards cycle
-# is being broken on another branch: then delete its entry (and the xfail test below goes green).
-KNOWN_CYCLES = [frozenset({"pgcore.lm.arith", "pgcore.lm.models", "pgcore.lm.rewards"})]
+# Known cycles, each exempt only while it is exactly this set of modules (none).
+KNOWN_CYCLES: list[frozenset[str]] = []
 
 # Modules allowed over MAX_LINES, until they are split (none).
 LONG_MODULES: set[str] = set()
@@ -101,12 +98,6 @@ def test_no_import_cycles_among_pgcore_modules():
     found = cycles(graph())
     unexpected = [sorted(c) for c in found if c not in KNOWN_CYCLES]
     assert not unexpected, f"import cycles: {unexpected}"
-
-
-@pytest.mark.xfail(reason="lm.arith -> lm.rewards -> lm.arith, lm.models -> lm.arith: being broken on another branch")
-def test_the_known_cycles_are_gone():
-    still = [sorted(c) for c in cycles(graph()) if c in KNOWN_CYCLES]
-    assert not still, f"known import cycles still there: {still}"
 
 
 def test_the_teaching_core_never_imports_the_engine():

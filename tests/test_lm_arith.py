@@ -1,5 +1,6 @@
-"""pgcore.lm.arith: the arithmetic verifier (tricky completions), the held-out split (never in training or
-RL data), the digit check, and the tiny-arith build (cached, calibrated start)."""
+"""The arithmetic task (pgcore.lm.arith, ArithmeticReward): the verifier (tricky completions), the held-out split
+(never in training or RL data), the digit check; the tiny-arith build (pgcore.lm.tiny_arith: cached, calibrated
+start) and its held-out counts (pgcore.lm.evaluate)."""
 from __future__ import annotations
 
 import json
@@ -8,16 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from pgcore.lm import arith
-from pgcore.lm.arith import (
-    EOS,
-    ArithmeticReward,
-    arithmetic_reward,
-    is_heldout,
-    parse_prompt,
-    problems,
-    verify,
-)
+from pgcore.lm import arith, evaluate, tiny_arith
+from pgcore.lm.arith import arithmetic_reward, is_heldout, parse_prompt, problems, verify
+from pgcore.lm.rewards import ArithmeticReward
+from pgcore.lm.tiny import BUILD_FILE, EOS
 
 
 # ------------------------------------------------------------------------------ the verifier
@@ -97,7 +92,7 @@ def test_no_heldout_problem_in_pretraining_or_rl_prompts():
     reward = ArithmeticReward()
     rl = [parse_prompt(p) for p in reward.default_prompts()]
     assert len(rl) == 10_000 and not any(is_heldout(a, b) for a, b in rl)
-    cfg = arith.TinyArithConfig()
+    cfg = tiny_arith.TinyArithConfig()
     pretraining = problems("train", cfg.steps * cfg.batch_size, seed=cfg.seed + 1)
     assert not any(is_heldout(a, b) for a, b in pretraining)
     a, b = problems("heldout", 1)[0]
@@ -107,7 +102,7 @@ def test_no_heldout_problem_in_pretraining_or_rl_prompts():
 
 # ------------------------------------------------------------------------------ digits and the tokenizer
 def test_char_tokenizer_round_trips_the_task():
-    tok = arith.char_tokenizer()
+    tok = tiny_arith.char_tokenizer()
     text = "12+345=357"
     ids = tok(text)["input_ids"]
     assert len(ids) == len(text) and tok.decode(ids) == text
@@ -136,31 +131,32 @@ def test_a_tokenizer_without_digits_is_refused():
 
 # ------------------------------------------------------------------------------ tiny-arith
 @pytest.fixture(scope="module")
-def tiny_arith():
+def policy():
     from pgcore.lm.models import load_policy
 
     return load_policy("tiny-arith")
 
 
-def test_tiny_arith_is_cached_and_starts_in_the_window(tiny_arith):
+def test_tiny_arith_is_cached_and_starts_in_the_window(policy):
     """Built once (cached, fingerprinted); sampled pass@1 at T = 1 on 300 held-out problems x 8 samples
     in [0.2, 0.6] (a standard error of ~0.02), and sampling is the reason: greedy decoding does better."""
-    path = arith.tiny_arith_dir()
-    build = json.loads((path / arith.BUILD_FILE).read_text())
-    assert build["fingerprint"] == arith.tiny_arith_fingerprint() and path.name.endswith(build["fingerprint"])
+    path = tiny_arith.tiny_arith_dir()
+    build = json.loads((path / BUILD_FILE).read_text())
+    assert build["fingerprint"] == tiny_arith.tiny_arith_fingerprint() and path.name.endswith(build["fingerprint"])
     assert 100_000 < build["parameters"] < 1_000_000
     held = problems("heldout", 300)
-    counts = arith.count_correct(tiny_arith, held, 8, seed=5)
+    counts = evaluate.count_correct(policy, held, 8, seed=5)
     assert counts.shape == (300,) and counts.min() >= 0 and counts.max() <= 8
     pass1 = counts.sum() / (300 * 8)
     assert 0.2 <= pass1 <= 0.6, pass1
-    greedy = arith.count_correct(tiny_arith, held, 1, temperature=1e-4, seed=5).mean()
+    greedy = evaluate.count_correct(policy, held, 1, temperature=1e-4, seed=5).mean()
     assert greedy > pass1
-    again = arith.count_correct(tiny_arith, held[:50], 8, seed=5, rows_per_batch=100)
-    assert np.array_equal(again, arith.count_correct(tiny_arith, held[:50], 8, seed=5, rows_per_batch=100)), \
+    again = evaluate.count_correct(policy, held[:50], 8, seed=5, rows_per_batch=100)
+    assert np.array_equal(again, evaluate.count_correct(policy, held[:50], 8, seed=5, rows_per_batch=100)), \
         "same seed, same counts"
 
 
 def test_fingerprint_follows_the_config():
-    assert arith.tiny_arith_fingerprint() == arith.tiny_arith_fingerprint(arith.TinyArithConfig())
-    assert arith.tiny_arith_fingerprint(arith.TinyArithConfig(steps=10)) != arith.tiny_arith_fingerprint()
+    fingerprint, config = tiny_arith.tiny_arith_fingerprint, tiny_arith.TinyArithConfig
+    assert fingerprint() == fingerprint(config())
+    assert fingerprint(config(steps=10)) != fingerprint()

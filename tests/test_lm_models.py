@@ -16,11 +16,12 @@ import torch
 
 import pgcore as pg
 from pgcore.lm import models
-from pgcore.lm.tiny import tiny_dir
+from pgcore.lm import tiny as tiny_module
+from pgcore.lm.tiny import TinyConfig, build_tiny, read_reviews, tiny_dir, tiny_fingerprint
 from pgcore.files import cache_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = models.TinyConfig(vocab_size=300, n_layer=1, n_head=2, n_embd=32, steps=12, batch_size=16)
+SMALL = TinyConfig(vocab_size=300, n_layer=1, n_head=2, n_embd=32, steps=12, batch_size=16)
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +33,14 @@ def test_shipped_data_is_reproduced_by_its_generator():
     out = subprocess.run([sys.executable, str(ROOT / "data" / "make_reviews.py"), "--check"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    rows = models.read_reviews()
+    rows = read_reviews()
     labels = [label for label, _ in rows]
     assert len(rows) >= 2000 and abs(labels.count("positive") - labels.count("negative")) <= 1
 
 
 def test_every_prompt_opens_positive_and_negative_reviews():
     """The room a policy gradient needs: each prompt is continued both ways in the corpus."""
-    rows = models.read_reviews()
+    rows = read_reviews()
     prompts = models.load_prompts()
     assert 50 <= len(prompts) <= 100
     for p in prompts:
@@ -48,8 +49,8 @@ def test_every_prompt_opens_positive_and_negative_reviews():
 
 
 def test_tiny_build_is_deterministic(tmp_path):
-    a = models.build_tiny(tmp_path / "a", SMALL)
-    b = models.build_tiny(tmp_path / "b", SMALL)
+    a = build_tiny(tmp_path / "a", SMALL)
+    b = build_tiny(tmp_path / "b", SMALL)
     assert (a / "tokenizer.json").read_text() == (b / "tokenizer.json").read_text()
     pa, pb = models.load_policy(str(a)), models.load_policy(str(b))
     sa, sb = pa.model.state_dict(), pb.model.state_dict()
@@ -59,22 +60,22 @@ def test_tiny_build_is_deterministic(tmp_path):
 def test_tiny_cache_hit_and_fingerprint(tmp_path, monkeypatch):
     first = models.load_policy("tiny", cache_dir=tmp_path, config=SMALL)
     folders = [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")]
-    assert folders == [f"tiny-{models.tiny_fingerprint(SMALL)}"]
+    assert folders == [f"tiny-{tiny_fingerprint(SMALL)}"]
 
     def no_rebuild(*args, **kwargs):
         raise AssertionError("a cached tiny model was rebuilt")
 
-    monkeypatch.setattr(models, "build_tiny", no_rebuild)
+    monkeypatch.setattr(tiny_module, "build_tiny", no_rebuild)
     start = time.perf_counter()
     second = models.load_policy("tiny", cache_dir=tmp_path, config=SMALL)
     assert time.perf_counter() - start < 10
     assert all(torch.equal(x, y) for x, y in zip(first.model.parameters(), second.model.parameters()))
 
-    changed = models.TinyConfig(**{**SMALL.__dict__, "steps": SMALL.steps + 1})
-    assert models.tiny_fingerprint(changed) != models.tiny_fingerprint(SMALL)
+    changed = TinyConfig(**{**SMALL.__dict__, "steps": SMALL.steps + 1})
+    assert tiny_fingerprint(changed) != tiny_fingerprint(SMALL)
     corpus = tmp_path / "reviews.tsv"
     corpus.write_text((ROOT / "data" / "reviews.tsv").read_text() + "positive\tOne more great review.\n")
-    assert models.tiny_fingerprint(SMALL, corpus) != models.tiny_fingerprint(SMALL)
+    assert tiny_fingerprint(SMALL, corpus) != tiny_fingerprint(SMALL)
 
 
 def test_tiny_policy_interface(tiny):
@@ -101,7 +102,7 @@ def test_tiny_writes_short_reviews_that_stop(tiny):
     stopped = (completions == tok.eos_token_id).any(dim=1).float().mean().item()
     assert stopped >= 0.9, f"only {stopped:.0%} of samples ended with EOS"
     texts = tok.batch_decode(completions, skip_special_tokens=True)
-    vocab = {w for _, t in models.read_reviews() for w in re.findall(r"[a-z']+", t.lower())}
+    vocab = {w for _, t in read_reviews() for w in re.findall(r"[a-z']+", t.lower())}
     words = [w for t in texts for w in re.findall(r"[a-z']+", t.lower())]
     assert len(words) >= 3 * len(texts)
     known = sum(w in vocab for w in words) / len(words)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from pgcore.lm import models, rewards
+from pgcore.lm import models, rewards, tiny, tiny_sentiment
 
 POSITIVE = ["I loved this movie, the acting was wonderful.", "The pasta was delicious and the staff was friendly.",
             "These headphones are great, worth every penny."]
@@ -23,7 +23,7 @@ def sentiment():
 
 @pytest.fixture(scope="module")
 def sentiment_dir(sentiment):
-    return rewards.tiny_sentiment_dir()
+    return tiny_sentiment.tiny_sentiment_dir()
 
 
 def _variant(src, dst, num_labels, id2label, head_rows):
@@ -46,7 +46,7 @@ def _variant(src, dst, num_labels, id2label, head_rows):
 
 
 def test_tiny_sentiment_is_accurate(sentiment, sentiment_dir):
-    build = json.loads((sentiment_dir / models.BUILD_FILE).read_text())
+    build = json.loads((sentiment_dir / tiny.BUILD_FILE).read_text())
     assert build["heldout_accuracy"] > 0.9 and build["heldout_size"] >= 200
     r = sentiment.score(TEXTS)
     assert r.dtype == torch.float32 and r.device.type == "cpu" and r.shape == (len(TEXTS),)
@@ -57,8 +57,8 @@ def test_tiny_sentiment_is_accurate(sentiment, sentiment_dir):
 
 def test_tiny_sentiment_heldout_accuracy_recomputed(sentiment):
     """Re-derive the held-out split (same seed) and measure accuracy through the reward interface."""
-    config = rewards.SentimentConfig()
-    rows = models.read_reviews()
+    config = tiny_sentiment.SentimentConfig()
+    rows = tiny.read_reviews()
     perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(config.seed)).tolist()
     test = [rows[i] for i in perm[: int(len(rows) * config.holdout)]]
     p = sentiment.score([t for _, t in test])
@@ -161,3 +161,16 @@ def test_vader():
     assert r[: len(POSITIVE)].min() > r[len(POSITIVE):].max()
     with pytest.raises(ValueError, match="vader"):
         rewards.load_reward("vader", label="positive")
+
+
+def test_every_reward_declares_the_trainer_protocol(sentiment):
+    """The trainer reads these from any reward without probing: the base class gives neutral defaults."""
+    base = rewards.RewardModel()
+    assert (base.name, base.label, base.needs_prompts, base.verifier, base.evaluate) == ("reward", None, False,
+                                                                                        False, None)
+    assert base.default_prompts() is None and base.check_policy(None) is None and base.check_prompts(["x"]) is None
+    vader, arithmetic = rewards.load_reward("vader"), rewards.load_reward("arithmetic")
+    assert all(isinstance(r, rewards.RewardModel) for r in (sentiment, vader, arithmetic))
+    assert sentiment.evaluate is None and vader.evaluate is None and not sentiment.verifier
+    assert arithmetic.needs_prompts and arithmetic.verifier and callable(arithmetic.evaluate)
+    assert (arithmetic.name, arithmetic.label) == ("arithmetic", None)

@@ -17,7 +17,6 @@ Nothing here knows what is being trained.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
@@ -25,7 +24,7 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch

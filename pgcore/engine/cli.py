@@ -200,10 +200,10 @@ def main(argv: list[str] | None = None) -> int:
 
     main_process = trainer.is_main_process
     say = (lambda *a: None) if args.quiet or not main_process else (lambda *a: print(*a, flush=True))
-    label = getattr(trainer.reward, "label", None)
+    label = trainer.reward.label
     say(f"policy: {trainer.policy.name} ({sum(p.numel() for p in trainer.model.parameters()):,} parameters) "
         f"on {trainer.device}" + (f", {trainer.num_processes} processes" if trainer.num_processes > 1 else ""))
-    say(f"reward: {getattr(trainer.reward, 'name', config.reward_model)}"
+    say(f"reward: {trainer.reward.name}"
         + (f" (label {label!r})" if label is not None else " (no label: the score itself)"))
     if trainer.resumed_from:
         say(f"resumed from {trainer.resumed_from} at step {trainer.global_step}")

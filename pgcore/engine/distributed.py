@@ -78,8 +78,8 @@ class AccelerateTrainer(Trainer):
                 raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {self.num_processes} processes")
             from ..lm import models
 
-            if prompts is None:  # the cheap check first: a missing file fails before any model loads
-                prompts = models.load_prompts(cfg.prompts)
+            if prompts is None and cfg.prompts is not None:  # the cheap check first: a missing file fails
+                prompts = models.load_prompts(cfg.prompts)  # before any model loads (else: the reward's or the default)
             if policy is None:  # on this process's device (cuda:<local rank>, or cpu)
                 set_seed(cfg.seed)
                 with ckpt_lib.quiet_transformers():

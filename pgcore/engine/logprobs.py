@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..lm.sampling import position_ids_from_mask
-from .kv_cache import cache_kwarg, prompt_forward, takes_argument
+from .kv_cache import PromptCache, cache_kwarg, prompt_forward, takes_argument
 
 __all__ = ["selective_log_softmax", "entropy_from_logits", "per_token_logps", "per_token_logps_shared_prompt"]
 
@@ -152,7 +152,7 @@ def per_token_logps_shared_prompt(
     *,
     return_entropy: bool = False,
     entropy_grad: bool = True,
-    prompt_cache: "kv_cache.PromptCache | None" = None,
+    prompt_cache: PromptCache | None = None,
     prompt_state: tuple | None = None,
 ):
     """`per_token_logps` for G = num_samples completions of each prompt, running each prompt once.

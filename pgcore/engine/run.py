@@ -290,7 +290,7 @@ class Run:
         h = tr.history
         rewards = [row["reward_mean"] for row in h]
         verifier = {}
-        if getattr(tr.config, "eval_every", 0):  # held-out pass@1 (verifier rewards, notebook 05)
+        if tr.config.eval_every:  # held-out pass@1 (verifier rewards, notebook 05)
             verifier = {"heldout_pass1_first": h[0].get("heldout_pass1") if h else None,
                         "heldout_pass1_final": tr.heldout_pass1_final}
         return {
@@ -298,8 +298,8 @@ class Run:
             "config": dataclasses.asdict(tr.config),
             "share_prompt": tr.share_prompt,  # the config's, resolved (None there: automatic)
             "model": tr.policy.name,
-            "reward_model": getattr(tr.reward, "name", tr.config.reward_model),
-            "reward_label": getattr(tr.reward, "label", None),
+            "reward_model": tr.reward.name,
+            "reward_label": tr.reward.label,
             "steps": tr.global_step,
             "reward_first": rewards[0] if rewards else None,
             "reward_last": rewards[-1] if rewards else None,
@@ -335,8 +335,8 @@ class Run:
         tr = self.trainer
         return {
             "model": tr.policy.name,
-            "reward_model": getattr(tr.reward, "name", tr.config.reward_model),
-            "reward_label": getattr(tr.reward, "label", None),
+            "reward_model": tr.reward.name,
+            "reward_label": tr.reward.label,
             "prompts_sha256": hashlib.sha256("\n".join(tr.raw_prompts).encode()).hexdigest(),
             "world_size": tr.num_processes,
             "reference_sha256": tr.reference_sha256,  # the KL anchor: the weights the run started from

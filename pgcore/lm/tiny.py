@@ -1,11 +1,9 @@
 """The `tiny` policy: a GPT-2-architecture LM and a byte-level BPE tokenizer trained in seconds on the
-review corpus pgcore ships, plus the small training helpers the other built models (`tiny-sentiment`)
-share with it.
+review corpus pgcore ships, plus the small training helpers the other built models (`tiny-sentiment`,
+`tiny-arith`) share with it.
 
 Built once, then cached under `pgcore.utils.cache_dir()` in `tiny-<fingerprint>/` (the fingerprint
 hashes the corpus, the config and the build code), written atomically with `atomic_dir`.
-
-Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
 from __future__ import annotations
 
@@ -35,10 +33,7 @@ _BUILD_VERSION = 1  # bump when the build code changes what it produces
 
 @dataclass(frozen=True)
 class TinyConfig:
-    """Architecture and training of the `tiny` policy. Every field enters the cache fingerprint.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
+    """Architecture and training of the `tiny` policy. Every field enters the cache fingerprint."""
 
     vocab_size: int = 1536
     """byte-level BPE vocabulary size (256 bytes + merges + the EOS token)"""
@@ -72,8 +67,8 @@ def lazy_transformers():
 def read_reviews(path: str | os.PathLike | None = None) -> list[tuple[str, str]]:
     """The labeled review corpus: a list of (label, text), label "positive" or "negative".
 
-    `path` defaults to the shipped `data/reviews.tsv` (`pgcore.utils.data_path`) (a `label<TAB>text` file with a header line).
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    `path` defaults to the shipped `data/reviews.tsv` (`pgcore.utils.data_path`): a `label<TAB>text`
+    file with a header line.
     """
     path = Path(path) if path is not None else data_path("reviews.tsv")
     if not path.is_file():
@@ -92,7 +87,6 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
     `<|endoftext|>` is the EOS and the pad token (as in GPT-2 and SmolLM2, where pad == EOS).
     Any string can be encoded (the 256 bytes are in the vocabulary). Deterministic.
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
 
@@ -115,10 +109,7 @@ def fingerprint(kind: str, corpus: Path, config: Any) -> str:
 
 
 def tiny_fingerprint(config: TinyConfig | None = None, corpus: str | os.PathLike | None = None) -> str:
-    """12 hex digits identifying a `tiny` build: hash of the corpus bytes, the config and the build code.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
-    """
+    """12 hex digits identifying a `tiny` build: hash of the corpus bytes, the config and the build code."""
     return fingerprint("tiny", Path(corpus) if corpus else data_path("reviews.tsv"), config or TinyConfig())
 
 
@@ -194,7 +185,6 @@ def build_tiny(out_dir: str | os.PathLike, config: TinyConfig | None = None,
     Each review is followed by EOS (so the model learns to stop) and starts at position 0, like a
     prompt does. CPU training, seeded: the same config and corpus give the same weights.
     `out_dir` is written atomically. Returns it.
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     transformers = lazy_transformers()
     config = config or TinyConfig()

@@ -67,9 +67,10 @@ def short_run(
 
     Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
     """
-    from ..lm.arith import MAX_NEW_TOKENS, ArithmeticReward
     from ..engine.config import LMConfig
     from ..engine.trainer import train
+    from ..lm.arith import MAX_NEW_TOKENS
+    from ..lm.rewards import ArithmeticReward
 
     if batch_size is None:
         batch_size = max(1, completions_per_step // int(num_samples))

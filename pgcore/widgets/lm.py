@@ -105,7 +105,7 @@ def short_run(
     from ..engine.trainer import train
 
     config = LMConfig(
-        model=policy.name, reward_model=getattr(reward, "name", "reward"), steps=steps, seed=seed,
+        model=policy.name, reward_model=reward.name, steps=steps, seed=seed,
         batch_size=batch_size, num_samples=num_samples, max_new_tokens=max_new_tokens,
         temperature=float(temperature), advantage=advantage, kl_coef=float(kl_coef), lr=float(lr),
         lr_scheduler="constant", output_dir=None, checkpoint_dir=None, model_dir=None,

@@ -261,7 +261,7 @@ def test_generation_stops_at_the_models_end_of_turn_token_too():
 # ------------------------------------------------------------------ 7. a classifier is not a policy
 def test_a_sequence_classifier_is_refused_as_the_policy():
     from pgcore.lm import models
-    from pgcore.lm.rewards import tiny_sentiment_dir
+    from pgcore.lm.tiny_sentiment import tiny_sentiment_dir
 
     with pytest.raises(ValueError, match="not a causal language model") as err:
         models.load_policy(str(tiny_sentiment_dir()))
