@@ -1,7 +1,4 @@
-"""Seeding and device choice, shared by every notebook.
-
-Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
-"""
+"""Seeding and device choice, shared by every notebook."""
 from __future__ import annotations
 
 import random
@@ -31,7 +28,6 @@ def get_device(prefer: str | torch.device | None = None) -> torch.device:
     """The device to compute on: `prefer` if given, else CUDA when present, else CPU.
 
     Never hard-code "cpu": the same notebook then uses a learner's GPU when there is one.
-    Introduced in notebooks/01_log_derivative_trick_bandit.ipynb.
     """
     if prefer is not None:
         device = torch.device(prefer)

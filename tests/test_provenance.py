@@ -13,17 +13,9 @@ import re
 from functools import cache
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = re.compile(r"Introduced\s+in\s+notebooks/([\w.-]+?\.ipynb)")
-
-# Files whose tags are not checked yet: the LM and engine side, and the infrastructure, whose owners are
-# fixing or dropping their tags on another branch. Remove an entry once its files' tags are true; the
-# xfail test below lists what is still false there.
-PENDING = ("pgcore/lm/", "pgcore/engine/", "pgcore/utils.py", "pgcore/checkpoint.py", "pgcore/metrics.py",
-           "pgcore/widgets/lm.py", "pgcore/widgets/grpo.py")
-
 
 @cache
 def notebook_names(name: str) -> frozenset[str]:
@@ -72,12 +64,10 @@ def tags(path: Path) -> list[tuple[str, str, int]]:
     return out
 
 
-def false_tags(pending: bool) -> list[str]:
+def false_tags() -> list[str]:
     bad = []
     for path in sorted((ROOT / "pgcore").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
-        if rel.startswith(PENDING) != pending:
-            continue
         found = tags(path)
         if len(found) != len(TAG.findall(path.read_text(encoding="utf-8"))):
             bad.append(f"{rel}: a tag outside a module, class or function docstring")
@@ -87,18 +77,6 @@ def false_tags(pending: bool) -> list[str]:
 
 
 def test_every_introduced_in_tag_names_something_its_notebook_uses():
-    bad = false_tags(pending=False)
+    bad = false_tags()
     assert not bad, f"{len(bad)} false 'Introduced in' tags (retag to the notebook that uses the name, or drop):\n" \
                     + "\n".join(bad)
-
-
-@pytest.mark.xfail(reason="tags of the LM, engine and infrastructure files are being fixed on another branch")
-def test_the_pending_files_tags_are_true_too():
-    bad = false_tags(pending=True)
-    assert not bad, f"{len(bad)} false tags in PENDING files:\n" + "\n".join(bad)
-
-
-def test_the_notebook_scan_sees_pgcore_names():
-    names = notebook_names("02_reinforce_cartpole.ipynb")
-    assert {"reinforce", "train", "reward_to_go", "pg_loss"} <= names
-    assert "plot" not in names  # matplotlib's, not pgcore's

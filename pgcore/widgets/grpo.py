@@ -108,8 +108,6 @@ def short_run(
 
 def format_readout(stats: dict) -> str:
     """One HTML line with the key numbers of `short_run`.
-
-    Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
     """
     inc = stats["len_incorrect"]
     inc_last = float(np.nanmean(inc[-10:])) if np.isfinite(inc[-10:]).any() else float("nan")

@@ -137,8 +137,6 @@ def short_run(
 
 def format_readout(stats: dict) -> str:
     """One HTML line with the key numbers of `short_run`.
-
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     t = stats["text"]
     return (
