@@ -45,24 +45,21 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; accepted: an integer >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not positive; accepted: an integer >= 1")
-    return value
+def _int(lower: int):
+    """An argparse type: an integer >= lower (0 or 1), else a one-line error naming the value."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; accepted: an integer >= {lower}") from None
+        if value < lower:
+            raise argparse.ArgumentTypeError(f"{text!r} is {'negative' if lower == 0 else 'not positive'}; accepted: "
+                                             f"an integer >= {lower}")
+        return value
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; accepted: an integer >= 0") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative; accepted: an integer >= 0")
-    return value
+_positive_int, _nonneg_int = _int(1), _int(0)
 
 
 def _float(lower: float, strict: bool):
