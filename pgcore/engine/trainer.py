@@ -155,14 +155,14 @@ class Trainer:
             self.backward(loss)
         with timer("optimizer"):
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-            if not torch.isfinite(grad_norm):
-                raise NonFiniteLossError(f"gradient norm is {grad_norm.item()} at step {step}")
-            lr = self.scheduler.get_last_lr()[0]
-            with signals_deferred():  # the update and its record happen together, or not at all
+        if not torch.isfinite(grad_norm):
+            raise NonFiniteLossError(f"gradient norm is {grad_norm.item()} at step {step}")
+        lr = self.scheduler.get_last_lr()[0]
+        with signals_deferred():  # the update and its record happen together, or not at all
+            with timer("optimizer"):
                 self.optimizer.step()
                 self.scheduler.step()
-                self.global_step = step
-        with signals_deferred():
+            self.global_step = step
             rew_all = self.gather(rew)
             kl_all = self.gather(kl) if kl is not None else None
             lengths_all = self.gather(mask.sum(dim=1).float())
@@ -183,9 +183,9 @@ class Trainer:
                 row.update(self._verifier_columns(rew_all, lengths_all, G, pass1_before))
             if cfg.eval_every and step == cfg.steps:  # the final model
                 self.heldout_pass1_final = self.evaluate()
-            t = timer.seconds
-            row.update({"time": timer.total(), "time_generate": t["generate"], "time_reward": t["reward"],
-                        "time_update": timer.total() - t["generate"] - t["reward"],
+            t, total = timer.seconds, timer.total()
+            row.update({"time": total, "time_generate": t["generate"], "time_reward": t["reward"],
+                        "time_update": total - t["generate"] - t["reward"],
                         "time_reference": t["reference"], "time_policy": t["policy"],  # forward + backward
                         "time_optimizer": t["optimizer"]})  # clip, AdamW, scheduler
             self.logger.log(row)
