@@ -17,6 +17,7 @@ samples are printed to be read.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import sys
@@ -130,7 +131,12 @@ def main(argv=None) -> int:
     p.add_argument("--arith-seeds", type=int, nargs="+", default=[0, 1],
                    help="seeds of the tiny-arith tier (the README's command line, one run per seed)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--save", default=None, help="also write the measured rows to this JSON file")
+    p.add_argument("--load", default=None, help="print the tables of a --save file (and run nothing)")
     args = p.parse_args(argv)
+    if args.load:
+        print_tables(json.loads(Path(args.load).read_text()))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     rows, samples = [], []
@@ -156,15 +162,27 @@ def main(argv=None) -> int:
                                num_samples=8, max_new_tokens=6, lr=5e-4, kl_coef=0.0, steps=150, eval_every=25,
                                seed=seed, **places)
                 arith_rows.append(bench_arith(cfg))
+    result = {"rows": rows, "arith_rows": arith_rows, "samples": samples,
+              "machine": f"torch {torch.__version__}, {torch.get_num_threads()} threads, device "
+                         f"{'cuda' if torch.cuda.is_available() else 'cpu'}, {os.cpu_count()} CPUs, "
+                         f"measured {time.strftime('%Y-%m-%d')}"}
+    if args.save:
+        Path(args.save).write_text(json.dumps(result, indent=1) + "\n")
+    print_tables(result)
+    return 0
+
+
+def print_tables(result: dict) -> None:
+    """The tables of one measurement (just measured, or read back from a --save file)."""
     import pandas as pd
 
     pd.set_option("display.width", 200)
+    rows, arith_rows, samples = result["rows"], result["arith_rows"], result["samples"]
     if arith_rows:
         print("verifiable rewards (notebook 05): held-out pass@1 (256 problems x 4 samples, T = 1), target rise >= 0.15 "
               "within 180 s")
         print(pd.DataFrame(arith_rows).set_index("tier").to_string(float_format=lambda v: f"{v:.3f}"))
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device "
-          f"{'cuda' if torch.cuda.is_available() else 'cpu'}")
+    print(result["machine"])
     if rows:
         print(pd.DataFrame(rows).set_index("tier").T.to_string(float_format=lambda v: f"{v:.3f}"))
     for tier, before, after in samples:
@@ -173,7 +191,6 @@ def main(argv=None) -> int:
             print(f"  prompt: {before['prompts'][i]!r}")
             print(f"    before: {before['texts'][i]!r}")
             print(f"    after:  {after['texts'][i]!r}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def test_named_benchmark_scripts_and_results_exist():
     text = (ROOT / "docs" / "benchmarks.md").read_text()
     for script in set(re.findall(r"benchmarks/(\w+\.py)", text)):
         assert (ROOT / "benchmarks" / script).is_file(), f"docs/benchmarks.md names a missing benchmarks/{script}"
-    for result in set(re.findall(r"(lm_vs_trl_\w+\.json)", text)):
+    for result in set(re.findall(r"results/(\w+\.json)", text)) | set(re.findall(r"(lm_vs_trl_\w+\.json)", text)):
         assert (ROOT / "benchmarks" / "results" / result).is_file(), f"missing benchmarks/results/{result}"
 
 
@@ -73,3 +73,24 @@ def test_stored_trl_tables_are_what_load_prints():
     for seed, cells in rows:
         for number in re.findall(r"\d+\.\d+", cells):
             assert number in tables[int(seed)], f"seed {seed}: {number} is not in the table --load prints"
+
+
+@pytest.mark.parametrize("script,stored,heading", [
+    ("reinforce_cartpole.py", "reinforce_cartpole.json", "### REINFORCE on CartPole-v1"),
+    ("lm.py", "lm_tiers.json", "### The LM tiers"),
+    ("lm.py", "lm_tiers.json", "### GRPO on arithmetic"),
+])
+def test_stored_tables_are_what_load_prints(script, stored, heading):
+    """Each code block of the section is printed, line for line, by `<script> --load <stored>`."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--load",
+                          str(ROOT / "benchmarks" / "results" / stored)], capture_output=True, text=True,
+                         check=True).stdout
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    start = text.index(heading)
+    end = text.find("\n### ", start + 1)
+    section = text[start:end if end > 0 else len(text)]
+    assert f"--load benchmarks/results/{stored}" in section or "The same `--load`" in section
+    blocks = [b for lang, b in re.findall(r"```(\w*)\n(.*?)```", section, flags=re.S) if not lang]
+    assert blocks, f"{heading}: no table"
+    for block in blocks:
+        assert block.strip() in out, f"not printed by {script} --load {stored}:\n{block}"

@@ -7,10 +7,10 @@ from __future__ import annotations
 import ast
 import dataclasses
 import inspect
-import math
 import textwrap
 from dataclasses import dataclass
 
+from .._checks import check_int, check_number
 from ..lm.algorithm import ADVANTAGES, KL_PLACEMENTS, Args
 from ..estimators import AGGREGATIONS as LOSS_AGGREGATIONS
 
@@ -77,17 +77,11 @@ class LMConfig(Args):
     def __post_init__(self):
         super().__post_init__()
         for name in ("eval_problems", "eval_samples"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+            check_int(getattr(self, name), name)
         for name in ("save_every", "keep_last", "warmup_steps", "eval_every", "kl_log_every"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+            check_int(getattr(self, name), name, low=0)
         for name in ("entropy_coef", "weight_decay"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+            check_number(getattr(self, name), name, ge=0)
         if self.share_prompt not in (None, True, False):
             raise ValueError(f"share_prompt must be True, False or None (automatic), got {self.share_prompt!r}")
         if self.dtype not in DTYPES:

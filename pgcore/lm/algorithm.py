@@ -20,13 +20,13 @@ What it does not do:
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 import pgcore as pg  # the estimators, as the notebooks name them: pg.rloo, pg.aggregate, ...
+from .._checks import check_int, check_number
 from .models import format_prompts
 from .sampling import Batch, generate
 
@@ -70,15 +70,11 @@ class Args:
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "num_samples", "max_new_tokens"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
-        for name, low in (("lr", 0), ("temperature", 0), ("max_grad_norm", 0), ("kl_coef", None)):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 or v == low:
-                raise ValueError(f"{name} must be a finite number {'>' if low == 0 else '>='} 0, got {v!r}")
+            check_int(getattr(self, name), name)
+        check_int(self.seed, "seed", low=0)
+        for name in ("lr", "temperature", "max_grad_norm"):
+            check_number(getattr(self, name), name, gt=0)
+        check_number(self.kl_coef, "kl_coef", ge=0)
         for name, accepted in (("advantage", ADVANTAGES), ("loss_aggregation", pg.AGGREGATIONS),
                                ("kl_estimator", ("k1", "k3")), ("kl_in", KL_PLACEMENTS)):
             if getattr(self, name) not in accepted:

@@ -15,6 +15,7 @@ import torch
 
 from .. import bandit as _bandit
 from .._checks import is_int, is_number
+from ._panel import panel, readout_and_output
 
 __all__ = ["gradient_histogram_stats", "format_readout", "bandit_panel"]
 
@@ -120,9 +121,7 @@ def bandit_panel(
     component = widgets.Dropdown(
         options=[(f"∂J/∂θ{i + 1}", i) for i in range(3)], value=0, description="entry shown", style=style, layout=layout,
     )
-    readout = widgets.HTML()
-    readout.add_class("pg-readout")
-    out = widgets.Output()
+    readout, out = readout_and_output()
 
     def update(*_):
         stats = gradient_histogram_stats(
@@ -145,9 +144,4 @@ def bandit_panel(
             plt.close(fig)
 
     controls = [baseline, *reward_sliders, logit, noise, n, component]
-    for c in controls:
-        c.observe(update, names="value")
-    panel = widgets.VBox([*controls, readout, out])
-    panel.add_class("pg-main-panel")
-    update()
-    return panel
+    return panel(controls, update, readout, out)

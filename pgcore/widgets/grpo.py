@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+from ._panel import panel, readout_and_output
 
 __all__ = ["short_run", "format_readout", "grpo_panel", "GROUP_SIZES", "BETAS"]
 
@@ -147,9 +148,7 @@ def grpo_panel(policy, *, num_samples: int = 2, kl_coef: float = 0.0, loss_aggre
                                        continuous_update=False, style=style, layout=layout)
     agg = widgets.Dropdown(options=list(LOSS_AGGREGATIONS), value=loss_aggregation, description="loss aggregation",
                            style=style, layout=layout)
-    readout = widgets.HTML()
-    readout.add_class("pg-readout")
-    out = widgets.Output()
+    readout, out = readout_and_output()
 
     def update(*_):
         stats = short_run(policy, num_samples=g_slider.value, kl_coef=b_slider.value, kl_in="loss",
@@ -173,9 +172,4 @@ def grpo_panel(policy, *, num_samples: int = 2, kl_coef: float = 0.0, loss_aggre
             plt.close(fig)
 
     controls = [g_slider, b_slider, agg]
-    for c in controls:
-        c.observe(update, names="value")
-    panel = widgets.VBox([*controls, readout, out])
-    panel.add_class("pg-main-panel")
-    update()
-    return panel
+    return panel(controls, update, readout, out)

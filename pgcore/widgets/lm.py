@@ -17,6 +17,7 @@ import html
 from collections import Counter
 
 import numpy as np
+from ._panel import panel, readout_and_output
 
 __all__ = ["text_stats", "short_run", "format_readout", "lm_panel", "KL_CHOICES", "SAMPLE_PROMPTS"]
 
@@ -187,9 +188,7 @@ def lm_panel(policy, reward, *, kl_coef: float = 0.0, lr: float = 1e-3, advantag
                            layout=layout)
     temp = widgets.FloatSlider(value=temperature, min=0.5, max=1.5, step=0.1, description="temperature",
                                readout_format=".1f", continuous_update=False, style=style, layout=layout)
-    readout = widgets.HTML()
-    readout.add_class("pg-readout")
-    out = widgets.Output()
+    readout, out = readout_and_output()
     samples = widgets.HTML()
     prompt = widgets.Text(value="The acting was", description="your prompt", style=style, layout=layout)
     button = widgets.Button(description="sample 4 completions")
@@ -227,10 +226,5 @@ def lm_panel(policy, reward, *, kl_coef: float = 0.0, lr: float = 1e-3, advantag
                                         reward.score(batch.texts).tolist())
 
     controls = [kl_slider, lr_slider, adv, temp]
-    for c in controls:
-        c.observe(update, names="value")
     button.on_click(sample)
-    panel = widgets.VBox([*controls, readout, out, samples, widgets.HBox([prompt, button]), generated])
-    panel.add_class("pg-main-panel")
-    update()
-    return panel
+    return panel(controls, update, readout, out, samples, widgets.HBox([prompt, button]), generated)

@@ -21,6 +21,7 @@ import torch
 
 from .. import reinforce as _reinforce
 from .._checks import check_int, is_int
+from ._panel import panel, readout_and_output
 
 __all__ = ["short_run", "format_readout", "reinforce_panel", "cartpole_episode", "plot_cartpole_frames"]
 
@@ -131,9 +132,7 @@ def reinforce_panel(seed: int = 0, budget: int = 6_000, lr: float = 1e-2, episod
         description="discount γ", continuous_update=False, style=style, layout=layout,
     )
     baseline_box = widgets.Checkbox(value=baseline, description="baseline (batch mean)", style=style, layout=layout)
-    readout = widgets.HTML()
-    readout.add_class("pg-readout")
-    out = widgets.Output()
+    readout, out = readout_and_output()
 
     def update(*_):
         stats = short_run(lr=lr_slider.value, episodes=batch.value, gamma=gamma_slider.value,
@@ -152,12 +151,7 @@ def reinforce_panel(seed: int = 0, budget: int = 6_000, lr: float = 1e-2, episod
             plt.close(fig)
 
     controls = [lr_slider, batch, gamma_slider, baseline_box]
-    for c in controls:
-        c.observe(update, names="value")
-    panel = widgets.VBox([*controls, readout, out])
-    panel.add_class("pg-main-panel")
-    update()
-    return panel
+    return panel(controls, update, readout, out)
 
 
 def cartpole_episode(policy, seed: int = 0, max_steps: int = 500, greedy: bool = False) -> np.ndarray:

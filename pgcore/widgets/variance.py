@@ -28,6 +28,7 @@ from ..estimators import normalize, ppo_clip_loss
 from ..reinforce.rollout import Rollout, torch_threads
 from ..returns import gae, reward_to_go
 from ..variance import batch_gradients, bias_stats, gradient_stats, per_step_scores
+from ._panel import panel, readout_and_output
 
 __all__ = [
     "VarianceLab",
@@ -302,9 +303,7 @@ def variance_panel(lab: VarianceLab, lam: float = 0.95, baseline: str = "value",
     clip_options = [("off", None), ("0.05", 0.05), ("0.1", 0.1), ("0.2", 0.2), ("0.3", 0.3), ("0.5", 0.5)]
     clip = widgets.SelectionSlider(options=clip_options, value=clip_eps if clip_eps in dict(clip_options).values() else 0.2,
                                    description="clip ε", continuous_update=False, style=style, layout=layout)
-    readout = widgets.HTML()
-    readout.add_class("pg-readout")
-    out = widgets.Output()
+    readout, out = readout_and_output()
 
     def update(*_):
         stats = variance_stats(lab, lam=lam_slider.value, baseline=base.value, epochs=epoch_slider.value,
@@ -327,9 +326,4 @@ def variance_panel(lab: VarianceLab, lam: float = 0.95, baseline: str = "value",
             plt.close(fig)
 
     controls = [lam_slider, base, epoch_slider, clip]
-    for c in controls:
-        c.observe(update, names="value")
-    panel = widgets.VBox([*controls, readout, out])
-    panel.add_class("pg-main-panel")
-    update()
-    return panel
+    return panel(controls, update, readout, out)
