@@ -1,11 +1,13 @@
 """Files: atomic writes, build-once model folders, the shipped data and the user cache.
 
-A model the course builds (tiny, tiny-sentiment, tiny-arith, the converted SmolLM2) is written once into
-`cache_dir()`, atomically, so an interrupted build never leaves half a model behind.
+The course's tiny models ship built (`MODELS_DIR`); a model built on this machine (another recipe's tiny model, the
+converted SmolLM2) is written once into `cache_dir()`, atomically, so an interrupted build never leaves half a
+model behind.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -13,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_path", "atomic_dir", "build_once", "data_path",
-           "cache_dir", "quiet_transformers"]
+           "cache_dir", "quiet_transformers", "MODELS_DIR", "shipped_model", "model_dir"]
 
 
 @contextlib.contextmanager
@@ -110,6 +112,36 @@ def data_path(name: str) -> Path:
 
     """
     return DATA_DIR / name
+
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+"""the built models pgcore ships as package data (`tiny`, `tiny-sentiment`, `tiny-arith`): the same bits on every
+CPU, where a build at first use would give each CPU's kernels their own weights (`python -m pgcore.lm.shipped`)"""
+
+
+def shipped_model(kind: str, fingerprint: str, marker: str = "pgcore_build.json") -> Path | None:
+    """The shipped folder of `kind` if it was built from the recipe whose fingerprint is `fingerprint`, else None.
+
+    The fingerprint is read from the folder's `marker` file, so a changed recipe (config, corpus, build code)
+    never loads stale weights: it builds into the cache instead.
+    """
+    path = MODELS_DIR / kind
+    try:
+        built = json.loads((path / marker).read_text())
+    except (OSError, ValueError):
+        return None
+    return path if built.get("fingerprint") == fingerprint else None
+
+
+def model_dir(kind: str, fingerprint: str, build: Callable[[Path], object], cache: str | os.PathLike | None = None,
+              marker: str = "pgcore_build.json") -> Path:
+    """The folder of a built model: the shipped one when its fingerprint matches, else `build` run once into
+    `cache/<kind>-<fingerprint>` (`cache` defaults to `cache_dir()`; see `build_once`)."""
+    shipped = shipped_model(kind, fingerprint, marker)
+    if shipped is not None:
+        return shipped
+    cache = Path(cache) if cache is not None else cache_dir()
+    return build_once(cache / f"{kind}-{fingerprint}", build, marker)
 
 
 def cache_dir() -> Path:

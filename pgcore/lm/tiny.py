@@ -2,7 +2,8 @@
 review corpus pgcore ships, plus the small training helpers the other built models (`tiny-sentiment`,
 `tiny-arith`) share with it.
 
-Built once, then cached under `pgcore.utils.cache_dir()` in `tiny-<fingerprint>/` (the fingerprint
+The default build ships with pgcore (`pgcore/models/tiny/`, rebuilt by `python -m pgcore.lm.shipped`); another
+config is built once, then cached under `pgcore.files.cache_dir()` in `tiny-<fingerprint>/` (the fingerprint
 hashes the corpus, the config and the build code), written atomically with `atomic_dir`.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,11 +21,12 @@ from typing import Any
 import torch
 
 from ..files import quiet_transformers
-from ..files import atomic_dir, build_once, cache_dir, data_path
+from ..files import atomic_dir, data_path, model_dir
 
 __all__ = [
     "TinyConfig", "read_reviews", "train_tokenizer", "build_tiny", "tiny_fingerprint", "tiny_dir", "fingerprint",
-    "length_batches", "pad_right", "one_thread", "train_lm", "save_build", "lazy_transformers", "EOS", "BUILD_FILE",
+    "length_batches", "pad_right", "one_thread", "train_lm", "kernels", "save_build", "lazy_transformers", "EOS",
+    "BUILD_FILE",
 ]
 
 EOS = "<|endoftext|>"
@@ -217,9 +220,22 @@ def build_tiny(out_dir: str | os.PathLike, config: TinyConfig | None = None,
     return save_build(out_dir, model, tokenizer, build)
 
 
+def kernels() -> dict:
+    """What decides a build's last bits besides the recipe: torch, its CPU kernels (`ATEN_CPU_CAPABILITY`), MKL's
+    instruction set (`MKL_ENABLE_INSTRUCTIONS`) and the processor, whose vendor and model MKL dispatches on."""
+    cpu = platform.machine()
+    with contextlib.suppress(OSError):
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl_instructions": os.environ.get("MKL_ENABLE_INSTRUCTIONS", "auto"), "cpu": cpu}
+
+
 def save_build(out_dir: str | os.PathLike, model, tokenizer, build: dict) -> Path:
     """`save_pretrained` a built model and its tokenizer into `out_dir` with BUILD_FILE (how it was
     made), atomically: a reader sees no folder or the complete one. Returns `Path(out_dir)`."""
+    build = {**build, "built_on": kernels()}
     with atomic_dir(out_dir) as tmp, quiet_transformers():
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -228,6 +244,6 @@ def save_build(out_dir: str | os.PathLike, model, tokenizer, build: dict) -> Pat
 
 
 def tiny_dir(config: TinyConfig | None = None, cache: str | os.PathLike | None = None) -> Path:
-    """The cached `tiny` build for `config` (built first if missing) under `cache` (default `cache_dir()`)."""
-    cache = Path(cache) if cache is not None else cache_dir()
-    return build_once(cache / f"tiny-{tiny_fingerprint(config)}", lambda p: build_tiny(p, config), BUILD_FILE)
+    """The `tiny` build for `config`: the shipped one for the default recipe, else built once under `cache`
+    (default `pgcore.files.cache_dir()`)."""
+    return model_dir("tiny", tiny_fingerprint(config), lambda p: build_tiny(p, config), cache, BUILD_FILE)

@@ -5,8 +5,8 @@ The tokenizer has one token per character of `CHARS` ("0123456789+= \\n"), plus 
 unknown-character token. The model is trained from scratch on correct examples `"{a}+{b}={a+b}<EOS>"`
 (loss on the completion only) drawn from the training problems, and stopped early on purpose
 (`TinyArithConfig.steps`), so that its sampled pass@1 (temperature 1) on held-out problems starts
-between 0.2 and 0.6: RL needs room to climb. Built once (~1 min on one CPU thread) and cached like
-`tiny` in `pgcore.utils.cache_dir()/tiny-arith-<fingerprint>/`.
+between 0.2 and 0.6: RL needs room to climb. The default build ships with pgcore (`pgcore/models/tiny-arith/`);
+another config is built once (~1 min on one CPU thread) and cached like `tiny`'s.
 
 Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..files import build_once, cache_dir
+from ..files import model_dir
 from .arith import CHARS, HELDOUT_PERCENT, MAX_OPERAND, make_prompt, problems
 from .tiny import BUILD_FILE, EOS, lazy_transformers, pad_right, save_build, train_lm
 
@@ -127,10 +127,10 @@ def build_tiny_arith(out_dir: str | os.PathLike, config: TinyArithConfig | None 
 
 
 def tiny_arith_dir(config: TinyArithConfig | None = None, cache: str | os.PathLike | None = None) -> Path:
-    """The cached tiny-arith build for `config` (built first if missing) under `cache` (default `cache_dir()`).
+    """The tiny-arith build for `config`: the shipped one for the default recipe, else built once under `cache`
+    (default `pgcore.files.cache_dir()`).
 
     Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
     """
-    cache = Path(cache) if cache is not None else cache_dir()
-    return build_once(cache / f"tiny-arith-{tiny_arith_fingerprint(config)}", lambda p: build_tiny_arith(p, config),
-                      BUILD_FILE)
+    return model_dir("tiny-arith", tiny_arith_fingerprint(config), lambda p: build_tiny_arith(p, config), cache,
+                     BUILD_FILE)

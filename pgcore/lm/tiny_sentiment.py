@@ -2,9 +2,9 @@
 on the labeled review corpus pgcore ships (`data/reviews.tsv`), with its own byte-level BPE tokenizer
 (trained like the `tiny` policy's, `pgcore.lm.tiny`).
 
-Built once, then cached under `pgcore.utils.cache_dir()` in `tiny-sentiment-<fingerprint>/` (the
-fingerprint hashes the corpus, the config and the build code) and loaded like any Hugging Face
-classifier (`pgcore.lm.rewards.load_reward("tiny-sentiment")`).
+The default build ships with pgcore (`pgcore/models/tiny-sentiment/`); another config is built once, then cached
+under `pgcore.files.cache_dir()` in `tiny-sentiment-<fingerprint>/` (the fingerprint hashes the corpus, the config
+and the build code). Loaded like any Hugging Face classifier (`pgcore.lm.rewards.load_reward("tiny-sentiment")`).
 
 Introduced in notebooks/04_lm_policy_gradient.ipynb.
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from ..files import build_once, cache_dir as default_cache_dir, data_path
+from ..files import data_path, model_dir
 from .tiny import (BUILD_FILE, fingerprint, lazy_transformers, length_batches, pad_right, read_reviews, save_build,
                    train_lm, train_tokenizer)
 
-__all__ = ["SentimentConfig", "build_tiny_sentiment", "tiny_sentiment_dir"]
+__all__ = ["SentimentConfig", "build_tiny_sentiment", "tiny_sentiment_dir", "tiny_sentiment_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -106,11 +106,16 @@ def build_tiny_sentiment(out_dir: str | os.PathLike, config: SentimentConfig | N
 
 
 def tiny_sentiment_dir(config: SentimentConfig | None = None, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cached tiny-sentiment folder for `config`, built on first use.
+    """The tiny-sentiment folder for `config`: the shipped one for the default recipe, else built once under
+    `cache_dir` (default `pgcore.files.cache_dir()`).
 
     Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
     config = config or SentimentConfig()
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = cache / f"tiny-sentiment-{fingerprint('tiny-sentiment', data_path('reviews.tsv'), config)}"
-    return build_once(path, lambda p: build_tiny_sentiment(p, config), BUILD_FILE)
+    return model_dir("tiny-sentiment", tiny_sentiment_fingerprint(config), lambda p: build_tiny_sentiment(p, config),
+                     cache_dir, BUILD_FILE)
+
+
+def tiny_sentiment_fingerprint(config: SentimentConfig | None = None) -> str:
+    """12 hex digits identifying a `tiny-sentiment` build: the corpus bytes, the config and the build code."""
+    return fingerprint("tiny-sentiment", data_path("reviews.tsv"), config or SentimentConfig())

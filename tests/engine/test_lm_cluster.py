@@ -57,11 +57,17 @@ PROMPTS = ["the movie was", "the food was", "i loved"]
 @pytest.mark.slow
 def test_wheel_runs_from_any_folder_with_packaged_data_and_a_user_cache(tmp_path):
     """Build a wheel, install it (not editable) in a fresh venv, run pgcore-lm and reinforce.train
-    from an unrelated folder: data comes from the package, models are cached in $PGCORE_HOME."""
+    from an unrelated folder: data and the tiny models come from the package, nothing is built or written
+    beside it, and a model of another recipe is cached in $PGCORE_HOME."""
     dist, venv, work, home = (tmp_path / n for n in ("dist", "venv", "work", "home"))
     src = tmp_path / "src"  # a copy: building in the checkout would leave a build/ folder there
-    shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", "build", "*.egg-info", "output", "checkpoints", "models", "notebooks", "__pycache__"))
+    skip = shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__")
+    run_products = {"output", "checkpoints", "models", "notebooks"}  # at the top only: pgcore/models/ ships
+
+    def ignore(folder, names):
+        return set(skip(folder, names)) | (run_products & set(names) if Path(folder) == ROOT else set())
+
+    shutil.copytree(ROOT, src, symlinks=True, ignore=ignore)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)],
                    check=True, capture_output=True, timeout=600)
     wheel = next(dist.glob("pgcore-*.whl"))
@@ -89,8 +95,15 @@ def test_wheel_runs_from_any_folder_with_packaged_data_and_a_user_cache(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(read_csv(work / "output" / "policy_gradient_metrics" / "training_metrics.csv")) == 3
     assert (work / "checkpoints" / "checkpoint-3").is_dir() and (work / "models" / "policy_gradient").is_dir()
-    built = sorted(p.name.rsplit("-", 1)[0] for p in (home / "models").iterdir() if not p.name.startswith("."))
-    assert built == ["tiny", "tiny-sentiment"], built
+    assert not (home / "models").exists() or not any((home / "models").iterdir()), "the shipped models were rebuilt"
+    code = ("import pgcore.lm.tiny as t; from pgcore.lm.tiny_sentiment import tiny_sentiment_dir as s; "
+            "from pgcore.lm.tiny_arith import tiny_arith_dir as a; print(t.tiny_dir(), s(), a()); "
+            "print(t.tiny_dir(t.TinyConfig(steps=3, vocab_size=300, n_embd=16, n_layer=1, n_head=2)))")
+    proc = subprocess.run([str(py), "-c", code], capture_output=True, text=True, cwd=work, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    *shipped, other = map(Path, proc.stdout.split())
+    assert all(p.is_relative_to(site / "pgcore" / "models") and (p / "model.safetensors").is_file() for p in shipped)
+    assert other.parent == home / "models", "a model of another recipe is built into the user cache"
     assert not any(p.name in ("models", "data", "output") for p in site.iterdir()), "nothing written beside the package"
 
     code = ("import pgcore as pg; cfg = pg.reinforce.ReinforceConfig(max_env_steps=2000, early_stop=False); "
