@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (README "Set up"):
 #   make course    a virtual environment with the pinned versions, then JupyterLab on notebooks/
 #   make test      the same with the test tools, then the README's test command
+#   make test-other-cpu   the notebooks again on another CPU's kernels (AVX2), with an empty model cache
 # VENV=DIR puts the environment elsewhere (.ci/run uses a fresh one); PYTHON=python3.11 picks the interpreter.
 
 PYTHON ?= python3
@@ -19,14 +20,20 @@ INSTALL := $(PIP) install -q -c $(CONSTRAINTS)
 ACTIVATE := export VIRTUAL_ENV="$(abspath $(VENV))" PATH="$(BIN):$$PATH";
 # Nothing may reach the Hugging Face hub in the tests.
 OFFLINE := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
+# Another CPU's kernels on this one: PyTorch, MKL and oneDNN told to use AVX2 (most laptops and CI runners).
+OTHER_CPU := ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 
-.PHONY: course test setup-course setup-test clean-venv
+.PHONY: course test test-other-cpu setup-course setup-test clean-venv
 
 course: setup-course
 	$(ACTIVATE) jupyter lab notebooks/
 
 test: setup-test
 	$(ACTIVATE) $(OFFLINE) pytest --nbval -n auto
+
+# The stored outputs the notebooks compare must hold on the learner's CPU too, starting from the shipped models.
+test-other-cpu: setup-test
+	$(ACTIVATE) $(OFFLINE) $(OTHER_CPU) PGCORE_HOME="$$(mktemp -d)" pytest --nbval -n auto notebooks/
 
 setup-course: $(VENV)/.course
 setup-test: $(VENV)/.test

@@ -155,3 +155,33 @@ def test_constraints_pin_every_dependency():
             pins[_name(name)] = version
     assert wanted <= set(pins), f"not pinned in .ci/constraints.txt: {sorted(wanted - set(pins))}"
     assert "torch" not in pins, "torch is pinned by the install command (CPU or CUDA build), not here"
+
+
+def test_ci_runs_the_notebooks_on_another_cpus_kernels_with_an_empty_model_cache():
+    """`.ci/run` runs `make test-other-cpu` after `make test`: the notebooks under AVX2 kernels (PyTorch, MKL and
+    oneDNN all told so), offline, with a fresh PGCORE_HOME, so the shipped models are what they start from."""
+    recipe = _make_recipe("test-other-cpu")
+    makefile = (ROOT / "Makefile").read_text()
+    other = re.search(r"^OTHER_CPU := (.*)$", makefile, flags=re.M)
+    assert other and set(other.group(1).split()) == {
+        "ATEN_CPU_CAPABILITY=avx2", "MKL_ENABLE_INSTRUCTIONS=AVX2", "ONEDNN_MAX_CPU_ISA=AVX2"}
+    runs = [line for line in recipe if "pytest --nbval" in line]
+    assert len(runs) == 1 and "$(OTHER_CPU)" in runs[0] and "$(OFFLINE)" in runs[0], recipe
+    assert 'PGCORE_HOME="$$(mktemp -d)"' in runs[0] and runs[0].rstrip().endswith("notebooks/"), runs[0]
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert ci.index('make test-other-cpu VENV="$venv"') > ci.index('make test VENV="$venv"')
+
+
+def test_the_readme_names_the_pythons_ci_checks():
+    """The README's supported Pythons are the ones `.ci/check_pythons` resolves the pinned set for, and
+    pyproject's requires-python starts at the lowest of them."""
+    script = (ROOT / ".ci" / "check_pythons").read_text()
+    pythons = re.search(r'^PYTHONS="([^"]+)"', script, flags=re.M).group(1).split()
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert f"Python {pythons[0]} to {pythons[-1]}" in readme, pythons
+    minor = lambda v: tuple(int(x) for x in v.split(".")[:2])  # noqa: E731
+    assert [minor(v) for v in pythons] == [(3, m) for m in range(minor(pythons[0])[1], minor(pythons[-1])[1] + 1)]
+    assert _project()["requires-python"] == f">={'.'.join(map(str, minor(pythons[0])))}"
+    assert "--no-build" in script and "-c .ci/constraints.txt" in script and "torch==2.13.0" in script
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ".ci/check_pythons" in ci and 'wait "$pythons_pid"' in ci, ".ci/run must run the check and wait for it"

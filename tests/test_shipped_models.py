@@ -81,8 +81,10 @@ def test_compare_reports_bits_and_closeness(tmp_path):
     assert not shipped.reproduced(report)[0], "on the same kernels one flipped bit is a failure"
     other = {**report, "rebuilt_on": {"torch": "x", "cpu_capability": "AVX2"}}
     assert shipped.reproduced(other)[0], "on other kernels a close rebuild passes"
-    worse = {**other, "final_train_loss": (report["final_train_loss"][0], report["final_train_loss"][0] * 1.5)}
+    worse = {**other, "final_train_loss": (0.5, 0.56)}
     assert not shipped.reproduced(worse)[0]
+    assert not shipped.reproduced({**other, "heldout_accuracy": (0.998, 0.95)})[0], "a worse classifier fails"
+    assert shipped.reproduced({**other, "heldout_accuracy": (0.998, 0.994)})[0]
     (b / "tokenizer.json").write_text("{}")
     assert shipped.compare(a, b)["files_differ"] == ["tokenizer.json"]
 

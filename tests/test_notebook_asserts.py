@@ -1,0 +1,51 @@
+"""The notebooks' asserts carry their claims: where a cell's printed numbers are not compared (a training run's
+last digits differ from CPU to CPU), its assert must still fail when the estimator behind the claim is broken.
+
+Each test runs a notebook's set-up cells, a cell that breaks one estimator, and the claim's cells, in a fresh
+kernel (nbclient), and expects the claim's assert, by its message."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def run_cells(name: str, cells: list[int | str], timeout: int = 900) -> None:
+    """Run the notebook's code cells `cells` (indices among its code cells, as nbval counts them) and source strings,
+    in this order, in a fresh kernel started in notebooks/."""
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    picked = [nbformat.v4.new_code_cell(c) if isinstance(c, str) else code[c] for c in cells]
+    client = NotebookClient(nbformat.v4.new_notebook(cells=picked, metadata=nb.metadata), timeout=timeout,
+                            kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute()
+
+
+def expect_assert(name: str, cells: list[int | str], message: str) -> None:
+    with pytest.raises(CellExecutionError) as error:
+        run_cells(name, cells)
+    assert "AssertionError" in str(error.value) and message in str(error.value), str(error.value)[-2000:]
+
+
+@pytest.mark.slow
+def test_nb04_the_baselines_claim_fails_when_the_baseline_subtracts_nothing():
+    """Notebook 04's gradient-noise cell: with `rloo` and `mean` returning the raw scores, the claim that the
+    baselines lower the noise must fail."""
+    broken = "algorithm.lm_advantages = lambda score, kind: score   # every baseline subtracts nothing"
+    expect_assert("04_lm_policy_gradient.ipynb", [0, 1, 2, broken, 18], "the baselines lower the noise")
+
+
+@pytest.mark.slow
+def test_nb05_the_grpo_claim_fails_when_the_advantage_has_the_wrong_sign():
+    """Notebook 05's held-out pass@1 claim: with the engine's advantages negated (descent instead of ascent), the
+    claim that GRPO raises pass@1 must fail (40 steps are enough to see it go down)."""
+    broken = ("import pgcore.engine.trainer as _trainer\n"
+              "_advantages = _trainer.lm_advantages\n"
+              "_trainer.lm_advantages = lambda r, kind: -_advantages(r, kind)\n"
+              "steps = 40")
+    expect_assert("05_verifiable_rewards_grpo.ipynb", [0, 1, 2, broken, 4, 6, 8], "GRPO raises held-out pass@1")
