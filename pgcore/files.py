@@ -18,6 +18,12 @@ __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_path", "atomic_dir
            "cache_dir", "quiet_transformers", "MODELS_DIR", "shipped_model", "model_dir"]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary file path beside `path`; on success rename it over `path` atomically.
@@ -31,6 +37,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
+    # mkstemp makes the file 0600; give it the mode `open` would (a shared cache or run folder stays readable)
+    os.chmod(tmp, path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask())
     try:
         yield tmp
         os.replace(tmp, path)
@@ -69,6 +77,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700: others sharing the cache could not read it
     try:
         yield tmp
         if path.exists():

@@ -98,3 +98,29 @@ def test_the_recipe_reproduces_the_shipped_model(kind, tmp_path):
     ok, why = shipped.reproduced(report)
     print(f"{kind}: {why}; largest weight difference {report['max_abs_diff']:.1e}")
     assert ok, why
+
+
+def test_stored_reports_are_what_load_prints_and_what_the_docs_show(tmp_path, capsys):
+    """`--load` prints the stored AVX2 reports (all reproduced), docs/teaching.md shows exactly those lines, and a
+    failed report makes `--load` exit 1; a bad file is a one-line usage error (exit 2)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    stored = root / "benchmarks" / "results" / "shipped_avx2.json"
+    assert shipped.main(["--load", str(stored)]) == 0
+    out = capsys.readouterr().out
+    reports = json.loads(stored.read_text())
+    assert sorted(reports) == sorted(KINDS)
+    assert all(r["rebuilt_on"]["cpu_capability"] == "AVX2" != r["shipped_on"]["cpu_capability"]
+               for r in reports.values())
+    docs = (root / "docs" / "teaching.md").read_text()
+    block = docs.split("shipped_avx2.json` prints it")[1].split("```")[1].strip()
+    assert block == out.strip(), "docs/teaching.md's block is not what --load prints"
+    bad = {"tiny": {**reports["tiny"], "final_train_loss": [1.0, 2.0]}}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    assert shipped.main(["--load", str(tmp_path / "bad.json")]) == 1
+    assert "NOT reproduced" in capsys.readouterr().out
+    (tmp_path / "junk.json").write_text("not json")
+    with pytest.raises(SystemExit) as exit_:
+        shipped.main(["--load", str(tmp_path / "junk.json")])
+    assert exit_.value.code == 2 and "junk.json" in capsys.readouterr().err

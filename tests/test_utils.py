@@ -66,6 +66,27 @@ def test_atomic_write_text_and_bytes(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.txt"], "no temp files may be left"
 
 
+def test_atomic_writes_get_the_mode_open_would_give(tmp_path):
+    """mkstemp/mkdtemp make 0600/0700 files; an atomic write must not: a shared model cache or run folder
+    (PGCORE_HOME on a cluster) stays readable by the others, and an existing file keeps its mode."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "new.txt", "x")
+        assert stat.S_IMODE((tmp_path / "new.txt").stat().st_mode) == 0o644
+        (tmp_path / "exec.sh").write_text("")
+        os.chmod(tmp_path / "exec.sh", 0o750)
+        atomic_write_text(tmp_path / "exec.sh", "y")
+        assert stat.S_IMODE((tmp_path / "exec.sh").stat().st_mode) == 0o750
+        with atomic_dir(tmp_path / "model") as d:
+            (d / "w.bin").write_bytes(b"")
+        assert stat.S_IMODE((tmp_path / "model").stat().st_mode) == 0o755
+    finally:
+        os.umask(old)
+
+
 def test_atomic_path_success_and_failure(tmp_path):
     target = tmp_path / "metrics.csv"
     target.write_text("old")

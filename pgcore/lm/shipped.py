@@ -7,6 +7,7 @@ every weight. So pgcore ships the weights, and every learner's notebook starts f
 
     python -m pgcore.lm.shipped --check    # rebuild each into a temporary folder, compare with the shipped bits
     python -m pgcore.lm.shipped --write    # rebuild into pgcore/models/ (after changing a recipe)
+    python -m pgcore.lm.shipped --check --save FILE   # ... and store the reports; --load FILE prints them again
 
 A changed recipe changes its fingerprint: pgcore then ignores the stale shipped folder and builds into the
 user cache, and `--check` (and the test suite) says the shipped weights need `--write`.
@@ -22,12 +23,12 @@ from typing import Callable
 
 import torch
 
-from ..files import MODELS_DIR
+from ..files import MODELS_DIR, atomic_write_text
 from .tiny import BUILD_FILE, build_tiny, tiny_fingerprint
 from .tiny_arith import build_tiny_arith, tiny_arith_fingerprint
 from .tiny_sentiment import build_tiny_sentiment, tiny_sentiment_fingerprint
 
-__all__ = ["RECIPES", "stale", "rebuild", "files_differ", "compare", "reproduced", "main"]
+__all__ = ["RECIPES", "stale", "rebuild", "files_differ", "compare", "reproduced", "report_line", "main"]
 
 RECIPES: dict[str, tuple[Callable[[], str], Callable[[Path], Path]]] = {
     "tiny": (tiny_fingerprint, build_tiny),
@@ -112,8 +113,17 @@ def reproduced(report: dict) -> tuple[bool, str]:
     acc_a, acc_b = report.get("heldout_accuracy", (None, None))
     ok = abs(loss_b - loss_a) <= max(0.1 * loss_a, 0.01) and (acc_a is None or abs(acc_b - acc_a) <= 0.01)
     accuracy = f", held-out accuracy {acc_a} -> {acc_b}" if acc_a is not None else ""
-    return ok, (f"other kernels ({report['shipped_on']} -> {report['rebuilt_on']}): final train loss {loss_a} -> "
+    a, b = report["shipped_on"], report["rebuilt_on"]
+    kernels = ", ".join(f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k))
+    return ok, (f"other kernels ({kernels}): final train loss {loss_a} -> "
                 f"{loss_b}{accuracy}, weights {report['rel_diff']:.1e} apart (relative)")
+
+
+def report_line(kind: str, report: dict) -> tuple[bool, str]:
+    """(ok, the line `--check` prints for `kind`)."""
+    ok, why = reproduced(report)
+    return ok, (f"{kind}: {'reproduced' if ok else 'NOT reproduced'}; {why}; largest weight difference "
+                f"{report['max_abs_diff']:.1e}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,25 +131,42 @@ def main(argv: list[str] | None = None) -> int:
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--check", action="store_true", help="rebuild into a temporary folder and compare")
     what.add_argument("--write", action="store_true", help=f"rebuild into --out (default {MODELS_DIR})")
+    what.add_argument("--load", type=Path, metavar="FILE", help="print the reports a --check --save stored")
+    parser.add_argument("--save", type=Path, metavar="FILE", help="with --check: store the reports (JSON)")
     parser.add_argument("--out", type=Path, default=MODELS_DIR, help="folder of the shipped models")
     parser.add_argument("--kind", choices=list(RECIPES), action="append", help="only this model (repeatable)")
     args = parser.parse_args(argv)
+    if args.save is not None and not args.check:
+        parser.error("--save goes with --check")
     kinds = args.kind or list(RECIPES)
     if args.write:
         for kind in kinds:
             path = rebuild(kind, args.out / kind)
             print(f"{kind}: built into {path} ({build_info(path)['train_seconds']} s)")
         return 0
+    if args.load is not None:
+        try:
+            reports = json.loads(args.load.read_text())
+        except (OSError, ValueError) as err:
+            parser.error(f"--load {args.load}: not a stored report ({err})")
+        failed = []
+        for kind, report in reports.items():
+            ok, line = report_line(kind, report)
+            print(line)
+            failed += [] if ok else [kind]
+        return 1 if failed else 0
     failed = [k for k in stale(args.out) if k in kinds]
     for kind in failed:
         print(f"{kind}: the shipped weights are not today's recipe; rebuild with --write")
+    reports = {}
     with tempfile.TemporaryDirectory() as tmp:
         for kind in (k for k in kinds if k not in failed):
-            report = compare(args.out / kind, rebuild(kind, Path(tmp) / kind))
-            ok, why = reproduced(report)
-            print(f"{kind}: {'reproduced' if ok else 'NOT reproduced'}; {why}; largest weight difference "
-                  f"{report['max_abs_diff']:.1e}")
+            reports[kind] = compare(args.out / kind, rebuild(kind, Path(tmp) / kind))
+            ok, line = report_line(kind, reports[kind])
+            print(line)
             failed += [] if ok else [kind]
+    if args.save is not None:
+        atomic_write_text(args.save, json.dumps(reports, indent=1) + "\n")
     return 1 if failed else 0
 
 
