@@ -188,7 +188,10 @@ def test_ctrl_c_saves_a_checkpoint_and_outputs(tmp_path):
     args = [sys.executable, "-m", "pgcore.lm", "--reward-model", "tiny-sentiment", "--steps", "1000",
             "--save-every", "1", "--keep-last", "2", "--batch-size", "1", "--num-samples", "2", "--max-new-tokens", "4",
             *places(tmp_path)]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    # a shell's background job (`cmd &`) starts with SIGINT ignored, and Python keeps an ignored SIGINT ignored:
+    # give the CLI the Ctrl-C a terminal would, however the test suite itself was started
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
 
     def saved_two_steps():  # --keep-last 2 may already have pruned checkpoint-2: any step >= 2 will do
