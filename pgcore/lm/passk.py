@@ -5,8 +5,8 @@ With n samples of one problem, c of them correct, the unbiased estimator of Chen
 
     pass@k = 1 - C(n - c, k) / C(n, k)
 
-the probability that k samples drawn *without replacement* from the n contain a correct one. The
-binomial coefficients overflow a float long before n = 1024; the ratio is a product of k terms,
+the probability that k samples drawn *without replacement* from the n contain a correct one. As floats,
+the binomial coefficients overflow from n = 1030 (C(1030, 515) > 1.8e308); the ratio is a product of c terms,
 
     C(n - c, k) / C(n, k) = prod_{i = n - c + 1}^{n} (1 - k / i)
 
