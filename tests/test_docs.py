@@ -79,6 +79,7 @@ def test_stored_trl_tables_are_what_load_prints():
     ("reinforce_cartpole.py", "reinforce_cartpole.json", "### REINFORCE on CartPole-v1"),
     ("lm.py", "lm_tiers.json", "### The LM tiers"),
     ("lm.py", "lm_tiers.json", "### GRPO on arithmetic"),
+    ("nb05_runs.py", "nb05_runs.json", "### Notebook 05's design choices"),
 ])
 def test_stored_tables_are_what_load_prints(script, stored, heading):
     """Each code block of the section is printed, line for line, by `<script> --load <stored>`."""
