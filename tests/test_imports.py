@@ -20,8 +20,8 @@ KNOWN_CYCLES: list[frozenset[str]] = []
 LONG_MODULES: set[str] = set()
 
 # Outside pgcore/engine/, only these may import the engine: the command line's entry point, and the LM
-# panels, which run whole training runs through the engine so that a panel shows the CLI's numbers.
-ENGINE_IMPORTERS = {"pgcore/lm/__main__.py", "pgcore/widgets/lm.py", "pgcore/widgets/grpo.py"}
+# panel, which runs whole training runs through the engine so that it shows the CLI's numbers.
+ENGINE_IMPORTERS = {"pgcore/lm/__main__.py", "pgcore/widgets/lm.py"}
 
 
 def module_name(path: Path) -> str:

@@ -1,175 +1,125 @@
-"""Notebook 05's short GRPO runs and panel: group size, beta and loss aggregation -> live held-out pass@1.
+"""Notebook 05's panel: the group size G and the advantage maker -> where a GRPO update's signal goes, instantly.
 
-`short_run` is the plain function (tests and the notebook call it): a short `pgcore.engine.trainer.train` on a
-*copy* of `tiny-arith` with the `arithmetic` verifier, returning the held-out pass@1 curve (evaluated every
-`eval_every` steps on the same held-out problems), the fraction of zero-spread groups, and the lengths of
-correct and incorrect completions. `grpo_panel` wraps it in ipywidgets: a group-size slider (the first
-control), beta and the loss aggregation; a readout (class "pg-readout") and the curves.
+`group_stats` is the plain function (tests and the notebook call it). From a (P, n) 0/1 matrix of sampled answers'
+correctness (notebook 05's section 2: n answers to each of P held-out problems), it splits each problem's answers
+into n // G groups of G, computes each group's advantages with `pgcore.lm.algorithm.lm_advantages`, and returns,
+per difficulty class (the problem's success rate c/n): the fraction of groups with zero spread (no signal), and the
+mean |advantage| (the weight a completion of such a problem gets in the update). `grpo_panel` wraps it in
+ipywidgets: a group-size slider (the first control) and the advantage maker; a readout (class "pg-readout") and two
+plots. No training: a change redraws in well under a second.
 
 Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
+import torch
+
+from ..lm.algorithm import ADVANTAGES, lm_advantages
 from ._panel import panel, readout_and_output
 
-__all__ = ["short_run", "format_readout", "grpo_panel", "GROUP_SIZES", "BETAS"]
+__all__ = ["group_stats", "format_readout", "grpo_panel", "GROUP_SIZES", "DIFFICULTY"]
 
-GROUP_SIZES = (2, 4, 8, 16)
+GROUP_SIZES = (2, 4, 8, 16, 32)
 """The group-size slider's stops (completions per prompt)."""
-BETAS = (0.0, 0.01, 0.04, 0.1, 0.3)
-"""The beta slider's stops (weight of the KL term)."""
+DIFFICULTY = (("hard", 0.0, 0.2), ("medium-hard", 0.2, 0.4), ("medium", 0.4, 0.6), ("medium-easy", 0.6, 0.8),
+              ("easy", 0.8, 1.0))
+"""Difficulty classes by success rate c/n: (name, low, high), low <= c/n < high (the last one includes 1)."""
 
 
-def short_run(
-    policy,
-    *,
-    num_samples: int = 8,
-    kl_coef: float = 0.0,
-    kl_in: str = "loss",
-    kl_estimator: str = "k1",
-    loss_aggregation: str = "token",
-    advantage: str = "group",
-    lr: float = 5e-4,
-    steps: int = 40,
-    batch_size: int | None = None,
-    completions_per_step: int = 128,
-    eval_every: int = 10,
-    eval_problems: int = 128,
-    eval_samples: int = 4,
-    seed: int = 0,
-) -> dict:
-    """A short GRPO-style run of `policy` (a tiny-arith `Policy`, deep-copied first) with the arithmetic verifier.
+def group_stats(correct, num_samples: int = 8, advantage: str = "group") -> dict:
+    """Zero-spread fraction and mean |advantage| per difficulty class, for groups of `num_samples` answers.
 
     Args:
-        policy: the starting policy (left untouched).
-        num_samples: G, completions per prompt (the group).
-        kl_coef, kl_in, kl_estimator: beta, where the KL acts (reward or loss), the estimator of the
-            logged KL and of the reward penalty.
-        loss_aggregation: token, sequence or constant.
-        advantage: none, mean, rloo or group.
-        lr: AdamW learning rate (constant).
-        steps: optimizer steps.
-        batch_size: prompts per step; None: completions_per_step // num_samples (the same compute for every G).
-        eval_every, eval_problems, eval_samples: held-out pass@1 every this many steps, on this many
-            held-out problems x samples (the same problems and sampling seed at every evaluation).
-        seed: seeds the run: same arguments, same numbers.
+        correct: (P, n) 0/1 array, n answers to each of P problems; n must be a multiple of `num_samples`.
+        num_samples: G, answers per group.
+        advantage: none, mean, rloo or group (`pgcore.lm.algorithm.lm_advantages`).
 
-    Returns:
-        dict with the settings and
-          "step", "reward_mean", "kl", "zero_spread", "len_correct", "len_incorrect", "loss": (steps,) arrays
-              (NaN where a step had no correct / no incorrect completion);
-          "eval_step", "pass1": held-out pass@1 after eval_step updates (0, eval_every, ..., steps);
-          "pass1_first", "pass1_final": the starting and final model's held-out pass@1;
-          "pass1_se": the standard error of one pass@1 value (binomial, over eval_problems x eval_samples);
-          "zero_spread_mean": mean zero-spread fraction over the run's steps; "policy": the trained copy.
-
-    Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
+    Returns: dict with "num_samples", "advantage", "problems" (P), "groups" (P * n // G), "zero_spread" (the
+    fraction of all groups with zero spread), and per class of `DIFFICULTY` (lists, in that order): "classes",
+    "count" (problems), "class_zero_spread", "weight" (mean |A| over the class's groups, zero-spread ones
+    included; NaN for an empty class).
     """
-    from ..engine.config import LMConfig
-    from ..engine.trainer import train
-    from ..lm.arith import MAX_NEW_TOKENS
-    from ..lm.rewards import ArithmeticReward
-
-    if batch_size is None:
-        batch_size = max(1, completions_per_step // int(num_samples))
-    config = LMConfig(
-        model=policy.name, reward_model="arithmetic", steps=steps, seed=seed, batch_size=batch_size,
-        num_samples=num_samples, max_new_tokens=MAX_NEW_TOKENS, advantage=advantage, kl_coef=float(kl_coef),
-        kl_in=kl_in, kl_estimator=kl_estimator, loss_aggregation=loss_aggregation, lr=float(lr),
-        lr_scheduler="constant", eval_every=eval_every, eval_problems=eval_problems, eval_samples=eval_samples,
-        output_dir=None, checkpoint_dir=None, model_dir=None,
-    )  # validates every setting
-    trained = copy.deepcopy(policy)
-    result = train(config, policy=trained, reward=ArithmeticReward())
-    hist = result.history
-
-    def col(key):
-        return np.array([np.nan if row.get(key) is None else row[key] for row in hist], dtype=float)
-
-    evaluated = [(row["step"] - 1, row["heldout_pass1"]) for row in hist if row.get("heldout_pass1") is not None]
-    eval_step = [s for s, _ in evaluated] + [steps]
-    pass1 = [p for _, p in evaluated] + [result.summary["heldout_pass1_final"]]
-    n = eval_problems * eval_samples
-    return {
-        "num_samples": int(num_samples), "kl_coef": float(kl_coef), "kl_in": kl_in, "loss_aggregation": loss_aggregation,
-        "advantage": advantage, "lr": float(lr), "steps": int(steps), "batch_size": int(batch_size), "seed": int(seed),
-        "step": col("step").astype(int), "reward_mean": col("reward_mean"), "kl": col("kl"), "loss": col("loss"),
-        "zero_spread": col("zero_spread_frac"), "len_correct": col("len_correct"),
-        "len_incorrect": col("len_incorrect"), "entropy": col("entropy"),
-        "eval_step": np.array(eval_step), "pass1": np.array(pass1, dtype=float),
-        "pass1_first": float(pass1[0]), "pass1_final": float(pass1[-1]),
-        "pass1_se": float(np.sqrt(max(pass1[0] * (1 - pass1[0]), 1e-12) / n)),
-        "zero_spread_mean": float(col("zero_spread_frac").mean()),
-        "policy": trained,
-    }
+    correct = np.asarray(correct, dtype=np.float32)
+    if correct.ndim != 2:
+        raise ValueError(f"correct must be (problems, samples), got shape {correct.shape}")
+    G = int(num_samples)
+    if G < 2 or correct.shape[1] % G:
+        raise ValueError(f"num_samples {num_samples} must be >= 2 and divide the {correct.shape[1]} samples per problem")
+    P, n = correct.shape
+    groups = torch.from_numpy(correct).reshape(P * (n // G), G)                  # (P * n/G, G)
+    zero = (groups.max(dim=1).values == groups.min(dim=1).values).numpy().reshape(P, n // G)   # (P, n/G)
+    weight = lm_advantages(groups, advantage).abs().mean(dim=1).numpy().reshape(P, n // G)      # (P, n/G)
+    rate = correct.mean(axis=1)                                                  # (P,)
+    count, zs, w = [], [], []
+    for k, (_, low, high) in enumerate(DIFFICULTY):
+        sel = (rate >= low) & ((rate < high) if k < len(DIFFICULTY) - 1 else (rate <= high))
+        count.append(int(sel.sum()))
+        zs.append(float(zero[sel].mean()) if sel.any() else float("nan"))
+        w.append(float(weight[sel].mean()) if sel.any() else float("nan"))
+    return {"num_samples": G, "advantage": advantage, "problems": P, "groups": int(zero.size),
+            "zero_spread": float(zero.mean()), "classes": [c for c, _, _ in DIFFICULTY], "count": count,
+            "class_zero_spread": zs, "weight": w}
 
 
 def format_readout(stats: dict) -> str:
-    """One HTML line with the key numbers of `short_run`.
-    """
-    inc = stats["len_incorrect"]
-    inc_last = float(np.nanmean(inc[-10:])) if np.isfinite(inc[-10:]).any() else float("nan")
+    """One HTML line with the key numbers of `group_stats`."""
+    w = dict(zip(stats["classes"], stats["weight"]))
     return (
-        f"<b>group size G</b> = {stats['num_samples']} ({stats['batch_size']} prompts per step) &nbsp;|&nbsp; "
-        f"β = {stats['kl_coef']:g} (KL in {stats['kl_in']}), {stats['loss_aggregation']} aggregation, "
-        f"{stats['steps']} steps &nbsp;|&nbsp; zero-spread groups (mean over the run) = {stats['zero_spread_mean']:.2f} "
-        f"&nbsp;|&nbsp; held-out pass@1: start = {stats['pass1_first']:.3f}, end = {stats['pass1_final']:.3f} "
-        f"(± {stats['pass1_se']:.3f}) &nbsp;|&nbsp; incorrect length (last 10 steps) = {inc_last:.2f} tokens"
+        f"<b>group size G</b> = {stats['num_samples']} ({stats['groups']:,} groups from {stats['problems']} "
+        f"problems) &nbsp;|&nbsp; advantage = {stats['advantage']} &nbsp;|&nbsp; zero-spread groups = "
+        f"{stats['zero_spread']:.2f} &nbsp;|&nbsp; mean |A| of hard / medium / easy problems = {w['hard']:.2f} / "
+        f"{w['medium']:.2f} / {w['easy']:.2f}"
     )
 
 
-def grpo_panel(policy, *, num_samples: int = 2, kl_coef: float = 0.0, loss_aggregation: str = "token",
-               steps: int = 30, lr: float = 5e-4, seed: int = 0, eval_every: int = 10):
-    """The notebook's main panel (an ipywidgets VBox with class "pg-main-panel").
+def grpo_panel(correct, *, num_samples: int = 2, advantage: str = "group"):
+    """The notebook's main panel (an ipywidgets VBox with class "pg-main-panel"), on the samples `correct`.
 
-    First control: the group size G (a selection slider over `GROUP_SIZES`; prompts per step = 128 // G, so
-    every setting samples the same number of completions). Then beta (KL in the loss, GRPO's k3) and the loss
-    aggregation. Every change reruns `short_run` (a few seconds) and redraws held-out pass@1, the zero-spread
-    fraction and the lengths of correct / incorrect completions against the step; the readout has class
-    "pg-readout".
+    First control: the group size G (a selection slider over the `GROUP_SIZES` that divide the samples per
+    problem). Then the advantage maker. Every change recomputes `group_stats` and redraws, per difficulty class,
+    the zero-spread fraction (with the exact chance p^G + (1-p)^G of a group with success rate p having none) and
+    the mean |advantage| (with `rloo`'s for reference); the readout has class "pg-readout".
 
     Introduced in notebooks/05_verifiable_rewards_grpo.ipynb.
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
-    from ..estimators import AGGREGATIONS as LOSS_AGGREGATIONS
-
+    n = np.asarray(correct).shape[1]
+    sizes = [g for g in sorted({*GROUP_SIZES, int(num_samples)}) if n % g == 0 and g >= 2]
     style = {"description_width": "150px"}
     layout = widgets.Layout(width="460px")
-    sizes = GROUP_SIZES if num_samples in GROUP_SIZES else tuple(sorted({*GROUP_SIZES, int(num_samples)}))
-    g_slider = widgets.SelectionSlider(options=list(sizes), value=num_samples, description="group size G",
+    g_slider = widgets.SelectionSlider(options=sizes, value=int(num_samples), description="group size G",
                                        continuous_update=False, style=style, layout=layout)
-    betas = BETAS if kl_coef in BETAS else tuple(sorted({*BETAS, float(kl_coef)}))
-    b_slider = widgets.SelectionSlider(options=list(betas), value=kl_coef, description="β (KL in loss)",
-                                       continuous_update=False, style=style, layout=layout)
-    agg = widgets.Dropdown(options=list(LOSS_AGGREGATIONS), value=loss_aggregation, description="loss aggregation",
-                           style=style, layout=layout)
+    adv = widgets.Dropdown(options=list(ADVANTAGES), value=advantage, description="advantage", style=style,
+                           layout=layout)
     readout, out = readout_and_output()
+    p = np.linspace(0, 1, 101)
 
     def update(*_):
-        stats = short_run(policy, num_samples=g_slider.value, kl_coef=b_slider.value, kl_in="loss",
-                          loss_aggregation=agg.value, steps=steps, lr=lr, seed=seed, eval_every=eval_every)
+        stats = group_stats(correct, g_slider.value, adv.value)
+        ref = group_stats(correct, g_slider.value, "rloo")
         readout.value = format_readout(stats)
+        x = np.arange(len(stats["classes"]))
+        mid = [(low + high) / 2 for _, low, high in DIFFICULTY]
         with out:
             out.clear_output(wait=True)
-            fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
-            se = stats["pass1_se"]
-            axes[0].errorbar(stats["eval_step"], stats["pass1"], yerr=se, fmt="o-", capsize=3)
-            axes[0].set(xlabel="updates", ylabel="held-out pass@1 (T = 1)", ylim=(0, 1), title="held-out pass@1")
-            axes[1].plot(stats["step"], stats["zero_spread"], ".-", color="C2")
-            axes[1].set(xlabel="step", ylabel="fraction of groups", ylim=(-0.02, 1.02),
-                        title="groups with zero spread (no signal)")
-            axes[2].plot(stats["step"], stats["len_correct"], ".-", label="correct", color="C0")
-            axes[2].plot(stats["step"], stats["len_incorrect"], ".-", label="incorrect", color="C3")
-            axes[2].set(xlabel="step", ylabel="tokens (EOS included)", title="completion length")
-            axes[2].legend()
+            fig, axes = plt.subplots(1, 2, figsize=(12, 3.3))
+            axes[0].plot(p, p ** stats["num_samples"] + (1 - p) ** stats["num_samples"], color="0.6",
+                         label="exact: $p^G + (1-p)^G$")
+            axes[0].plot(mid, stats["class_zero_spread"], "o", color="C2", label="measured, per class")
+            axes[0].set(xlabel="problem's success rate p", ylabel="fraction of groups", ylim=(-0.02, 1.02),
+                        title=f"groups with zero spread (no signal), G = {stats['num_samples']}")
+            axes[0].legend()
+            axes[1].bar(x, stats["weight"], color="C0", label=stats["advantage"])
+            if stats["advantage"] != "rloo":
+                axes[1].plot(x, ref["weight"], "k_", markersize=30, mew=2, label="rloo")
+            axes[1].set_xticks(x, [f"{c}\n({k})" for c, k in zip(stats["classes"], stats["count"])])
+            axes[1].set(ylabel="mean |advantage|", title="weight per completion, by difficulty (problems)")
+            axes[1].legend()
             fig.tight_layout()
             plt.show()
             plt.close(fig)
 
-    controls = [g_slider, b_slider, agg]
-    return panel(controls, update, readout, out)
+    return panel([g_slider, adv], update, readout, out)
