@@ -15,15 +15,14 @@ import torch
 
 from .core import Exercise, WrongAnswer, fmt
 
-__all__ = ["pass_at_k", "arithmetic_reward", "group_advantages", "aggregate_loss", "EXERCISES"]
+__all__ = ["pass_at_k", "arithmetic_reward", "group_advantages", "aggregate_loss", "dynamic_sampling_filter",
+           "paired_se", "k3_loss_grad", "EXERCISES"]
 
 EOS = "<|endoftext|>"
 """the EOS text the checks of `arithmetic_reward` use (a completion may run on past it)"""
 
 
-# --------------------------------------------------------------------------------------------
 # 1. the unbiased pass@k estimator (Chen et al. 2021, "Evaluating large language models trained on code")
-# --------------------------------------------------------------------------------------------
 
 def pass_at_k_solution(n, c, k):
     # n samples of a prompt, c of them correct: the probability that k samples drawn WITHOUT replacement
@@ -37,20 +36,10 @@ def _pass_cases():
     return [(10, 3, 1), (10, 3, 5), (10, 0, 3), (10, 10, 2), (5, 4, 3), (20, 2, 10)]
 
 
-def _pass_plugin(n, c, k):
-    return 1.0 - (1.0 - c / n) ** k
-
-
-def _pass_at_1(n, c, k):
-    return c / n
-
-
-def _pass_comb_c(n, c, k):
-    return 1.0 - math.comb(c, k) / math.comb(n, k)
-
-
-def _pass_no_complement(n, c, k):
-    return math.comb(n - c, k) / math.comb(n, k)
+_pass_plugin = lambda n, c, k: 1.0 - (1.0 - c / n) ** k  # noqa: E731 (wrong answers, one line each)
+_pass_at_1 = lambda n, c, k: c / n  # noqa: E731
+_pass_comb_c = lambda n, c, k: 1.0 - math.comb(c, k) / math.comb(n, k)  # noqa: E731
+_pass_no_complement = lambda n, c, k: math.comb(n - c, k) / math.comb(n, k)  # noqa: E731
 
 
 pass_at_k = Exercise(
@@ -78,9 +67,7 @@ pass_at_k = Exercise(
 )
 
 
-# --------------------------------------------------------------------------------------------
 # 2. the arithmetic verifier
-# --------------------------------------------------------------------------------------------
 
 def arithmetic_reward_solution(completion, a, b, eos="<|endoftext|>"):
     # 1.0 when the completion's answer, up to the first EOS and the first newline, stripped of spaces,
@@ -104,20 +91,11 @@ def _arith_int(completion, a, b, eos=EOS):
         return 0.0
 
 
-def _arith_startswith(completion, a, b, eos=EOS):
-    return 1.0 if completion.split(eos)[0].split("\n")[0].strip().startswith(str(a + b)) else 0.0
-
-
-def _arith_contains(completion, a, b, eos=EOS):
-    return 1.0 if str(a + b) in completion else 0.0
-
-
-def _arith_no_newline(completion, a, b, eos=EOS):
-    return 1.0 if completion.split(eos)[0].strip() == str(a + b) else 0.0
-
-
-def _arith_no_eos(completion, a, b, eos=EOS):
-    return 1.0 if completion.split("\n")[0].strip() == str(a + b) else 0.0
+_arith_startswith = lambda completion, a, b, eos=EOS: float(  # noqa: E731
+    completion.split(eos)[0].split("\n")[0].strip().startswith(str(a + b)))
+_arith_contains = lambda completion, a, b, eos=EOS: float(str(a + b) in completion)  # noqa: E731
+_arith_no_newline = lambda completion, a, b, eos=EOS: float(completion.split(eos)[0].strip() == str(a + b))  # noqa: E731
+_arith_no_eos = lambda completion, a, b, eos=EOS: float(completion.split("\n")[0].strip() == str(a + b))  # noqa: E731
 
 
 arithmetic_reward = Exercise(
@@ -151,9 +129,7 @@ arithmetic_reward = Exercise(
 )
 
 
-# --------------------------------------------------------------------------------------------
 # 3. group advantages: GRPO and Dr. GRPO
-# --------------------------------------------------------------------------------------------
 
 def group_advantages_solution(rew, scale=True, eps=1e-4):
     # rew: (B, G), G completions of each prompt. GRPO: (r - group mean) / (group std + eps), sample std;
@@ -170,12 +146,8 @@ def _ga_cases():
     return [(rew, True), (rew, False), (rew2, True), (rew2, False)]
 
 
-def _ga_always_scale(rew, scale=True, eps=1e-4):
-    return group_advantages_solution(rew, True, eps)
-
-
-def _ga_never_scale(rew, scale=True, eps=1e-4):
-    return group_advantages_solution(rew, False, eps)
+_ga_always_scale = lambda rew, scale=True, eps=1e-4: group_advantages_solution(rew, True, eps)  # noqa: E731
+_ga_never_scale = lambda rew, scale=True, eps=1e-4: group_advantages_solution(rew, False, eps)  # noqa: E731
 
 
 def _ga_population(rew, scale=True, eps=1e-4):
@@ -211,9 +183,7 @@ group_advantages = Exercise(
 )
 
 
-# --------------------------------------------------------------------------------------------
 # 4. loss aggregation: token, sequence, constant (Dr. GRPO)
-# --------------------------------------------------------------------------------------------
 
 def aggregate_loss_solution(per_token_loss, mask, mode, max_new_tokens):
     # per_token_loss, mask: (B, T), mask 1 on completion tokens. Three ways to turn them into one number:
@@ -283,4 +253,147 @@ aggregate_loss = Exercise(
     ],
 )
 
-EXERCISES = [pass_at_k, arithmetic_reward, group_advantages, aggregate_loss]
+
+# 5. DAPO's dynamic sampling: keep the groups that carry a signal (Yu et al. 2025)
+
+def dynamic_sampling_filter_solution(rew):
+    # rew: (B, G) verifier rewards of G completions per prompt. DAPO keeps a prompt only when its group is
+    # neither all right nor all wrong: its advantages are then not all 0 (section 8)
+    return rew.max(dim=1).values > rew.min(dim=1).values     # (B,) bool
+
+
+def _dsf_cases():
+    return [(torch.tensor(r),) for r in ([[1.0, 0.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0],
+                                          [0.0, 0.0, 1.0, 0.0]], [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]],
+                                         [[0.5, 0.5, 0.5], [0.2, 0.7, 0.2]])]
+
+
+dynamic_sampling_filter = Exercise(
+    name="dynamic_sampling_filter",
+    task="write dynamic_sampling_filter(rew) -> (B,) bool: which prompts' groups DAPO keeps",
+    reference=dynamic_sampling_filter_solution,
+    cases=_dsf_cases,
+    describe=lambda rew: f"for rewards {fmt(rew)}",
+    checked="on 3 batches (all right, all wrong, G = 2, rewards other than 0/1)",
+    hint_text=("a group carries a signal when its rewards are not all equal: compare each row's max with its min "
+               "(dim=1). Expected for [[1, 0], [1, 1], [0, 0]]: [True, False, False]. A batch filtered this way "
+               "needs more prompts sampled to stay full: DAPO samples until it is."),
+    wrong_answers=[
+        WrongAnswer("drops_all_wrong_only", lambda rew: rew.max(dim=1).values > 0,
+                    "you dropped the all-wrong groups only: an all-right group has zero spread too (every "
+                    "advantage 0)"),
+        WrongAnswer("drops_all_right_only", lambda rew: rew.min(dim=1).values < 1,
+                    "you dropped the all-right groups only: an all-wrong group has zero spread too"),
+        WrongAnswer("inverted", lambda rew: rew.max(dim=1).values == rew.min(dim=1).values,
+                    "that keeps exactly the groups with zero spread, the ones DAPO drops"),
+        WrongAnswer("any_correct", lambda rew: (rew == 1).any(dim=1) & (rew == 0).any(dim=1),
+                    "your test looks for a 1 and a 0: rewards need not be 0/1; test whether the rewards differ"),
+    ],
+)
+
+
+# 6. a paired standard error: two models on the same problems
+
+def paired_se_solution(c_after, c_before, n):
+    # c_after, c_before: (P,) correct answers of each problem out of n samples, two models, the SAME problems.
+    # The difference of pass@1 is the mean of the per-problem differences; its standard error is theirs, over
+    # problems (each problem's difficulty cancels in its difference)
+    d = (c_after - c_before) / n                               # (P,)
+    return d.mean().item(), (d.std() / len(d) ** 0.5).item()  # sample std (P - 1)
+
+
+def _pse_cases():
+    a = torch.tensor([60.0, 2.0, 33.0, 10.0, 64.0, 0.0])
+    b = torch.tensor([52.0, 0.0, 30.0, 12.0, 61.0, 0.0])
+    g = torch.Generator().manual_seed(3)
+    c = torch.randint(0, 17, (20,), generator=g).float()
+    return [(a, b, 64), (c, torch.clamp(c + torch.randint(-3, 4, (20,), generator=g), 0, 16), 16)]
+
+
+def _pse_unpaired(c_after, c_before, n):
+    a, b = c_after / n, c_before / n                          # sqrt(se_a^2 + se_b^2)
+    return (a.mean() - b.mean()).item(), ((a.var() / len(a) + b.var() / len(b)) ** 0.5).item()
+
+
+def _pse_binomial(c_after, c_before, n):
+    m = n * len(c_after)                                      # answers per model
+    pa, pb = c_after.sum().item() / m, c_before.sum().item() / m
+    return pa - pb, math.sqrt(pa * (1 - pa) / m + pb * (1 - pb) / m)
+
+
+_pse_population = lambda a, b, n: (((a - b) / n).mean().item(),  # noqa: E731
+                                   (((a - b) / n).std(unbiased=False) / len(a) ** 0.5).item())
+_pse_no_sqrt = lambda a, b, n: (((a - b) / n).mean().item(), (((a - b) / n).std() / len(a)).item())  # noqa: E731
+
+
+paired_se = Exercise(
+    name="paired_se",
+    task="write paired_se(c_after, c_before, n) -> (difference of pass@1, its paired standard error)",
+    reference=paired_se_solution,
+    cases=_pse_cases,
+    describe=lambda a, b, n: f"for c_after {fmt(a)}, c_before {fmt(b)} and n = {n}",
+    checked="on 2 inputs (6 problems x 64 samples, 20 problems x 16)",
+    hint_text=("per problem, d = (c_after - c_before) / n; return d.mean() and d.std() / sqrt(P) (torch's sample "
+               "std). On section 4's counts this gives the table's +0.201 ± 0.022; unpaired, the same counts "
+               "would give about ± 0.034."),
+    wrong_answers=[
+        WrongAnswer("unpaired", _pse_unpaired,
+                    "that is the unpaired s.e., sqrt(se_a^2 + se_b^2): it counts each problem's difficulty twice; "
+                    "the same problems answered by both models cancel it in the per-problem difference"),
+        WrongAnswer("binomial", _pse_binomial,
+                    "that treats the P x n answers as independent draws (binomial); answers to one problem share "
+                    "its difficulty: take the s.e. over problems"),
+        WrongAnswer("population_std", _pse_population,
+                    "you used the population std (divides by P); use the sample std (divides by P - 1)"),
+        WrongAnswer("no_sqrt", _pse_no_sqrt, "the standard error divides the std by sqrt(P), not by P"),
+    ],
+    imports="import math\n\nimport torch\n",
+)
+
+
+# 7. which KL k3 in the loss follows (section 7)
+
+def k3_loss_grad_solution(logits, ref):
+    # a bandit: pi = softmax(logits), ref a probability vector. GRPO's KL term, sum_a pi(a) k3(a) with the
+    # sampling distribution pi held fixed, has the gradient sum_a pi (1 - ref/pi) grad log pi
+    # = -sum_a ref(a) grad log pi(a) = grad KL(ref || pi), which for softmax logits is pi - ref
+    return torch.softmax(logits, dim=0) - ref
+
+
+def _k3_cases():
+    return [(torch.tensor([1.5, 0.0, -1.0]), torch.softmax(torch.tensor([0.0, 0.5, 0.0]), dim=0)),
+            (torch.tensor([0.0, 2.0]), torch.tensor([0.5, 0.5])),
+            (torch.tensor([0.3, -0.2, 0.1, 0.8]), torch.tensor([0.1, 0.2, 0.3, 0.4]))]
+
+
+def _k3_forward(logits, ref):
+    theta = logits.clone().requires_grad_(True)
+    pi = torch.softmax(theta, dim=0)
+    return torch.autograd.grad((pi * torch.log(pi / ref)).sum(), theta)[0]
+
+
+k3_loss_grad = Exercise(
+    name="k3_loss_grad",
+    task="write k3_loss_grad(logits, ref) -> the gradient in the logits of E_{a~pi}[k3(a)], pi held fixed",
+    reference=k3_loss_grad_solution,
+    cases=_k3_cases,
+    describe=lambda logits, ref: f"for logits {fmt(logits)} and ref {fmt(ref)}",
+    checked="on 3 bandits (3, 2 and 4 arms)",
+    hint_text=("either autograd: theta = logits.clone().requires_grad_(True), pi = softmax(theta), k3 = ref/pi - 1 "
+               "- log(ref/pi), loss = (pi.detach() * k3).sum(), then torch.autograd.grad; or by hand: grad k3 = "
+               "(1 - ref/pi) grad log pi, so the mean is -sum ref grad log pi, whose softmax form is short. The "
+               "answer is not grad KL(pi || ref): section 7's cell prints both."),
+    wrong_answers=[
+        WrongAnswer("forward_kl", _k3_forward,
+                    "that is the gradient of KL(pi || ref), the KL k3 estimates; k3 differentiated in the loss "
+                    "follows KL(ref || pi)"),
+        WrongAnswer("sign", lambda logits, ref: ref - torch.softmax(logits, dim=0),
+                    "the sign is flipped: this is the gradient of -KL(ref || pi)"),
+        WrongAnswer("zero", lambda logits, ref: torch.zeros_like(logits),
+                    "your gradient is 0: E[grad log pi] is 0, but k3's gradient (1 - ref/pi) grad log pi is weighted "
+                    "by a factor that depends on the action"),
+    ],
+)
+
+EXERCISES = [pass_at_k, arithmetic_reward, group_advantages, aggregate_loss, dynamic_sampling_filter, paired_se,
+             k3_loss_grad]
