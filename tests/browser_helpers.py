@@ -80,17 +80,18 @@ def clear_notebook(path: Path) -> None:
 
 
 def course_copy(repo: Path, dest: Path) -> Path:
-    """Copy what notebooks read into `dest` (notebooks cleared, data).
+    """Copy what notebooks read into `dest` (notebooks cleared, data, the stored results in benchmarks/results).
 
     `output/`, `checkpoints/` and `models/` are fresh empty folders, so runs here never touch the
-    repo's. The built models (tiny, tiny-sentiment) come from pgcore's user cache, shared with
-    `pytest --nbval` (`pgcore.files.cache_dir()`).
+    repo's. The tiny models ship with pgcore (`pgcore/models/`).
     """
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copytree(repo / "notebooks", dest / "notebooks",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     if (repo / "data").is_dir():
         shutil.copytree(repo / "data", dest / "data")
+    if (repo / "benchmarks" / "results").is_dir():  # notebook 05 loads its stored multi-seed runs
+        shutil.copytree(repo / "benchmarks" / "results", dest / "benchmarks" / "results")
     for name in ("output", "checkpoints", "models"):
         (dest / name).mkdir(exist_ok=True)
     for nb in (dest / "notebooks").glob("*.ipynb"):
