@@ -56,7 +56,7 @@ def test_reference_passes_with_its_numbers(module, ex):
 
 @pytest.mark.parametrize("module,ex", EXERCISES, ids=IDS)
 def test_stub_none_and_ellipsis_are_not_answered(module, ex):
-    for answer in (None, ..., _stub):
+    for answer in (None, ...) if ex.value else (None, ..., _stub):  # a value exercise's stub is `name = ...`
         ok, out = _printed(ex.check, answer)
         assert not ok and out == NOT_ANSWERED + "\n"
 
@@ -76,7 +76,7 @@ def test_wrong_answer_is_named(module, ex, wrong):
     result = ex.evaluate(wrong.answer)
     assert not ok and result.status == "wrong" and result.wrong_answer == wrong.name
     assert out.startswith(f"not yet: {wrong.message}. ")
-    assert "your answer is" in out and "expected" in out  # the learner's numbers next to the expected ones
+    assert "your answer is" in out.lower() and "expected" in out  # the learner's numbers next to the expected ones
 
 
 @pytest.mark.parametrize("module,ex", EXERCISES, ids=IDS)
@@ -94,6 +94,8 @@ def test_hint_and_printed_solution_pass(module, ex):
 
 @pytest.mark.parametrize("module,ex", EXERCISES, ids=IDS)
 def test_learner_exception_is_one_clear_message(module, ex):
+    if ex.value:
+        pytest.skip("a value exercise runs no learner code")
     namespace: dict = {}
     source = ex.stub_source().replace("raise NotImplementedError  # your code here",
                                       "scale = {'a': 1}\n    return scale['b']")

@@ -13,7 +13,7 @@ import pgcore as pg
 
 from .core import Exercise, WrongAnswer, fmt
 
-__all__ = ["rloo", "gae", "group_normalize", "EXERCISES"]
+__all__ = ["rloo", "gae", "group_normalize", "group_mean_scale", "EXERCISES"]
 
 
 def _groups_cases():
@@ -252,4 +252,34 @@ group_normalize = Exercise(
     oracle=_gn_oracle,
 )
 
-EXERCISES = [rloo, gae, group_normalize]
+
+# 4. one step beyond section 5: what the group-mean baseline's estimator estimates
+
+def group_mean_scale_solution(G):
+    # r_i - (group mean) = r_i - r_i / G - (1/G) sum_{j != i} r_j = (G - 1)/G * (r_i - mean of the others):
+    # the group-mean advantage is RLOO's times (G - 1)/G, so its estimator's mean is (G - 1)/G times the gradient
+    return (G - 1) / G
+
+
+group_mean_scale = Exercise(
+    name="group_mean_scale",
+    task="write group_mean_scale(G) -> c such that E[the group-mean estimator] = c * the policy gradient",
+    reference=group_mean_scale_solution,
+    cases=lambda: [(2,), (4,), (8,), (16,)],
+    describe=lambda G: f"for groups of G = {G}",
+    checked="for G = 2, 4, 8 and 16 (G = 8: section 5's 7/8)",
+    hint_text=("write r_i - (1/G) sum_j r_j with the j = i term apart, and compare with RLOO's r_i - mean of the "
+               "other G - 1 rewards, which is unbiased. Expected for G = 2: 0.5."),
+    wrong_answers=[
+        WrongAnswer("inverse", lambda G: G / (G - 1), "that is the factor from the group mean to RLOO, the inverse"),
+        WrongAnswer("unbiased", lambda G: 1.0,
+                    "the group mean contains the sample's own reward, so its baseline is not independent of it: "
+                    "the estimator is scaled, not unbiased"),
+        WrongAnswer("trace_factor", lambda G: ((G - 1) / G) ** 2,
+                    "that is the factor of its tr Cov (the square): the mean scales by the factor itself"),
+        WrongAnswer("one_over_g", lambda G: 1 / G, "that is the weight of the sample's own reward in the mean"),
+    ],
+    imports="",
+)
+
+EXERCISES = [rloo, gae, group_normalize, group_mean_scale]

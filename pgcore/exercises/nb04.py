@@ -14,7 +14,7 @@ import torch
 
 from .core import Exercise, WrongAnswer, fmt
 
-__all__ = ["completion_mask", "per_token_logps", "kl_k3", "EXERCISES"]
+__all__ = ["completion_mask", "per_token_logps", "kl_k3", "first_epoch_clip_frac", "EXERCISES"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,4 +232,32 @@ kl_k3 = Exercise(
     oracle=_kl_oracle,
 )
 
-EXERCISES = [completion_mask, per_token_logps, kl_k3]
+
+# 4. predict, then check: PPO's clip on its first minibatch (section 5)
+
+def first_epoch_clip_frac_solution():
+    # before the first optimizer step on a batch, pi_theta IS pi_old: every ratio is exactly 1, inside
+    # [1 - eps, 1 + eps], whatever the rewards (7 right, 1 wrong or any other group). The clip starts to act only
+    # after updates have moved the policy, on the second minibatch or epoch
+    return 0.0
+
+
+first_epoch_clip_frac = Exercise(
+    name="first_epoch_clip_frac",
+    task="compute first_epoch_clip_frac: PPO's clip_frac (eps 0.2) on the first minibatch of its first epoch, "
+         "for a group of 8 completions, 7 right and 1 wrong",
+    reference=first_epoch_clip_frac_solution,
+    cases=lambda: [()],
+    describe=lambda: "for the first minibatch of the first epoch",
+    checked="(every ratio is 1 before the first update)",
+    hint_text="what is pi_theta / pi_old before the policy has taken a single step on this batch?",
+    wrong_answers=[
+        WrongAnswer("one_wrong", 0.125, "the rewards do not enter the ratio pi_theta / pi_old"),
+        WrongAnswer("seven_right", 0.875, "the rewards do not enter the ratio pi_theta / pi_old"),
+        WrongAnswer("all", 1.0, "a clipped token is one whose ratio left [0.8, 1.2]; where is the ratio before any step?"),
+    ],
+    value=True,
+    imports="",
+)
+
+EXERCISES = [completion_mask, per_token_logps, kl_k3, first_epoch_clip_frac]
