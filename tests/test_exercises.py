@@ -44,6 +44,23 @@ def test_every_notebook_has_at_least_three_checked_exercises():
     assert len(names) == len(set(names))
 
 
+@pytest.mark.parametrize("module", MODULES)
+def test_at_most_a_third_reimplement_and_every_exercise_is_in_its_notebook(module):
+    """Most checked exercises ask for a prediction or one step beyond the shown code; each one has its cell."""
+    import json
+
+    mine = [ex for m, ex in EXERCISES if m == module]
+    assert {ex.kind for ex in mine} <= {"implement", "beyond", "predict"}
+    assert 3 * sum(ex.kind == "implement" for ex in mine) <= len(mine), [(ex.name, ex.kind) for ex in mine]
+    assert any(ex.kind == "predict" for ex in mine), "a predict-then-run question at a key result"
+    (path,) = sorted((ROOT / "notebooks").glob(f"{module[2:]}_*.ipynb"))
+    cells = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    for ex in mine:
+        hits = [c for c in cells if f"ex.{ex.name}.check({ex.func_name})" in c]
+        assert len(hits) == 1, f"{path.name}: {len(hits)} cells check {ex.name}"
+        assert f"from pgcore.exercises import {module} as ex" in hits[0]
+
+
 @pytest.mark.parametrize("module,ex", EXERCISES, ids=IDS)
 def test_reference_passes_with_its_numbers(module, ex):
     t0 = time.perf_counter()
@@ -113,11 +130,11 @@ def test_learner_exception_is_one_clear_message(module, ex):
 def test_a_function_that_returns_nothing_or_the_wrong_kind():
     from pgcore.exercises import nb02
 
-    _, out = _printed(nb02.reward_to_go.check, lambda rew, done, gamma: None)
+    _, out = _printed(nb02.discounted_weights.check, lambda rew, done, gamma: None)
     assert out == "not yet: your function returned None: is a `return` missing?\n"
-    _, out = _printed(nb02.reward_to_go.check, 3)
+    _, out = _printed(nb02.discounted_weights.check, 3)
     assert out == "not yet: expected a function (def ...), got a int\n"
-    ok, out = _printed(nb02.reward_to_go.check, lambda rew, done, gamma: rew[:2])
+    ok, out = _printed(nb02.discounted_weights.check, lambda rew, done, gamma: rew[:2])
     assert not ok and "(shape (2, 1); expected shape (3, 1))" in out
     def plain_number(logp, adv, mask):
         return float(-(logp * adv * mask).sum().detach() / mask.sum())
@@ -164,6 +181,7 @@ def test_answers_may_write_into_their_inputs_and_return_lists():
         return rew
 
     assert nb03.rloo.evaluate(in_place).correct
+
     def as_lists(ids, eos):
         return nb04.completion_mask.reference(ids, eos).bool().tolist()
 
@@ -191,7 +209,7 @@ def test_cli_runs_every_reference_and_wrong_answer():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{len(EXERCISES)} exercises, {len(EXERCISES)} behave" in proc.stdout
     for m, ex in EXERCISES:
-        assert f"{m:8}  {ex.name:24}  passes" in proc.stdout
+        assert f"{m:8}  {ex.name:26}  passes" in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "pgcore.exercises", "nb99"], capture_output=True, text=True,
                          env=env, cwd=ROOT, timeout=60)
     assert bad.returncode == 2 and "accepted: nb01" in bad.stderr
@@ -199,7 +217,7 @@ def test_cli_runs_every_reference_and_wrong_answer():
 
 def test_importing_pgcore_exercises_stays_light():
     code = ("import sys, pgcore, pgcore.exercises; from pgcore.exercises import nb04; "
-            "nb04.per_token_logps.check(nb04.per_token_logps.reference); "
+            "nb04.k3_mean.check(nb04.k3_mean.reference); "
             "print('transformers' in sys.modules, 'matplotlib' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
@@ -252,3 +270,17 @@ def test_exercise_cells_do_not_hide_the_notebooks_own_names(module):
                 names.add(node.id)
     hidden = [ex.func_name for m, ex in EXERCISES if m == module and ex.func_name in names | {"ex"}]
     assert not hidden, f"{paths[0].name} defines {hidden}: give the exercise a func= name"
+
+
+def test_a_prediction_takes_one_of_its_choices_in_any_case_and_names_the_mistake():
+    from pgcore.exercises.predict import prediction
+
+    def ref():
+        return "down"
+
+    ex = prediction("p", "predict", ref, {"up": "it goes down", "down": None}, checked="(shown)", hint_text="think")
+    assert ex.evaluate("  DOWN ").correct and ex.evaluate(...).status == "unanswered"
+    assert ex.evaluate("Up").message == "not yet: it goes down. Your answer is 'up'; expected 'down'"
+    assert ex.evaluate("sideways").message == "not yet: answer one of 'up', 'down' (got 'sideways')"
+    with pytest.raises(ValueError, match="must be a choice"):
+        prediction("q", "predict", ref, {"up": None, "down": "no"}, checked="", hint_text="")

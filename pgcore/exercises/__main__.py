@@ -51,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     if not chosen:
         print(f"no exercises for {' '.join(argv)}; accepted: nb01 ... nb05", file=sys.stderr)
         return 2
-    print(f"{'notebook':8}  {'exercise':24}  {'reference':9}  {'wrong answers named':19}  {'seconds':>7}")
+    print(f"{'notebook':8}  {'exercise':26}  {'reference':9}  {'wrong answers named':19}  {'seconds':>7}")
     bad = 0
     for module, ex in chosen:
         row = audit(ex)
         ok = not row["problems"]
         bad += not ok
-        print(f"{module:8}  {ex.name:24}  {'passes' if ok else 'FAILS':9}  "
+        print(f"{module:8}  {ex.name:26}  {'passes' if ok else 'FAILS':9}  "
               f"{row['named']}/{len(ex.wrong_answers):<17}  {row['seconds']:7.2f}")
         for p in row["problems"]:
             print(f"          problem: {p}")

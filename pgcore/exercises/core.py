@@ -227,7 +227,12 @@ class Exercise:
     """validate(output, *case) -> a message for an output that is wrong in kind (e.g. a loss without a
     gradient) though its numbers may be right, or None"""
     value: bool = False
-    """True: the answer is a value (a number to compute), not a function"""
+    """True: the answer is a value (a number to compute, a choice to predict), not a function"""
+    kind: str = "implement"
+    """what it asks: "implement" (code the notebook shows), "beyond" (one step past it), "predict" (a result,
+    before the cell that shows it)"""
+    normalize: Callable[[Any], Any] | None = None
+    """applied to a value answer before it is compared (e.g. a choice's case and spaces)"""
     func: str = ""
     """the name of the learner's function in the notebook cell, when `name` would hide a name the notebook
     defines earlier (e.g. "my_gae"); default: `name`"""
@@ -291,7 +296,7 @@ class Exercise:
 
     def _run(self, answer, args):
         if self.value:
-            return answer
+            return self.normalize(answer) if self.normalize is not None and answer is not Ellipsis else answer
         try:
             return answer(*_copy(args))
         except NotImplementedError:
@@ -327,7 +332,8 @@ class Exercise:
             for o, args in zip(outs, cases):
                 msg = self.validate(o, *args)
                 if msg:
-                    return Result("wrong", f"not yet: {msg} ({self.describe(*args)})", "validate")
+                    where = self.describe(*args)
+                    return Result("wrong", f"not yet: {msg}" + (f" ({where})" if where else ""), "validate")
         bad = [i for i, (o, e) in enumerate(zip(outs, expected)) if not close(o, e, self.rtol, self.atol)]
         if not bad:
             example = self.describe(*cases[0])

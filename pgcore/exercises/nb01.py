@@ -14,8 +14,10 @@ import torch
 import pgcore as pg
 
 from .core import Exercise, WrongAnswer, fmt
+from .predict import prediction
 
-__all__ = ["exact_gradient", "estimator_mean", "per_entry_baseline", "samples_needed", "EXERCISES"]
+__all__ = ["exact_gradient", "largest_variance_baseline", "estimator_mean", "per_entry_baseline", "samples_needed",
+           "EXERCISES"]
 
 F64 = torch.float64
 
@@ -133,6 +135,7 @@ def _mean_sign(logits, rewards, baseline):
 
 estimator_mean = Exercise(
     name="estimator_mean",
+    kind="beyond",
     task="write estimator_mean(logits, rewards, baseline) -> (K,) the exact mean of (r(a) - b(a)) grad log pi(a)",
     reference=estimator_mean_solution,
     cases=_mean_cases,
@@ -200,6 +203,7 @@ def _baseline_oracle(logits, rewards, i):
 
 per_entry_baseline = Exercise(
     name="per_entry_baseline",
+    kind="beyond",
     task="write per_entry_baseline(logits, rewards, i) -> b_i*, the baseline minimizing the variance of entry i",
     reference=per_entry_baseline_solution,
     cases=_baseline_cases,
@@ -278,6 +282,7 @@ def _samples_describe(logits, rewards, baseline, rel_err=0.1):
 
 samples_needed = Exercise(
     name="samples_needed",
+    kind="beyond",
     task="write samples_needed(logits, rewards, baseline, rel_err=0.1) -> the smallest n giving every entry "
          "a relative error <= rel_err",
     reference=samples_needed_solution,
@@ -303,4 +308,30 @@ samples_needed = Exercise(
     imports="import math\n\nimport pgcore as pg\n",
 )
 
-EXERCISES = [exact_gradient, estimator_mean, per_entry_baseline, samples_needed]
+
+
+# --------------------------------------------------------------------------------------------
+# predict, then run: which baseline is worst (section 4)
+# --------------------------------------------------------------------------------------------
+
+def largest_variance_baseline_solution():
+    # V(b) is a parabola in b with its minimum at b* = 2.245: the farther a constant b is from b*, the larger
+    # the variance. |5 - 2.245| = 2.755 > |0 - 2.245| = 2.245 > |1.515 - 2.245|, so b = 5 is the worst, worse
+    # than no baseline at all: a baseline far on the wrong side of b* adds variance (4.10 against 2.85)
+    return "5"
+
+
+largest_variance_baseline = prediction(
+    "largest_variance_baseline",
+    "predict which of the constant baselines 0, E[r] = 1.515, b* = 2.245 and 5 gives the largest variance",
+    largest_variance_baseline_solution,
+    {"0": "no baseline is not the worst here: V(b) is a parabola with its minimum at b* = 2.245, and 5 is farther "
+          "from b* than 0 is",
+     "mean": "E[r] = 1.515 is the second best, 0.73 from b*: V(b) grows with the distance from b*",
+     "b*": "b* is where the parabola V(b) has its minimum: the smallest variance of all",
+     "5": None},
+    checked="(V(b) = V(b*) + E[||s||^2] (b - b*)^2: the next cell prints it for all four)",
+    hint_text="V(b) is a parabola in b with its minimum at b*; which candidate is farthest from b*?",
+)
+
+EXERCISES = [exact_gradient, largest_variance_baseline, estimator_mean, per_entry_baseline, samples_needed]

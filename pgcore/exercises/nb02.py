@@ -15,8 +15,9 @@ import torch
 import pgcore as pg
 
 from .core import Exercise, WrongAnswer, fmt
+from .predict import prediction
 
-__all__ = ["reward_to_go", "reinforce_loss", "discounted_weights", "EXERCISES"]
+__all__ = ["reinforce_loss", "rtg_variance", "always_right_arrives", "discounted_weights", "EXERCISES"]
 
 
 def _col(*xs, dtype=torch.float32):
@@ -44,75 +45,7 @@ def _describe_rtg(rew, done, gamma):
 
 
 # --------------------------------------------------------------------------------------------
-# 1. reward-to-go with episode boundaries (section 2)
-# --------------------------------------------------------------------------------------------
-
-def reward_to_go_solution(rew, done, gamma):
-    # G_t = r_t + gamma * G_{t+1}, restarted after every step where an episode ends; rew, done: (T, N)
-    G = torch.zeros_like(rew)
-    running = torch.zeros_like(rew[0])                   # (N,) the return from step t + 1 on
-    for t in reversed(range(rew.shape[0])):
-        running = rew[t] + gamma * running * (~done[t])  # an episode that ends at t sees nothing after it
-        G[t] = running
-    return G
-
-
-def _rtg_g0(rew, done, gamma):
-    return pg.discounted_return(rew, gamma, done)
-
-
-def _rtg_no_reset(rew, done, gamma):
-    return pg.discount_cumsum(rew, gamma)
-
-
-def _rtg_past(rew, done, gamma):
-    G = torch.zeros_like(rew)
-    running = torch.zeros_like(rew[0])
-    for t in range(rew.shape[0]):
-        running = rew[t] + gamma * running
-        G[t] = running
-        running = running * (~done[t])
-    return G
-
-
-def _rtg_no_gamma(rew, done, gamma):
-    return reward_to_go_solution(rew, done, 1.0)
-
-
-def _rtg_oracle(rew, done, gamma):
-    return pg.reward_to_go(rew, gamma, done)
-
-
-reward_to_go = Exercise(
-    name="reward_to_go",
-    task="write reward_to_go(rew, done, gamma) -> G (T, N): G_t = r_t + gamma G_{t+1}, cut where an episode ends",
-    reference=reward_to_go_solution,
-    cases=_rtg_cases,
-    describe=_describe_rtg,
-    checked="against pg.reward_to_go on 4 inputs (two episodes in one column, two columns, "
-            "unfinished episodes, gamma = 1)",
-    hint_text=("walk backwards in time, t = T-1, ..., 0, keeping the running return of each column (N,). "
-               "Where done[t] is True, step t is the last of its episode: nothing after it may flow into G_t "
-               "(multiply the running return by ~done[t] before adding r_t)."),
-    wrong_answers=[
-        WrongAnswer("g0", _rtg_g0,
-                    "your reward-to-go uses G_0 for every step: that is the whole return R(tau) on each step of "
-                    "the episode, past rewards included (section 3's noisier estimator), not G_t"),
-        WrongAnswer("no_reset", _rtg_no_reset,
-                    "no reset at the episode boundary: rewards of the next episode flow back into this one; "
-                    "restart the sum after every step where done is True"),
-        WrongAnswer("past", _rtg_past,
-                    "you summed the rewards up to step t (the past); the reward-to-go sums from t on, backwards "
-                    "in time"),
-        WrongAnswer("no_gamma", _rtg_no_gamma, "gamma is missing: each step further away is discounted once more"),
-    ],
-    oracle=_rtg_oracle,
-    func="my_reward_to_go",  # section 2's reward_to_go stays as it is
-)
-
-
-# --------------------------------------------------------------------------------------------
-# 2. the REINFORCE loss over a padded batch (section 2, as pg.pg_loss)
+# 1. the REINFORCE loss over a padded batch (section 2, as pg.pg_loss)
 # --------------------------------------------------------------------------------------------
 
 def reinforce_loss_solution(logp, adv, mask):
@@ -197,7 +130,7 @@ reinforce_loss = Exercise(
 
 
 # --------------------------------------------------------------------------------------------
-# 3. the exact discounted weights gamma^t G_t (Exercise 2)
+# 2. the exact discounted weights gamma^t G_t (Exercise 2)
 # --------------------------------------------------------------------------------------------
 
 def discounted_weights_solution(rew, done, gamma):
@@ -229,6 +162,7 @@ def _dw_global_t(rew, done, gamma):
 
 discounted_weights = Exercise(
     name="discounted_weights",
+    kind="beyond",
     task="write discounted_weights(rew, done, gamma) -> gamma^t G_t (T, N), t counted within each episode",
     reference=discounted_weights_solution,
     cases=_dw_cases,
@@ -246,4 +180,51 @@ discounted_weights = Exercise(
     imports="import torch\n\nimport pgcore as pg\n",
 )
 
-EXERCISES = [reward_to_go, reinforce_loss, discounted_weights]
+
+
+# --------------------------------------------------------------------------------------------
+# predict, then run: section 3's variance and section 4's corridor
+# --------------------------------------------------------------------------------------------
+
+def rtg_variance_solution():
+    # R(tau) weights step t by every reward of the episode, r_0 ... r_{t-1} included. Those past rewards have
+    # mean zero against grad log pi(a_t | s_t) (step 4) but not variance zero: each is pure noise for that
+    # action. In a CartPole episode most steps have many past rewards, so dropping them removes most of the
+    # variance (the next cell asserts more than half; it prints the factor)
+    return "more than half"
+
+
+rtg_variance = prediction(
+    "rtg_variance",
+    "predict how much of the total variance of the R(tau) estimator the reward-to-go removes",
+    rtg_variance_solution,
+    {"none": "the two have the same mean, not the same variance: the terms dropped in step (4) have mean zero, "
+             "but each one adds noise",
+     "less than half": "it removes more: every step's weight R(tau) carries all the rewards before that step, and "
+                       "in a CartPole episode most of a step's rewards are in its past",
+     "more than half": None},
+    checked="(the next cell measures it on 400 episodes and asserts a factor above 2)",
+    hint_text="which rewards does R(tau) put on step t that G_t leaves out, and what is their mean and their "
+              "variance against grad log pi(a_t | s_t)?",
+)
+
+
+def always_right_arrives_solution():
+    # in the second cell the actions are swapped: "right" moves left. Always right goes cell 1 -> 2 -> 1 -> 2 ...
+    # and never reaches the goal; always left stays against the wall. A policy that sees the same observation in
+    # every cell must be stochastic to arrive
+    return "no"
+
+
+always_right_arrives = prediction(
+    "always_right_arrives",
+    "predict whether the deterministic policy 'always right' reaches the short corridor's goal",
+    always_right_arrives_solution,
+    {"yes": "the second cell swaps the actions: there 'right' moves the agent back to the first cell, and from "
+            "there 'right' brings it back again",
+     "no": None},
+    checked="(the next cell runs both deterministic policies for 1000 steps)",
+    hint_text="follow 'always right' cell by cell, remembering that the second cell swaps the actions",
+)
+
+EXERCISES = [reinforce_loss, rtg_variance, always_right_arrives, discounted_weights]

@@ -12,8 +12,10 @@ import torch
 import pgcore as pg
 
 from .core import Exercise, WrongAnswer, fmt
+from .predict import prediction
 
-__all__ = ["rloo", "gae", "group_normalize", "group_mean_scale", "EXERCISES"]
+__all__ = ["least_noise_lambda", "clipped_token", "rloo", "wrong_answer_advantages", "gae", "group_mean_scale",
+           "EXERCISES"]
 
 
 def _groups_cases():
@@ -198,58 +200,48 @@ gae = Exercise(
 
 
 # --------------------------------------------------------------------------------------------
-# 3. the group-normalized (GRPO) advantage (section 5)
+# 3. one step beyond section 5: the advantage of a rare wrong answer
 # --------------------------------------------------------------------------------------------
 
-def group_normalize_solution(rew, eps=1e-4):
-    # (r - group mean) / (group std + eps), per group (row) of G samples; the sample std (G - 1), as GRPO
-    mean = rew.mean(dim=1, keepdim=True)     # (B, 1)
-    std = rew.std(dim=1, keepdim=True)       # (B, 1), unbiased
-    return (rew - mean) / (std + eps)
+def wrong_answer_advantages_solution():
+    # a group of 8: 7 right (reward 1), 1 wrong (reward 0). The wrong answer's advantage
+    #   RLOO:  0 - (mean of the 7 others) = 0 - 1 = -1
+    #   GRPO:  (0 - 7/8) / (sample std + 1e-4); sample std = sqrt((7 (1/8)^2 + (7/8)^2) / 7) = sqrt(1/8) = 0.3536
+    #          -> -0.875 / 0.3537 = -2.474: dividing by a small std makes the rare wrong answer weigh 2.5x
+    rloo = 0.0 - 7 / 7
+    std = ((7 * (1 - 7 / 8) ** 2 + (0 - 7 / 8) ** 2) / 7) ** 0.5
+    return (rloo, (0.0 - 7 / 8) / (std + 1e-4))
 
 
-def _gn_population(rew, eps=1e-4):
-    return (rew - rew.mean(dim=1, keepdim=True)) / (rew.std(dim=1, keepdim=True, unbiased=False) + eps)
+def _wrong_oracle():
+    rew = torch.tensor([[1.0] * 7 + [0.0]], dtype=torch.float64)
+    return (pg.rloo(rew)[0, -1].item(), pg.group_normalize(rew)[0, -1].item())
 
 
-def _gn_batch(rew, eps=1e-4):
-    return (rew - rew.mean()) / (rew.std() + eps)
-
-
-def _gn_no_std(rew, eps=1e-4):
-    return rew - rew.mean(dim=1, keepdim=True)
-
-
-def _gn_batch_std(rew, eps=1e-4):
-    return (rew - rew.mean(dim=1, keepdim=True)) / (rew.std() + eps)
-
-
-def _gn_oracle(rew, eps=1e-4):
-    return pg.group_normalize(rew, eps)
-
-
-group_normalize = Exercise(
-    name="group_normalize",
-    task="write group_normalize(rew, eps=1e-4) -> (B, G): (r - group mean) / (group std + eps), per group",
-    reference=group_normalize_solution,
-    cases=_groups_cases,
-    describe=_describe_groups,
-    checked="against pg.group_normalize on 4 inputs (G = 2, 4, 5, a group of equal rewards)",
-    hint_text=("the statistics are per group: reduce over dim=1 with keepdim=True. torch's .std() is the sample "
-               "std (divides by G - 1), the one GRPO uses. A group of equal rewards gets advantage 0 everywhere."),
+wrong_answer_advantages = Exercise(
+    name="wrong_answer_advantages",
+    task="compute (RLOO's, GRPO's) advantage of the one wrong answer in a group of 8 with 7 right (rewards 1/0)",
+    reference=wrong_answer_advantages_solution,
+    cases=lambda: [()],
+    describe=lambda: "",
+    checked="against pg.rloo and pg.group_normalize (eps 1e-4) on that group",
+    hint_text=("RLOO subtracts the mean of the other 7 rewards; GRPO subtracts the group mean and divides by the "
+               "sample std (divides by G - 1 = 7) plus 1e-4. Expected: both negative, GRPO's more than twice RLOO's."),
     wrong_answers=[
-        WrongAnswer("population_std", _gn_population,
-                    "you used the population std (divides by G); GRPO and pg.group_normalize use the sample std "
-                    "(divides by G - 1), e.g. rew.std(dim=1)"),
-        WrongAnswer("whole_batch", _gn_batch,
-                    "you normalized over the whole batch, not per group: each prompt's samples are compared only "
-                    "with each other (dim=1)"),
-        WrongAnswer("no_std", _gn_no_std,
-                    "that is r - group mean (Dr. GRPO's advantage): GRPO also divides by the group std + eps"),
-        WrongAnswer("batch_std", _gn_batch_std,
-                    "the mean is per group but the std is the whole batch's: take both over dim=1"),
+        WrongAnswer("population_std", (-1.0, -0.875 / (7 / 64) ** 0.5),
+                    "your GRPO std is the population one (divides by G); pg.group_normalize and GRPO use the sample "
+                    "std (divides by G - 1)"),
+        WrongAnswer("group_mean", (-0.875, -0.875 / (1 / 8) ** 0.5),
+                    "RLOO's baseline leaves the sample out: the mean of the 7 others is 1, not the group mean 7/8"),
+        WrongAnswer("no_std", (-1.0, -0.875),
+                    "that is Dr. GRPO's r - mean: GRPO also divides by the group's std + 1e-4"),
+        WrongAnswer("sign", (1.0, 0.875 / (1 / 8) ** 0.5), "the wrong answer is below its group: its advantage is negative"),
     ],
-    oracle=_gn_oracle,
+    oracle=_wrong_oracle,
+    value=True,
+    kind="beyond",
+    imports="",
+    rtol=1e-3,  # with or without the 1e-4 in the std's place
 )
 
 
@@ -263,6 +255,7 @@ def group_mean_scale_solution(G):
 
 group_mean_scale = Exercise(
     name="group_mean_scale",
+    kind="beyond",
     task="write group_mean_scale(G) -> c such that E[the group-mean estimator] = c * the policy gradient",
     reference=group_mean_scale_solution,
     cases=lambda: [(2,), (4,), (8,), (16,)],
@@ -282,4 +275,53 @@ group_mean_scale = Exercise(
     imports="",
 )
 
-EXERCISES = [rloo, gae, group_normalize, group_mean_scale]
+
+
+# --------------------------------------------------------------------------------------------
+# predict, then run: GAE's noise (section 2) and PPO's clip (section 4)
+# --------------------------------------------------------------------------------------------
+
+def least_noise_lambda_solution():
+    # lambda = 1 is the Monte Carlo G_t - V(s_t): unbiased, but with all the noise of the sampled return, which
+    # grows fast as lambda -> 1. lambda = 0 is the one-step TD error delta_t; summing a few of them cancels part
+    # of their noise (V(s_{t+1}) enters delta_t with a plus and delta_{t+1} with a minus). In this lab the noise
+    # is lowest in between (about lambda = 0.8), while the bias keeps falling to 0 at lambda = 1
+    return "in between"
+
+
+least_noise_lambda = prediction(
+    "least_noise_lambda",
+    "predict where the noise-to-signal of GAE(lambda) is lowest: at lambda = 0, in between, or at lambda = 1",
+    least_noise_lambda_solution,
+    {"0": "summing a few TD errors cancels part of their noise (V(s_t+1) enters delta_t with a plus and "
+          "delta_t+1 with a minus): here the noise is lower in between than at lambda = 0",
+     "1": "lambda = 1 is the Monte Carlo advantage: unbiased, but with all the noise of the sampled return",
+     "in between": None},
+    checked="(the next cell prints the noise for 9 values of lambda and asserts it is lowest strictly inside)",
+    hint_text="which lambda is the Monte Carlo estimator (d), and what does a wrong critic add at lambda = 0?",
+)
+
+
+def clipped_token_solution():
+    # PPO maximizes min(rho A, clip(rho, 1 - eps, 1 + eps) A). With eps = 0.2 and rho = 1.3:
+    #   (a) A > 0: min(1.3 A, 1.2 A) = 1.2 A, the clipped term, constant in theta: no gradient, the token is done
+    #   (b) A < 0: min(1.3 A, 1.2 A) = 1.3 A, the unclipped term (the smaller one): its gradient still pushes the
+    #       probability down. The clip only stops a change that *improves* the objective past the trust region
+    return "b"
+
+
+clipped_token = prediction(
+    "clipped_token",
+    "predict which token still gets a gradient from PPO's clipped objective (eps 0.2), both with ratio 1.3: "
+    "(a) advantage > 0, (b) advantage < 0",
+    clipped_token_solution,
+    {"a": "for A > 0 the min picks the clipped 1.2 A: a constant, so the token that already rose gets no gradient",
+     "b": None,
+     "both": "for A > 0 the min picks the clipped 1.2 A, a constant: no gradient there",
+     "neither": "for A < 0 the min picks the unclipped 1.3 A (the smaller one): it still has a gradient"},
+    checked="(min(rho A, clip(rho) A): only a move that would raise the objective past 1 +- eps is cut)",
+    hint_text="write min(1.3 A, 1.2 A) for A = +1 and for A = -1: which term does the min pick, and does it "
+              "depend on theta?",
+)
+
+EXERCISES = [least_noise_lambda, clipped_token, rloo, wrong_answer_advantages, gae, group_mean_scale]

@@ -13,8 +13,10 @@ from __future__ import annotations
 import torch
 
 from .core import Exercise, WrongAnswer, fmt
+from .predict import prediction
 
-__all__ = ["completion_mask", "per_token_logps", "kl_k3", "first_epoch_clip_frac", "EXERCISES"]
+__all__ = ["completion_mask", "kl_penalty_length", "first_epoch_clip_frac", "wrong_label_samples", "k3_mean",
+           "EXERCISES"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -90,150 +92,75 @@ completion_mask = Exercise(
 
 
 # --------------------------------------------------------------------------------------------
-# 2. per-token log-probs from one forward pass: the shift by one (section 2)
+# 2. one step beyond section 4: the mean of k3 over the policy's tokens
 # --------------------------------------------------------------------------------------------
 
-def per_token_logps_solution(logits, input_ids, logits_to_keep):
-    # logits: (B, L, V) of one forward pass over prompt + completion; input_ids: (B, L); the completion is
-    # the last T = logits_to_keep tokens. The logit at position i predicts token i + 1.
-    T = logits_to_keep
-    logits = logits[:, -T - 1:-1]                            # (B, T, V): last position predicts nothing
-    completion_ids = input_ids[:, -T:]                       # (B, T): the tokens those logits predict
-    return logits.log_softmax(dim=-1).gather(-1, completion_ids[..., None]).squeeze(-1)   # (B, T)
-
-
-def _logps_cases():
-    g = torch.Generator().manual_seed(4)
-    out = []
-    for B, L, V, T in [(2, 5, 6, 3), (1, 4, 5, 1), (3, 6, 4, 4)]:
-        out.append((torch.randn(B, L, V, generator=g) * 2, torch.randint(0, V, (B, L), generator=g), T))
-    return out
-
-
-def _logps_not_shifted(logits, ids, T):
-    return logits[:, -T:].log_softmax(dim=-1).gather(-1, ids[:, -T:, None]).squeeze(-1)
-
-
-def _logps_raw(logits, ids, T):
-    return logits[:, -T - 1:-1].gather(-1, ids[:, -T:, None]).squeeze(-1)
-
-
-def _logps_probs(logits, ids, T):
-    return logits[:, -T - 1:-1].softmax(dim=-1).gather(-1, ids[:, -T:, None]).squeeze(-1)
-
-
-def _logps_wrong_dim(logits, ids, T):
-    return logits[:, -T - 1:-1].log_softmax(dim=1).gather(-1, ids[:, -T:, None]).squeeze(-1)
-
-
-def _logps_oracle(logits, ids, T):
-    from types import SimpleNamespace
-
-    from pgcore.lm.algorithm import per_token_logps as pg_per_token_logps
-
-    class FixedLogits(torch.nn.Module):  # a "causal LM" whose forward pass returns the given logits
-        def forward(self, input_ids, attention_mask=None, position_ids=None, use_cache=None):
-            return SimpleNamespace(logits=logits)
-
-    batch = SimpleNamespace(input_ids=ids, attention_mask=torch.ones_like(ids), completion_ids=ids[:, -T:])
-    return pg_per_token_logps(FixedLogits(), batch)
-
-
-def _logps_describe(logits, ids, T):
-    return f"for seeded logits of shape {tuple(logits.shape)}, input_ids {fmt(ids)} and logits_to_keep {T}"
-
-
-per_token_logps = Exercise(
-    name="per_token_logps",
-    task="write per_token_logps(logits, input_ids, logits_to_keep) -> (B, T) log pi(y_t | x, y_<t) of the completion",
-    reference=per_token_logps_solution,
-    cases=_logps_cases,
-    describe=_logps_describe,
-    checked="against pg.lm.algorithm.per_token_logps (a model returning these logits) on 3 inputs (T = 3, 1, 4)",
-    hint_text=("the logit at position i is the distribution of token i + 1. The T completion tokens are "
-               "input_ids[:, -T:]; the logits that predict them sit one position earlier, logits[:, -T-1:-1]. "
-               "Then log_softmax over the vocabulary (dim=-1) and gather the chosen ids."),
-    wrong_answers=[
-        WrongAnswer("not_shifted", _logps_not_shifted,
-                    "the log-probs are shifted by one: the logit at position i predicts token i + 1, so the "
-                    "completion's log-probs come from logits[:, -T-1:-1], not logits[:, -T:]"),
-        WrongAnswer("raw_logits", _logps_raw,
-                    "you gathered raw logits, not log-probabilities: apply log_softmax over the vocabulary first"),
-        WrongAnswer("probs", _logps_probs, "those are probabilities, not log-probabilities (log_softmax, not softmax)"),
-        WrongAnswer("wrong_dim", _logps_wrong_dim,
-                    "log_softmax over the wrong dimension: normalize over the vocabulary, dim=-1"),
-    ],
-    oracle=_logps_oracle,
-    rtol=1e-4,
-    atol=1e-5,
-)
-
-
-# --------------------------------------------------------------------------------------------
-# 3. the k3 estimator of KL(pi || pi_ref) (Exercise 1)
-# --------------------------------------------------------------------------------------------
-
-def kl_k3_solution(logp, ref_logp):
-    # per token, at tokens sampled from pi: rho = pi_ref / pi, k3 = rho - 1 - log(rho) >= 0, unbiased for
-    # KL(pi || pi_ref) because E_pi[rho] = 1 (http://joschu.net/blog/kl-approx.html)
+def k3_mean_solution(logits, ref_logits):
+    # the exact mean of k3 = rho - 1 - log rho, rho = pi_ref / pi, over a token y ~ pi (a softmax over the
+    # vocabulary): sum_y pi(y) k3(y). Since sum_y pi(y) rho(y) = sum_y pi_ref(y) = 1, the "rho - 1" part has mean 0
+    # and what is left is E_pi[-log rho] = KL(pi || pi_ref): k3 is unbiased, and >= 0 on every token (k1 is not)
+    logp, ref_logp = torch.log_softmax(logits, dim=-1), torch.log_softmax(ref_logits, dim=-1)
     log_rho = ref_logp - logp
-    return torch.exp(log_rho) - 1 - log_rho
+    return (logp.exp() * (log_rho.exp() - 1 - log_rho)).sum(dim=-1)
 
 
-def _kl_cases():
+def _k3_cases():
+    g = torch.Generator().manual_seed(4)
+    lg = torch.randn(6, generator=g, dtype=torch.float64)
     return [
-        (torch.tensor([-1.2, -0.3, -2.5, -0.7]), torch.tensor([-1.0, -0.9, -2.0, -0.7])),
-        (torch.tensor([[-0.1, -3.0, -1.5], [-2.2, -0.4, -0.9]]),
-         torch.tensor([[-0.5, -2.0, -1.6], [-1.0, -1.1, -0.2]])),
+        (lg, lg + 0.3 * torch.randn(6, generator=g, dtype=torch.float64)),    # a policy close to the reference
+        (lg, torch.randn(6, generator=g, dtype=torch.float64)),               # far from it
+        (torch.randn(2, 5, generator=g, dtype=torch.float64), torch.zeros(2, 5, dtype=torch.float64)),  # a batch
     ]
 
 
-def _kl_inverted(logp, ref_logp):
-    log_r = logp - ref_logp
-    return torch.exp(log_r) - 1 - log_r
-
-
-def _kl_k1(logp, ref_logp):
-    return logp - ref_logp
-
-
-def _kl_k2(logp, ref_logp):
-    return 0.5 * (logp - ref_logp) ** 2
-
-
-def _kl_log_sign(logp, ref_logp):
+def _k3_under_ref(logits, ref_logits):
+    logp, ref_logp = torch.log_softmax(logits, dim=-1), torch.log_softmax(ref_logits, dim=-1)
     log_rho = ref_logp - logp
-    return torch.exp(log_rho) - 1 + log_rho
+    return (ref_logp.exp() * (log_rho.exp() - 1 - log_rho)).sum(dim=-1)
 
 
-def _kl_oracle(logp, ref_logp):
-    import pgcore
+def _k3_uniform(logits, ref_logits):
+    log_rho = torch.log_softmax(ref_logits, dim=-1) - torch.log_softmax(logits, dim=-1)
+    return (log_rho.exp() - 1 - log_rho).mean(dim=-1)
 
-    return pgcore.kl_k3(logp, ref_logp)
+
+def _k3_inverted(logits, ref_logits):
+    logp, ref_logp = torch.log_softmax(logits, dim=-1), torch.log_softmax(ref_logits, dim=-1)
+    log_r = logp - ref_logp                                   # pi / pi_ref: the ratio upside down
+    return (logp.exp() * (log_r.exp() - 1 - log_r)).sum(dim=-1)
 
 
-kl_k3 = Exercise(
-    name="kl_k3",
-    task="write kl_k3(logp, ref_logp) -> the per-token k3 estimate of KL(pi || pi_ref)",
-    reference=kl_k3_solution,
-    cases=_kl_cases,
-    describe=lambda logp, ref: f"for logp {fmt(logp)} and ref_logp {fmt(ref)}",
-    checked="against pg.kl_k3 on 2 inputs (one where pi = pi_ref on a token: k3 = 0 there)",
-    hint_text=("with rho = pi_ref / pi, i.e. log rho = ref_logp - logp, k3 = rho - 1 - log rho. It is >= 0 "
-               "for every token, and its mean under pi is KL(pi || pi_ref) because E_pi[rho] = 1."),
+def _k3_oracle(logits, ref_logits):
+    logp, ref_logp = torch.log_softmax(logits, dim=-1), torch.log_softmax(ref_logits, dim=-1)
+    return (logp.exp() * (logp - ref_logp)).sum(dim=-1)   # KL(pi || pi_ref), exactly
+
+
+k3_mean = Exercise(
+    name="k3_mean",
+    kind="beyond",
+    task="write k3_mean(logits, ref_logits) -> the exact mean of k3 over tokens y ~ pi = softmax(logits)",
+    reference=k3_mean_solution,
+    cases=_k3_cases,
+    describe=lambda lg, ref: f"for logits {fmt(lg)} and ref_logits {fmt(ref)}",
+    checked="against KL(pi || pi_ref) = sum_y pi log(pi / pi_ref) on 3 inputs (close, far, a batch of 2)",
+    hint_text=("k3 = rho - 1 - log rho with rho = pi_ref / pi per token; weigh each token's k3 by pi(y) and sum over "
+               "the vocabulary (dim=-1). Expected: exactly KL(pi || pi_ref), whatever the two distributions."),
     wrong_answers=[
-        WrongAnswer("inverted", _kl_inverted,
-                    "your ratio is pi / pi_ref; k3 uses rho = pi_ref / pi (E_pi[rho] = 1 is what makes it unbiased "
-                    "for KL(pi || pi_ref))"),
-        WrongAnswer("k1", _kl_k1, "that is k1 = log(pi / pi_ref): unbiased but noisy, and negative on some tokens"),
-        WrongAnswer("k2", _kl_k2, "that is k2 = (log rho)^2 / 2: low variance but biased"),
-        WrongAnswer("log_sign", _kl_log_sign, "the sign of the log term is flipped: k3 = rho - 1 - log rho"),
+        WrongAnswer("under_ref", _k3_under_ref,
+                    "you weighed the tokens by pi_ref: the tokens are sampled from the policy pi, so weigh by pi"),
+        WrongAnswer("uniform", _k3_uniform,
+                    "you averaged k3 over the vocabulary uniformly: a mean over y ~ pi weighs each token by pi(y)"),
+        WrongAnswer("inverted", _k3_inverted,
+                    "your ratio is pi / pi_ref; k3 uses rho = pi_ref / pi (E_pi[rho] = 1 is what makes it unbiased)"),
     ],
-    oracle=_kl_oracle,
+    oracle=_k3_oracle,
+    rtol=1e-6,
+    atol=1e-9,
 )
 
 
-# 4. predict, then check: PPO's clip on its first minibatch (section 5)
+# 3. predict, then check: PPO's clip on its first minibatch (section 5)
 
 def first_epoch_clip_frac_solution():
     # before the first optimizer step on a batch, pi_theta IS pi_old: every ratio is exactly 1, inside
@@ -257,7 +184,53 @@ first_epoch_clip_frac = Exercise(
         WrongAnswer("all", 1.0, "a clipped token is one whose ratio left [0.8, 1.2]; where is the ratio before any step?"),
     ],
     value=True,
+    kind="predict",
     imports="",
 )
 
-EXERCISES = [completion_mask, per_token_logps, kl_k3, first_epoch_clip_frac]
+
+# --------------------------------------------------------------------------------------------
+# predict, then run: what the KL penalty does to the length (section 4), the wrong label (section 6)
+# --------------------------------------------------------------------------------------------
+
+def kl_penalty_length_solution():
+    # the penalty is the KL summed over the completion's tokens, and every token adds its own (on average
+    # positive) log pi / pi_ref. A shorter completion pays less: ending early (an earlier EOS) is a cheap way to
+    # raise the penalized reward. The reward model does not mind short texts, so the completions shrink
+    return "shorter"
+
+
+kl_penalty_length = prediction(
+    "kl_penalty_length",
+    "predict what a KL penalty in the reward (beta = 0.1, 0.3) does to the completions' length over training",
+    kl_penalty_length_solution,
+    {"longer": "the penalty is summed over tokens: each extra token adds its own KL, so a longer completion pays more",
+     "unchanged": "the penalty is summed over tokens, so the length is one of the things the policy can change to "
+                  "pay less: ending earlier",
+     "shorter": None},
+    checked="(the next cells assert it over 3 seeds: shorter than at the start, and shorter than without the penalty)",
+    hint_text="the penalty is beta times the sum over the completion's tokens of log pi / pi_ref: how does that sum "
+              "grow with the number of tokens?",
+)
+
+
+def wrong_label_samples_solution():
+    # the policy climbs whatever number it is given. Read from index 1 of the flipped classifier, that number is
+    # P(negative): the run's own "reward" rises while its samples turn negative, judged by the right label
+    return "less positive"
+
+
+wrong_label_samples = prediction(
+    "wrong_label_samples",
+    "predict the samples' P(positive), read by name, after training on the flipped classifier's index 1, "
+    "against the same run with the right label",
+    wrong_label_samples_solution,
+    {"more positive": "index 1 of the flipped classifier is its 'negative' label: the policy learns to raise "
+                      "P(negative)",
+     "the same": "the policy climbs whatever number it is given, and here that number is P(negative)",
+     "less positive": None},
+    checked="(the next cell asserts a gap of more than 0.5 in P(positive))",
+    hint_text="which label sits at index 1 of the flipped classifier, and what does the policy learn to raise?",
+)
+
+EXERCISES = [completion_mask, kl_penalty_length, first_epoch_clip_frac, wrong_label_samples, k3_mean]

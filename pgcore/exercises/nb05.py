@@ -1,4 +1,4 @@
-"""Checked exercises of notebook 05 (verifiable rewards: pass@k, a verifier, GRPO and Dr. GRPO).
+"""Checked exercises of notebook 05 (verifiable rewards: pass@k, GRPO and its variants).
 
     from pgcore.exercises import nb05 as ex
     ex.pass_at_k.check(pass_at_k)    # also .hint(), .solution()
@@ -14,12 +14,11 @@ import math
 import torch
 
 from .core import Exercise, WrongAnswer, fmt
+from .predict import prediction
 
-__all__ = ["pass_at_k", "arithmetic_reward", "group_advantages", "aggregate_loss", "dynamic_sampling_filter",
-           "paired_se", "k3_loss_grad", "EXERCISES"]
+__all__ = ["pass64_after", "pass_at_k", "aggregate_loss", "group_weight", "k3_loss_grad", "dynamic_sampling_filter",
+           "paired_se", "EXERCISES"]
 
-EOS = "<|endoftext|>"
-"""the EOS text the checks of `arithmetic_reward` use (a completion may run on past it)"""
 
 
 # 1. the unbiased pass@k estimator (Chen et al. 2021, "Evaluating large language models trained on code")
@@ -67,123 +66,7 @@ pass_at_k = Exercise(
 )
 
 
-# 2. the arithmetic verifier
-
-def arithmetic_reward_solution(completion, a, b, eos="<|endoftext|>"):
-    # 1.0 when the completion's answer, up to the first EOS and the first newline, stripped of spaces,
-    # is exactly str(a + b): no leading zeros, no "+", no extra text
-    answer = completion.split(eos)[0].split("\n")[0].strip()
-    return 1.0 if answer == str(a + b) else 0.0
-
-
-def _arith_cases():
-    return [
-        ("12", 5, 7), (" 12 \nso the sum is 12", 5, 7), (f"12{EOS}99", 5, 7), ("-3", 2, -5), ("2\n2", 1, 1),
-        ("012", 5, 7), ("12 apples", 5, 7), ("121", 5, 7), ("3 or 12", 5, 7), ("1", 5, 7), ("", 1, 1),
-        ("12.0", 5, 7), ("+12", 5, 7),
-    ]
-
-
-def _arith_int(completion, a, b, eos=EOS):
-    try:
-        return 1.0 if int(completion.split(eos)[0].split("\n")[0].strip()) == a + b else 0.0
-    except ValueError:
-        return 0.0
-
-
-_arith_startswith = lambda completion, a, b, eos=EOS: float(  # noqa: E731
-    completion.split(eos)[0].split("\n")[0].strip().startswith(str(a + b)))
-_arith_contains = lambda completion, a, b, eos=EOS: float(str(a + b) in completion)  # noqa: E731
-_arith_no_newline = lambda completion, a, b, eos=EOS: float(completion.split(eos)[0].strip() == str(a + b))  # noqa: E731
-_arith_no_eos = lambda completion, a, b, eos=EOS: float(completion.split("\n")[0].strip() == str(a + b))  # noqa: E731
-
-
-arithmetic_reward = Exercise(
-    name="arithmetic_reward",
-    task="write arithmetic_reward(completion, a, b, eos='<|endoftext|>') -> 1.0 if the completion answers "
-         "a + b exactly, else 0.0",
-    reference=arithmetic_reward_solution,
-    cases=_arith_cases,
-    describe=lambda completion, a, b: f"for the completion {completion!r} of {a}+{b}=",
-    checked="on 13 completions (spaces, a newline, text after EOS, a negative sum, leading zeros, extra text, "
-            "'12.0', '+12')",
-    hint_text=("cut the completion at the first EOS, then at the first newline, strip the spaces, and compare "
-               "the text with str(a + b). Do not parse it with int(): int('012') == 12 would reward an answer "
-               "the task does not accept."),
-    wrong_answers=[
-        WrongAnswer("int_parse", _arith_int,
-                    "your verifier accepts leading zeros and signs ('012' or '+12' for 12): compare the text with "
-                    "str(a + b) exactly"),
-        WrongAnswer("startswith", _arith_startswith,
-                    "your verifier accepts extra text after the number ('12 apples', '121'): the whole first line "
-                    "must be the answer"),
-        WrongAnswer("contains", _arith_contains,
-                    "you searched the whole completion for the answer: '3 or 12' passes, a reward a policy can "
-                    "hack by listing numbers"),
-        WrongAnswer("no_newline", _arith_no_newline,
-                    "you did not cut at the first newline: the answer is the first line"),
-        WrongAnswer("no_eos", _arith_no_eos,
-                    "you did not cut at the first EOS: what follows it was never part of the completion"),
-    ],
-    imports="",
-)
-
-
-# 3. group advantages: GRPO and Dr. GRPO
-
-def group_advantages_solution(rew, scale=True, eps=1e-4):
-    # rew: (B, G), G completions of each prompt. GRPO: (r - group mean) / (group std + eps), sample std;
-    # Dr. GRPO (scale=False): r - group mean, no division (the std reweights prompts by their difficulty)
-    adv = rew - rew.mean(dim=1, keepdim=True)
-    if scale:
-        adv = adv / (rew.std(dim=1, keepdim=True) + eps)
-    return adv
-
-
-def _ga_cases():
-    rew = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])  # 0/1 verifier rewards
-    rew2 = torch.tensor([[0.5, 1.0], [0.0, 1.0]])
-    return [(rew, True), (rew, False), (rew2, True), (rew2, False)]
-
-
-_ga_always_scale = lambda rew, scale=True, eps=1e-4: group_advantages_solution(rew, True, eps)  # noqa: E731
-_ga_never_scale = lambda rew, scale=True, eps=1e-4: group_advantages_solution(rew, False, eps)  # noqa: E731
-
-
-def _ga_population(rew, scale=True, eps=1e-4):
-    adv = rew - rew.mean(dim=1, keepdim=True)
-    return adv / (rew.std(dim=1, keepdim=True, unbiased=False) + eps) if scale else adv
-
-
-def _ga_batch(rew, scale=True, eps=1e-4):
-    adv = rew - rew.mean()
-    return adv / (rew.std() + eps) if scale else adv
-
-
-group_advantages = Exercise(
-    name="group_advantages",
-    task="write group_advantages(rew, scale=True, eps=1e-4) -> (B, G): GRPO's (scaled) or Dr. GRPO's (unscaled) "
-         "advantage",
-    reference=group_advantages_solution,
-    cases=_ga_cases,
-    describe=lambda rew, scale: f"for rewards {fmt(rew)} (B = {rew.shape[0]}, G = {rew.shape[1]}) and scale={scale}",
-    checked="on 4 inputs (0/1 rewards with an all-wrong group, G = 2, scale True and False)",
-    hint_text=("per group (dim=1, keepdim=True): subtract the mean; with scale=True also divide by the sample "
-               "std (torch's default) + eps. A group whose rewards are all equal teaches nothing: advantage 0."),
-    wrong_answers=[
-        WrongAnswer("always_scale", _ga_always_scale,
-                    "with scale=False (Dr. GRPO) the advantage is r - group mean, without dividing by the std"),
-        WrongAnswer("never_scale", _ga_never_scale,
-                    "with scale=True (GRPO) divide by the group's std + eps: that is r - group mean only, Dr. GRPO's"),
-        WrongAnswer("population_std", _ga_population,
-                    "you used the population std (divides by G); GRPO uses the sample std (divides by G - 1)"),
-        WrongAnswer("whole_batch", _ga_batch,
-                    "you took the mean (and std) of the whole batch, not of each prompt's group"),
-    ],
-)
-
-
-# 4. loss aggregation: token, sequence, constant (Dr. GRPO)
+# 2. loss aggregation: token, sequence, constant (Dr. GRPO)
 
 def aggregate_loss_solution(per_token_loss, mask, mode, max_new_tokens):
     # per_token_loss, mask: (B, T), mask 1 on completion tokens. Three ways to turn them into one number:
@@ -254,7 +137,7 @@ aggregate_loss = Exercise(
 )
 
 
-# 5. DAPO's dynamic sampling: keep the groups that carry a signal (Yu et al. 2025)
+# 3. DAPO's dynamic sampling: keep the groups that carry a signal (Yu et al. 2025)
 
 def dynamic_sampling_filter_solution(rew):
     # rew: (B, G) verifier rewards of G completions per prompt. DAPO keeps a prompt only when its group is
@@ -270,6 +153,7 @@ def _dsf_cases():
 
 dynamic_sampling_filter = Exercise(
     name="dynamic_sampling_filter",
+    kind="beyond",
     task="write dynamic_sampling_filter(rew) -> (B,) bool: which prompts' groups DAPO keeps",
     reference=dynamic_sampling_filter_solution,
     cases=_dsf_cases,
@@ -292,7 +176,7 @@ dynamic_sampling_filter = Exercise(
 )
 
 
-# 6. a paired standard error: two models on the same problems
+# 4. a paired standard error: two models on the same problems
 
 def paired_se_solution(c_after, c_before, n):
     # c_after, c_before: (P,) correct answers of each problem out of n samples, two models, the SAME problems.
@@ -328,6 +212,7 @@ _pse_no_sqrt = lambda a, b, n: (((a - b) / n).mean().item(), (((a - b) / n).std(
 
 paired_se = Exercise(
     name="paired_se",
+    kind="beyond",
     task="write paired_se(c_after, c_before, n) -> (difference of pass@1, its paired standard error)",
     reference=paired_se_solution,
     cases=_pse_cases,
@@ -351,7 +236,7 @@ paired_se = Exercise(
 )
 
 
-# 7. which KL k3 in the loss follows (section 7)
+# 5. which KL k3 in the loss follows (section 7)
 
 def k3_loss_grad_solution(logits, ref):
     # a bandit: pi = softmax(logits), ref a probability vector. GRPO's KL term, sum_a pi(a) k3(a) with the
@@ -374,6 +259,7 @@ def _k3_forward(logits, ref):
 
 k3_loss_grad = Exercise(
     name="k3_loss_grad",
+    kind="beyond",
     task="write k3_loss_grad(logits, ref) -> the gradient in the logits of E_{a~pi}[k3(a)], pi held fixed",
     reference=k3_loss_grad_solution,
     cases=_k3_cases,
@@ -395,5 +281,44 @@ k3_loss_grad = Exercise(
     ],
 )
 
-EXERCISES = [pass_at_k, arithmetic_reward, group_advantages, aggregate_loss, dynamic_sampling_filter, paired_se,
-             k3_loss_grad]
+
+
+# predict, then run: pass@64 after training (section 4), the weight of a rare right answer (section 6)
+
+def pass64_after_solution():
+    # GRPO makes the answers the model already finds more likely: pass@1 rises, the entropy falls. At k = 64 a
+    # problem counts as solved if any of 64 samples is right, and a sharper model explores less: it loses more
+    # problems it used to solve now and then than it gains (Yue et al. 2025). The next cell asserts the fall
+    return "lower"
+
+
+pass64_after = prediction(
+    "pass64_after", "predict whether held-out pass@64 is higher, lower or unchanged after 150 GRPO steps",
+    pass64_after_solution,
+    {"higher": "pass@1 rises, but a sharper model explores less: at 64 samples it solves fewer problems",
+     "unchanged": "at 64 samples the coverage changes too: the trained model solves fewer problems at least once",
+     "lower": None},
+    checked="(the next cell prints pass@k for k = 1 ... 64 and asserts that pass@64 fell)",
+    hint_text="pass@64 counts a problem as solved if any of 64 samples is right: what does sharpening the "
+              "distribution (lower entropy) do to the rare right answers?")
+
+
+def group_weight_solution():
+    # both makers give a group with 1 right of 8 less weight than one with 4 right (less spread), but `group`
+    # divides by the std, about sqrt(p(1 - p)), small for p = 1/8: relative to rloo, it weighs 1 of 8 up most
+    # (2.47 against 1.64 for 4 of 8, the next cell's exact table)
+    return "1 of 8"
+
+
+group_weight = prediction(
+    "group_weight", "predict which group `group` weighs up most relative to `rloo`: 1 right of 8, 4 of 8, or "
+    "neither (equal)", group_weight_solution,
+    {"4 of 8": "in absolute terms 4 of 8 weighs most under both makers; relative to rloo, dividing by the std "
+               "sqrt(p(1 - p)) weighs up the group where it is smallest",
+     "equal": "rloo is Dr. GRPO's r - mean times G / (G - 1), so the ratio is 1 / std times a constant, and the "
+              "std depends on how many are right",
+     "1 of 8": None},
+    checked="(the next cell's exact table: group / rloo is 2.47 at 1 of 8, 1.64 at 4 of 8)",
+    hint_text="rloo is a constant times r - mean; group is (r - mean) / std. Where is the std of 0/1 rewards smallest?")
+
+EXERCISES = [pass64_after, pass_at_k, aggregate_loss, group_weight, k3_loss_grad, dynamic_sampling_filter, paired_se]
