@@ -17,7 +17,7 @@ import math
 import torch
 
 
-__all__ = ["per_step_scores", "batch_gradients", "gradient_stats", "bias_stats"]
+__all__ = ["per_step_scores", "batch_gradients", "group_gradients", "gradient_stats", "bias_stats"]
 
 
 def per_step_scores(policy: torch.nn.Module, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
@@ -72,6 +72,36 @@ def batch_gradients(
     adv = adv.to(scores.dtype)
     rows = [a @ s for a, s in zip(adv.split(sizes), scores.split(sizes))]  # (P,) per batch
     return torch.stack(rows) / episodes_per_batch
+
+
+def group_gradients(policy: torch.nn.Module, rollout, group_size: int):
+    """One policy-gradient estimate per group of episodes, for any advantage: returns `estimate(adv)`.
+
+    rollout: one episode per column (`pgcore.reinforce.collect_rollout` with as many episodes as env copies,
+    e.g. `pg.envs.grouped_cartpole`), the episodes of a group in consecutive columns. The scores are computed
+    once; `estimate(adv)` is then g_k = (1/G) sum over the G episodes of group k of sum_t adv_t grad log pi(a_t|s_t),
+    shape (N / G, P). adv: (N,) or (N / G, G), one number per episode (R(tau), RLOO, ...), or (T, N), one per step.
+
+    Introduced in notebooks/03_variance_reduction.ipynb (section 5).
+    """
+    by_column = rollout.mask.T                                       # (N, T): each episode's steps, in order
+    scores = per_step_scores(policy, rollout.obs.transpose(0, 1)[by_column], rollout.act.T[by_column])
+    lengths = rollout.mask.sum(dim=0).tolist()
+    per_episode = list(scores.split(lengths))                        # N tensors (T_n, P)
+    sums = torch.stack([s.sum(dim=0) for s in per_episode])          # (N, P): sum_t grad log pi of each episode
+
+    def estimate(adv: torch.Tensor) -> torch.Tensor:
+        adv = torch.as_tensor(adv, dtype=scores.dtype)
+        if adv.numel() == len(per_episode):                          # one advantage per episode
+            g = adv.reshape(-1, 1) * sums
+        elif adv.shape == rollout.mask.shape:                        # one advantage per step
+            g = torch.stack([a @ s for a, s in zip(adv.T[by_column].split(lengths), per_episode)])
+        else:
+            raise ValueError(f"adv of shape {tuple(adv.shape)}; accepted: ({len(per_episode)},) per episode or "
+                             f"{tuple(rollout.mask.shape)} per step")
+        return g.reshape(-1, group_size, g.shape[1]).mean(dim=1)
+
+    return estimate
 
 
 def _sq_norm_of_mean(grads: torch.Tensor) -> tuple[float, float]:

@@ -334,3 +334,25 @@ def test_rloo_gradient_is_unbiased_on_a_bandit():
     # and its variance is below that of no baseline (all rewards positive here)
     plain = (rewards[a][..., None] * score).mean(dim=1)
     assert est.var(0).sum() < plain.var(0).sum()
+
+
+def test_group_gradients_equal_autograd_of_each_groups_surrogate():
+    """pg.variance.group_gradients (scores once, then weighted sums) against autograd of each group's own
+    surrogate (1/G) sum_episodes sum_t adv_t log pi(a_t|s_t), for a per-episode and a per-step advantage."""
+    torch.manual_seed(1)
+    policy = pg.policies.MLPPolicy(4, 2, hidden_sizes=(8,))
+    b = pg.reinforce.collect_rollout(pg.envs.grouped_cartpole(3, 4, seed=5), policy, 12, generator=_gen(5))
+    ret = pg.returns.discounted_return(b.rew, 1.0, b.done, b.mask)[0].reshape(3, 4)
+    per_step = pg.returns.reward_to_go(b.rew, 1.0, b.done) * b.mask
+    estimate = pg.variance.group_gradients(policy, b, 4)
+    params = list(policy.parameters())
+    for adv, weights in [(pg.rloo(ret), pg.rloo(ret).reshape(1, -1).expand_as(b.rew)), (per_step, per_step)]:
+        got = estimate(adv)
+        assert got.shape == (3, sum(p.numel() for p in params))
+        logp = policy(b.obs).log_prob(b.act) * b.mask                          # (T, N)
+        for k in range(3):
+            cols = slice(4 * k, 4 * k + 4)
+            g = torch.autograd.grad((weights[:, cols] * logp[:, cols]).sum() / 4, params, retain_graph=True)
+            assert torch.allclose(got[k], torch.cat([x.flatten() for x in g]), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="accepted"):
+        estimate(torch.zeros(5))

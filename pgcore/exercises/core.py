@@ -282,7 +282,10 @@ class Exercise:
 
     def cell_source(self, filled: bool = False) -> str:
         """The notebook cell of this exercise: the stub (or, `filled`, the reference solution) and the check."""
-        body = self.solution_source() if filled else self.stub_source()
+        if self.value:  # the answer itself (the solution's comments say why: ex.<name>.solution())
+            body = f"{self.func_name} = {self.reference()!r}" if filled else self.stub_source()
+        else:
+            body = self.solution_source() if filled else self.stub_source()
         return (f"from pgcore.exercises import {self.module} as ex\n\n{body.rstrip()}\n\n"
                 f"ex.{self.name}.check({self.func_name})")
 

@@ -202,7 +202,7 @@ def kl_penalty_length_solution():
 
 kl_penalty_length = prediction(
     "kl_penalty_length",
-    "predict what a KL penalty in the reward (beta = 0.1, 0.3) does to the completions' length over training",
+    "predict what a KL penalty in the reward (beta = 0.1, 0.5) does to the completions' length over training",
     kl_penalty_length_solution,
     {"longer": "the penalty is summed over tokens: each extra token adds its own KL, so a longer completion pays more",
      "unchanged": "the penalty is summed over tokens, so the length is one of the things the policy can change to "
