@@ -178,12 +178,18 @@ def test_zero_spread_groups_give_a_zero_loss_and_no_gradient(monkeypatch):
     config = cfg_(advantage="group")
     tr, row, start, grads = _step_and_grads(config, make_policy(seed=0), LetterVerifier("§"), monkeypatch)
     assert row["zero_spread_frac"] == 1.0 and row["loss"] == 0.0 and row["grad_norm"] == 0.0
+    assert row["all_right_frac"] == 0.0, "every group is all wrong"
     assert row["len_correct"] is None, "no correct completion in the batch"
     assert row["len_incorrect"] == pytest.approx(tr.last_batch.completion_mask.sum(1).float().mean().item())
     assert row["heldout_pass1"] is None, "no evaluation without eval_every"
-    _, row2, _, _ = _step_and_grads(cfg_(advantage="group"), make_policy(seed=0), LetterVerifier("e"), monkeypatch)
+    tr2, row2, _, _ = _step_and_grads(cfg_(advantage="group"), make_policy(seed=0), LetterVerifier("e"), monkeypatch)
     assert 0.0 <= row2["zero_spread_frac"] < 1.0
-    assert list(row2)[list(row2).index("tokens") + 1:][:4] == list(VERIFIER_COLUMNS)
+    from pgcore.lm import algorithm
+
+    rew = algorithm.score(tr2.reward, tr2.last_batch).view(-1, tr2.config.num_samples)   # (groups, G) of 1.0 / 0.0
+    assert row2["all_right_frac"] == pytest.approx((rew > 0.5).all(dim=1).float().mean().item())
+    assert row2["all_right_frac"] <= row2["zero_spread_frac"]
+    assert list(row2)[list(row2).index("tokens") + 1:][:len(VERIFIER_COLUMNS)] == list(VERIFIER_COLUMNS)
 
 
 def test_other_rewards_keep_todays_columns(monkeypatch):

@@ -36,7 +36,7 @@ CSV_COLUMNS = (
 )
 # Extra columns of runs with a verifier reward (notebook 05), between "tokens" and "time"; None where a step has no
 # value (no correct / no incorrect completion; held-out pass@1 only every eval_every steps).
-VERIFIER_COLUMNS = ("zero_spread_frac", "len_correct", "len_incorrect", "heldout_pass1")
+VERIFIER_COLUMNS = ("zero_spread_frac", "all_right_frac", "len_correct", "len_incorrect", "heldout_pass1")
 PANELS = [("reward", "reward_mean", "reward_std"), ("KL to reference", "kl"), ("entropy per token", "entropy"),
           ("loss (not progress)", "loss"), ("completion length", "completion_len")]
 

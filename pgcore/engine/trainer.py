@@ -245,10 +245,12 @@ class Trainer:
         return loss, {"kl": kl, "entropy": entropy}
 
     def _verifier_columns(self, rew_all, lengths_all, G: int, pass1_before) -> dict:
-        """Zero-spread groups (all rewards equal: no gradient), lengths of right and wrong answers, pass@1."""
+        """Zero-spread groups (all rewards equal: no gradient) and those among them all right (the rest are all
+        wrong), lengths of right and wrong answers, pass@1."""
         groups = rew_all.view(-1, G)
         right = rew_all > 0.5  # 1.0 / 0.0 rewards
         return {"zero_spread_frac": (groups.max(dim=1).values == groups.min(dim=1).values).float().mean().item(),
+                "all_right_frac": right.view(-1, G).all(dim=1).float().mean().item(),
                 "len_correct": lengths_all[right].mean().item() if right.any() else None,
                 "len_incorrect": lengths_all[~right].mean().item() if (~right).any() else None,
                 "heldout_pass1": pass1_before}
