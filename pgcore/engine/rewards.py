@@ -6,7 +6,7 @@ a `RewardFunction`) into a matrix `rewards_per_func` (N, K), then combines it as
 
 - `sum_then_normalize` (TRL's default): the weighted sum of the K rewards (None ones left out, `nansum`)
   is the score; `--advantage` then normalizes it within each prompt's group.
-- `normalize_then_sum` (GDPO, Liu et al. 2026): each reward is first normalized within the group,
+- `normalize_then_sum` (GDPO, https://huggingface.co/papers/2601.05242): each reward is first normalized within the group,
   (r_k - mean_k) / (std_k + 1e-4), and the weighted sum of those is the score. Two rewards whose weighted
   sum is the same for every sample of a group give zero advantages when summed first; normalized first,
   each still ranks the samples (tests/engine/test_reward_fns.py holds such a group).
