@@ -40,13 +40,19 @@ class DiskFullError(OSError):
 
 
 def is_disk_full(e: BaseException) -> bool:
-    """Whether an exception is a full disk in one of its costumes (see the module docstring)."""
-    if isinstance(e, DiskFullError):
-        return True
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        return True
-    if isinstance(e, (OSError, RuntimeError)) or type(e).__name__ == "SafetensorError":
-        return any(m in str(e).lower() for m in _MARKERS)
+    """Whether an exception, or one it was raised while handling (torch.save's stream error is followed by
+    "unexpected pos" from closing the zip), is a full disk in one of its costumes (see the module docstring)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DiskFullError):
+            return True
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        if (isinstance(e, (OSError, RuntimeError)) or type(e).__name__ == "SafetensorError") \
+                and any(m in str(e).lower() for m in _MARKERS):
+            return True
+        e = e.__cause__ or e.__context__
     return False
 
 

@@ -302,8 +302,10 @@ class Run:
         last one written (`like`), else the model's tensors times `copies`."""
         if like is not None and Path(like).is_dir():
             return folder_bytes(like)
-        tensors = self.trainer.unwrapped_model.state_dict().values()
-        return copies * sum(t.numel() * t.element_size() for t in tensors)
+        model = self.trainer.unwrapped_model
+        unique = {t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}  # tied once
+        moments = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        return sum(unique.values()) + (copies - 1) * moments
 
     def save_model(self) -> Path | None:
         """save_pretrained the policy and its tokenizer to <model_dir>/<run_name>/, atomically."""
