@@ -10,8 +10,9 @@ training_curves.png), checkpoints/checkpoint-<step>/ and the final model in mode
 Exit status: 0 done, 2 bad input (one line on stderr, nothing written; also when another run holds
 the output or checkpoint folder, or a reward function fails on the first step), 1 the loss became NaN/inf
 (the last good checkpoint is kept), 3 a reward function failed later in the run (a checkpoint and the
-outputs are saved), 4 the disk filled up (the last complete checkpoint is kept), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM (for both: a checkpoint and the outputs are saved;
-continue with --resume). training_metrics.csv grows row by row as the run goes (`tail -f` it).
+outputs are saved), 4 the disk filled up (the last complete checkpoint is kept), 130 interrupted by
+Ctrl-C, 143 stopped by SIGTERM (for both: a checkpoint and the outputs are saved; continue with --resume).
+training_metrics.csv grows row by row as the run goes (`tail -f` it).
 Launched on several processes (`accelerate launch`, `torchrun`: WORLD_SIZE > 1), it trains data-parallel
 with `pgcore.engine.distributed.AccelerateTrainer`: every process exits with the same status, only the main
 process prints progress and writes files, and an error is printed once per machine.

@@ -138,13 +138,10 @@ class LMConfig(Args):
         count = len(self.reward_models) + len(fns)
         if not count:
             raise ValueError("no reward given; accepted: a reward_model (--reward-model) or a reward_fn (--reward-fn)")
-        if self.reward_weights is not None:
+        if self.reward_weights is not None:  # their number is checked against the rewards loaded (RewardSet)
             weights = tuple(self.reward_weights)
             for w in weights:
                 check_number(w, "reward_weights")
-            if len(weights) != count:
-                raise ValueError(f"reward_weights {list(weights)} are {len(weights)} for {count} rewards; accepted: "
-                                 "one weight per reward (reward models first, then reward functions)")
             object.__setattr__(self, "reward_weights", weights)
         if self.reward_aggregation not in REWARD_AGGREGATIONS:
             raise ValueError(f"reward_aggregation {self.reward_aggregation!r} unknown; accepted: "

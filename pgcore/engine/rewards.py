@@ -163,12 +163,15 @@ class RewardSet(RewardModel):
 
 
 def unique_names(names: Sequence[str]) -> list[str]:
-    """Column-safe reward names (`reward/<name>_mean`), made unique with a suffix (`_2`, ...)."""
+    """Short column-safe reward names (`reward/<name>_mean`): a function's own name (`file.py:f` and
+    `module:f` give `f`), a model folder's last part; made unique with a suffix (`_2`, ...)."""
     out: list[str] = []
     for name in names:
         base = name.replace(",", "_").replace("\n", " ")
-        if base.endswith(".py") or ":" in base:
-            base = base.rpartition(":")[2] or base
+        if ":" in base:
+            base = base.rpartition(":")[2].rpartition(".")[2] or base
+        elif "/" in base.strip("/"):
+            base = base.rstrip("/").rpartition("/")[2]
         candidate, i = base, 2
         while candidate in out:
             candidate, i = f"{base}_{i}", i + 1
@@ -216,7 +219,8 @@ def score_batch(trainer, batch, step: int) -> Scored:
     rs, G = trainer.reward_set, trainer.config.num_samples
     prompts, columns = trainer.prompt_data.rows(trainer.prompt_indices_for_step(step), repeat=G)
     matrix, none_mask = rs.score_all(batch.texts, prompts, columns, step=step)  # (N, K) each
-    matrix_all, none_all = trainer.gather(matrix.to(trainer.device)), trainer.gather(none_mask.to(trainer.device))
+    matrix_all = trainer.gather(matrix.to(trainer.device))  # (N_total, K), prompt-major over processes
+    none_all = trainer.gather(none_mask.to(trainer.device, torch.float32)) > 0.5  # as numbers: gloo has no bool
     score_all, valid_all = combine_rewards(matrix_all, none_all, rs.weights, rs.aggregation, G)
     logged, _ = combine_rewards(matrix_all, none_all, rs.weights, "sum_then_normalize", G)
     n = len(batch.texts)

@@ -85,6 +85,8 @@ class Trainer:
             prompts = reward.default_prompts()  # a task's own training problems, or None
         if prompts is None:
             self.prompt_data = load_prompt_data(cfg.prompts, cfg.prompt_column)  # a text file or a dataset
+        elif isinstance(prompts, PromptData):
+            self.prompt_data = prompts
         elif prompts and not isinstance(prompts[0], str):  # rows (dicts) of a dataset
             self.prompt_data = prompt_data_from_rows(list(prompts), cfg.prompt_column)
         else:
@@ -237,7 +239,8 @@ class Trainer:
         if valid is None:
             adv_all = lm_advantages(score_all.view(-1, G), cfg.advantage).reshape(-1)
         else:
-            adv_all = masked_advantages(score_all.view(-1, G), self.gather(valid).view(-1, G), cfg.advantage).reshape(-1)
+            valid_all = self.gather(valid.float()) > 0.5  # (N_total,) gathered as numbers: gloo has no bool
+            adv_all = masked_advantages(score_all.view(-1, G), valid_all.view(-1, G), cfg.advantage).reshape(-1)
         n = score.shape[0]
         adv = adv_all[self.process_index * n:(self.process_index + 1) * n]  # (N,) this process's rows
         if cfg.loss_aggregation == "token":

@@ -245,7 +245,7 @@ def test_resume_is_bitwise_with_reward_functions_and_a_parquet_dataset(files, ca
 
 
 @pytest.mark.parametrize("extra,words", [
-    (["--reward-weights", "1", "2"], "reward_weights [1.0, 2.0] are 2 for 1 rewards"),
+    (["--reward-weights", "1", "2"], "reward weights [1.0, 2.0] are 2 for 1 rewards"),
     (["--reward-weights", "x"], "--reward-weights"),
     (["--reward-aggregation", "mean"], "--reward-aggregation"),
     (["--reward-fn", "no_colon"], "no_colon"),
@@ -258,3 +258,24 @@ def test_bad_reward_settings_exit_2_with_one_line(extra, words, files, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
     assert not (files / "out").exists()
+
+
+def test_the_python_api_takes_callables_and_dataset_rows(tmp_path):
+    from lm_fakes import LetterReward, make_policy
+
+    from pgcore.engine import LMConfig, Trainer
+
+    def length(prompts, completions, target, **kw):
+        return [-abs(len(c) - t) for c, t in zip(completions, target)]
+
+    rows = [{"prompt": "the movie was", "target": 5}, {"prompt": "the food was", "target": 9}]
+    cfg = LMConfig(steps=2, batch_size=2, num_samples=2, max_new_tokens=4, reward_model=None, reward_fn=(length,),
+                   output_dir=None, checkpoint_dir=None, model_dir=None)
+    result = Trainer(cfg, policy=make_policy(), prompts=rows).train()
+    assert len(result.history) == 2 and result.summary["config"]["reward_fn"] == [
+        f"{__name__}:test_the_python_api_takes_callables_and_dataset_rows.<locals>.length"]  # a name, not a repr
+    both = Trainer(cfg.replace(reward_weights=(1.0, 2.0)), policy=make_policy(), reward=LetterReward("e"),
+                   prompts=rows).train()
+    assert {"reward/letter-e_mean", "reward/length_mean"} <= set(both.history[0])
+    row = both.history[0]
+    assert row["reward_mean"] == pytest.approx(row["reward/letter-e_mean"] + 2 * row["reward/length_mean"], abs=1e-5)
