@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     o = groups["outputs"]
     o.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue from a checkpoint: the newest checkpoint-<step>/ in --checkpoint-dir, or PATH; "
-                        "the other settings must match the checkpoint's (only --steps and output places may change)")
+                        "the other settings must match the checkpoint's (only --steps, output places and loggers "
+                        "may change)")
     o.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice; tiny models run fastest on 1)")
     o.add_argument("--quiet", action="store_true", help="no progress lines")
