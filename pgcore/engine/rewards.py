@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..lm.algorithm import lm_advantages
-from ..lm.reward_fns import RewardFunction
+from ..lm.reward_fns import RewardFunction, RewardFunctionError
 from ..lm.rewards import RewardModel
 
 __all__ = ["RewardSet", "AGGREGATIONS", "combine_rewards", "masked_advantages", "nanstd"]
@@ -218,7 +218,20 @@ def score_batch(trainer, batch, step: int) -> Scored:
     columns: `reward/<name>_mean` / `_std` when there are several rewards."""
     rs, G = trainer.reward_set, trainer.config.num_samples
     prompts, columns = trainer.prompt_data.rows(trainer.prompt_indices_for_step(step), repeat=G)
-    matrix, none_mask = rs.score_all(batch.texts, prompts, columns, step=step)  # (N, K) each
+    error = None
+    try:
+        matrix, none_mask = rs.score_all(batch.texts, prompts, columns, step=step)  # (N, K) each
+    except RewardFunctionError as e:  # every process must learn of it, or the others wait in a gather
+        error = e
+    if trainer.num_processes > 1:  # every process raises the first failing process's message
+        from accelerate.utils import gather_object
+
+        messages = gather_object([None if error is None else str(error)])
+        failed = [(i, m) for i, m in enumerate(messages) if m is not None]
+        if failed:
+            raise RewardFunctionError(f"process {failed[0][0]} of {trainer.num_processes}: {failed[0][1]}")
+    if error is not None:
+        raise error
     matrix_all = trainer.gather(matrix.to(trainer.device))  # (N_total, K), prompt-major over processes
     none_all = trainer.gather(none_mask.to(trainer.device, torch.float32)) > 0.5  # as numbers: gloo has no bool
     score_all, valid_all = combine_rewards(matrix_all, none_all, rs.weights, rs.aggregation, G)

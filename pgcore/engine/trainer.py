@@ -46,8 +46,9 @@ class Trainer:
     """The LM policy-gradient loop, one `step()` at a time, or `train()` for the whole run with
     checkpoints, metrics files, Ctrl-C handling and the NaN guard.
 
-    policy / reward / prompts: already loaded objects (else loaded from the config's names).
-    The policy is trained in place. resume: a checkpoint-<step>/ folder, or True for the newest one
+    policy / reward / prompts: already loaded objects (else loaded from the config's names). reward may also be
+    a reward function or a list of rewards (`rewards.build_reward`); prompts a list of strings, of dataset rows
+    (dicts), or a `PromptData`. The policy is trained in place. resume: a checkpoint-<step>/ folder, or True for the newest one
     in config.checkpoint_dir; it is read and checked against this run before anything is written.
 
     Distributed runs (`distributed.AccelerateTrainer`) override the hooks at the end: `num_processes`,
