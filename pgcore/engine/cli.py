@@ -234,8 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     label = trainer.reward.label
     say(f"policy: {trainer.policy.name} ({sum(p.numel() for p in trainer.model.parameters()):,} parameters) "
         f"on {trainer.device}" + (f", {trainer.num_processes} processes" if trainer.num_processes > 1 else ""))
-    say(f"reward: {trainer.reward.name}"
-        + (f" (label {label!r})" if label is not None else " (no label: the score itself)"))
+    rs = getattr(trainer, "reward_set", None)
+    if rs is not None and len(rs.rewards) > 1:
+        say("rewards: " + " + ".join(f"{w:g} x {n}" for w, n in zip(rs.weights.tolist(), rs.names))
+            + f" ({rs.aggregation})")
+    else:
+        say(f"reward: {trainer.reward.name}"
+            + (f" (label {label!r})" if label is not None else " (no label: the score itself)"))
     if trainer.resumed_from:
         say(f"resumed from {trainer.resumed_from} at step {trainer.global_step}")
     every = max(1, config.steps // 20)

@@ -360,8 +360,9 @@ class Run:
         """Write the metrics files (main process only; the plot only when `plot`). Returns the summary."""
         tr = self.trainer
         summary = self.summary(status, wall_seconds, model_path)
-        if tr.is_main_process:
-            tr.logger.write(summary=summary, plot=plot and bool(tr.history))
+        if tr.is_main_process and tr.logger.output_dir is not None:
+            with disk_full(tr.logger.output_dir):
+                tr.logger.write(summary=summary, plot=plot and bool(tr.history))
         return summary
 
     def _write_what_fits(self, wall_seconds: float | None, error: BaseException) -> None:

@@ -134,3 +134,22 @@ def test_an_injected_full_disk_when_saving_the_final_model(tmp_path, monkeypatch
     assert f"checkpoint {tmp_path / 'ckpt' / 'checkpoint-2'}" in line  # the end-of-run checkpoint came first
     assert not (tmp_path / "m" / "policy_gradient").exists()
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["status"] == "disk_full"
+
+
+def test_an_injected_full_disk_when_writing_the_metrics_files(tmp_path, monkeypatch, capsys):
+    from pgcore.engine import metrics
+
+    real = metrics.write_json
+
+    def write_json(path, obj):
+        if Path(path).name == "summary.json" and obj.get("steps") == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, obj)
+
+    monkeypatch.setattr(metrics, "write_json", write_json)  # the logger's writes; the fallback writes its own
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    code = main([*RUN, "--steps", "4", "--save-every", "2", *places(out, ckpt, tmp_path / "m")])
+    line = _one_line(capsys.readouterr().err)
+    assert code == 4 and f"writing {out}:" in line and f"checkpoint {ckpt / 'checkpoint-2'}" in line, line
+    summary = json.loads((out / "summary.json").read_text())  # written in the end: a small file still fits
+    assert summary["status"] == "disk_full" and summary["steps"] == 2
