@@ -1,5 +1,6 @@
 """The run around the step: the loop to `config.steps`, checkpoints, the metrics files, the final
-model, resume, Ctrl-C / SIGTERM and the NaN guard.
+model, resume (`resume.py`), the reporters (`reporting.py`), Ctrl-C / SIGTERM, the NaN guard, a reward
+function that fails, and a full disk (`faults.py`).
 
 Nothing here knows how a step computes its update (minGPT's trainer rule): `Run(trainer)` calls
 `trainer.step()`, which returns one metrics row, and reads the trainer's `config`, `policy`, `reward`,

@@ -279,3 +279,14 @@ def test_the_python_api_takes_callables_and_dataset_rows(tmp_path):
     assert {"reward/letter-e_mean", "reward/length_mean"} <= set(both.history[0])
     row = both.history[0]
     assert row["reward_mean"] == pytest.approx(row["reward/letter-e_mean"] + 2 * row["reward/length_mean"], abs=1e-5)
+
+
+def test_help_documents_the_new_flags_and_exit_statuses():
+    from pgcore.engine.cli import build_parser
+
+    flat = " ".join(build_parser().format_help().split())
+    for text in ("--reward-fn MODULE:FUNCTION", "--reward-weights W [W ...]", "--prompt-column NAME",
+                 "--reward-aggregation {sum_then_normalize,normalize_then_sum}", "--reward-input {completion,pair,chat}",
+                 "--report-to {none,tensorboard,wandb}", "--log-completions", "(repeatable)",
+                 "3 a reward function failed later", "4 the disk is full"):
+        assert text in flat, text
