@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -153,3 +154,24 @@ def test_an_injected_full_disk_when_writing_the_metrics_files(tmp_path, monkeypa
     assert code == 4 and f"writing {out}:" in line and f"checkpoint {ckpt / 'checkpoint-2'}" in line, line
     summary = json.loads((out / "summary.json").read_text())  # written in the end: a small file still fits
     assert summary["status"] == "disk_full" and summary["steps"] == 2
+
+
+def test_a_2mb_tmpfs_that_holds_no_checkpoint_at_all(tmp_path):
+    """The case first reported: the first checkpoint (2.8 MB) does not fit; exit 4, one line, the outputs written."""
+    ckpt = tmp_path / "ckpt"
+    if not _tiny_tmpfs(ckpt, "2m"):
+        pytest.skip("cannot mount a tmpfs here (not root, or no mount permission); the injected faults run")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pgcore.lm", *RUN, "--steps", "4", "--save-every", "2",
+                               *places(tmp_path / "out", ckpt, tmp_path / "m")],
+                              capture_output=True, text=True, cwd=ROOT, timeout=600)
+        line = _one_line(proc.stderr)
+        assert proc.returncode == 4 and f"writing {ckpt / 'checkpoint-2'}" in line, proc.stderr
+        assert line.endswith("; no complete checkpoint") and list(ckpt.iterdir()) == []
+        needed, free = [int(x.replace(",", "")) for x in re.findall(r"([\d,]+) bytes", line)]
+        assert needed > free and free <= 2 * 1024 * 1024
+        summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+        assert summary["status"] == "disk_full" and summary["last_checkpoint"] is None
+    finally:
+        if subprocess.run(["umount", str(ckpt)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(ckpt)], check=True)
