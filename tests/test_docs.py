@@ -95,3 +95,33 @@ def test_stored_tables_are_what_load_prints(script, stored, heading):
     assert blocks, f"{heading}: no table"
     for block in blocks:
         assert block.strip() in out, f"not printed by {script} --load {stored}:\n{block}"
+
+
+def _parser_flags() -> set[str]:
+    from pgcore.engine.cli import build_parser
+
+    return {o for a in build_parser()._actions for o in a.option_strings}
+
+
+def test_the_trl_table_names_only_flags_the_cli_has():
+    """docs/trl.md: each row is a TRL option, a pgcore.lm flag (or none), a status; every flag exists."""
+    text = (ROOT / "docs" / "trl.md").read_text()
+    rows = [r for r in re.findall(r"^\|(.*)\|$", text, flags=re.M) if not set(r) <= set("-| ")][1:]
+    assert len(rows) >= 30, "the table"
+    flags = _parser_flags()
+    named = set()
+    for row in rows:
+        trl, ours, status, _ = [c.strip() for c in row.split("|")]
+        assert trl and status in {"same", "renamed", "different", "missing"}, row
+        assert (status != "missing" or ours == "") and (ours or status in ("missing", "different")), row
+        named |= set(re.findall(r"`(--[a-z-]+)", ours))
+        for flag in re.findall(r"`(--[a-z-]+)", ours):
+            assert flag in flags, f"docs/trl.md names {flag}, which pgcore.lm does not have"
+    assert {"--reward-fn", "--reward-weights", "--reward-aggregation", "--report-to", "--prompts"} <= named
+
+
+def test_every_flag_is_in_the_lm_page():
+    """docs/lm.md names every flag of the CLI (its Flags table and the sections above it)."""
+    text = (ROOT / "docs" / "lm.md").read_text()
+    missing = sorted(f for f in _parser_flags() if f.startswith("--") and f != "--help" and f"`{f}" not in text)
+    assert not missing, f"docs/lm.md does not name {missing}"

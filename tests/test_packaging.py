@@ -45,7 +45,7 @@ def _extras_of(spec: str) -> list[str]:
 
 
 # What the course and its tests use: every extra but bench (TRL, for one benchmark only).
-COURSE_AND_TESTS = ["course", "lm", "cluster", "dev"]
+COURSE_AND_TESTS = ["course", "lm", "cluster", "track", "dev"]
 
 
 def test_environment_yml_matches_pyproject():
@@ -73,6 +73,8 @@ def test_pip_install_pgcore_pulls_no_jupyter_server_or_test_runner():
     assert {"course", "lm", "cluster", "dev", "bench"} <= set(extras)
     dev = {_name(r) for r in _requirements(["dev"])}
     assert {_name(r) for r in _requirements(["course", "lm", "cluster"])} <= dev, "[dev] must hold the course, lm, cluster"
+    # the engine's tests of prompt datasets and loggers import these: CI (the dev extra) installs them, so they run
+    assert {"datasets", "pyarrow", "tensorboard", "wandb"} <= {_name(r) for r in _requirements(["track"])} <= dev
 
 
 def test_console_script_is_the_cli():

@@ -3,7 +3,10 @@
 - `config`: `LMConfig`, the algorithm's `Args` plus models, files, resume and speed settings
 - `trainer`: `Trainer` (the fast step, `compute_loss` held equal to the algorithm's) and `train`
 - `sampling`, `logprobs`, `kv_cache`: the fast paths, each naming its naive twin in `pgcore.lm`
-- `run`: the loop, checkpoints, metrics files, resume, Ctrl-C / SIGTERM, the NaN guard
+- `run`: the loop, checkpoints, metrics files, Ctrl-C / SIGTERM, the NaN guard; `resume`: exact resume
+- `rewards`: several rewards and reward functions, their weights, aggregation and None-aware advantages
+- `prompt_data`: prompt datasets (.jsonl, .csv, .parquet, `datasets` folders) and their other columns
+- `reporting`: TensorBoard, W&B and completions.jsonl; `faults`: a full disk, exit statuses 3 and 4
 - `checkpoint`, `metrics`, `locks`: checkpoint folders, the four metrics files, one run per folder
 - `distributed`: `AccelerateTrainer`, data parallel on several processes; `cli`: `python -m pgcore.lm`
 

@@ -8,9 +8,11 @@
 Writes output/policy_gradient_metrics/ (training_metrics.csv, log_history.json, summary.json,
 training_curves.png), checkpoints/checkpoint-<step>/ and the final model in models/<run-name>/.
 Exit status: 0 done, 2 bad input (one line on stderr, nothing written; also when another run holds
-the output or checkpoint folder), 1 the loss became NaN/inf (the last good checkpoint is kept), 130
-interrupted by Ctrl-C, 143 stopped by SIGTERM (for both: a checkpoint and the outputs are saved;
-continue with --resume). training_metrics.csv grows row by row as the run goes (`tail -f` it).
+the output or checkpoint folder, or a reward function fails on the first step), 1 the loss became NaN/inf
+(the last good checkpoint is kept), 3 a reward function failed later in the run (a checkpoint and the
+outputs are saved), 4 the disk filled up (the last complete checkpoint is kept), 130 interrupted by
+Ctrl-C, 143 stopped by SIGTERM (for both: a checkpoint and the outputs are saved; continue with --resume).
+training_metrics.csv grows row by row as the run goes (`tail -f` it).
 Launched on several processes (`accelerate launch`, `torchrun`: WORLD_SIZE > 1), it trains data-parallel
 with `pgcore.engine.distributed.AccelerateTrainer`: every process exits with the same status, only the main
 process prints progress and writes files, and an error is printed once per machine.
@@ -62,6 +64,17 @@ def _int(lower: int):
 _positive_int, _nonneg_int = _int(1), _int(0)
 
 
+def _finite(text: str) -> float:
+    """An argparse type: a finite number (a reward weight may be negative)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; accepted: a finite number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not finite; accepted: a finite number")
+    return value
+
+
 def _float(lower: float, strict: bool):
     def parse(text: str) -> float:
         accepted = f"a number {'>' if strict else '>='} {lower:g}"
@@ -78,22 +91,33 @@ def _float(lower: float, strict: bool):
 # How each setting is read on the command line; the help text is the field's docstring (`field_docs`).
 _POSITIVE = ("steps", "batch_size", "num_samples", "max_new_tokens", "eval_problems", "eval_samples")
 _NONNEGATIVE = ("seed", "kl_log_every", "eval_every", "warmup_steps", "save_every", "keep_last")
-_GROUPS = {"models and data": ("reward_model", "reward_label", "model", "prompts"),
+_NONNEGATIVE += ("log_completions",)
+_GROUPS = {"models and data": ("reward_model", "reward_label", "reward_input", "reward_fn", "reward_weights",
+                               "reward_aggregation", "model", "prompts", "prompt_column"),
            "outputs": ("output_dir", "checkpoint_dir", "model_dir", "run_name", "save_every", "keep_last", "device",
-                       "dtype")}
+                       "dtype", "report_to", "log_completions")}
 _METAVARS = {"reward_model": "NAME_OR_PATH", "model": "NAME_OR_PATH", "reward_label": "NAME", "prompts": "FILE",
-             "output_dir": "DIR", "checkpoint_dir": "DIR", "model_dir": "DIR"}
+             "output_dir": "DIR", "checkpoint_dir": "DIR", "model_dir": "DIR", "reward_fn": "MODULE:FUNCTION",
+             "prompt_column": "NAME", "reward_weights": "W"}
 
 
 def _parse_kwargs(name: str, default) -> dict:
     """argparse keywords of the `LMConfig` field `name`: its type check, or its choices."""
-    from .config import DTYPES, KL_ESTIMATORS, LOSS_AGGREGATIONS, SCHEDULERS
+    from .config import DTYPES, KL_ESTIMATORS, LOSS_AGGREGATIONS, REPORTERS, REWARD_AGGREGATIONS, REWARD_INPUTS, \
+        SCHEDULERS
     from ..lm.algorithm import ADVANTAGES, KL_PLACEMENTS
 
     choices = {"advantage": ADVANTAGES, "loss_aggregation": LOSS_AGGREGATIONS, "kl_estimator": KL_ESTIMATORS,
-               "kl_in": KL_PLACEMENTS, "lr_scheduler": SCHEDULERS, "dtype": (*DTYPES, "bf16")}
+               "kl_in": KL_PLACEMENTS, "lr_scheduler": SCHEDULERS, "dtype": (*DTYPES, "bf16"),
+               "reward_aggregation": REWARD_AGGREGATIONS, "reward_input": REWARD_INPUTS}
     if name in choices:
         return {"choices": choices[name]}
+    if name in ("reward_model", "reward_fn"):  # repeatable: one reward each
+        return {"action": "append", "metavar": _METAVARS[name]}
+    if name == "reward_weights":
+        return {"nargs": "+", "type": _finite, "metavar": "W"}
+    if name == "report_to":
+        return {"nargs": "+", "choices": ("none", *REPORTERS)}
     if name == "share_prompt":
         return {"action": argparse.BooleanOptionalAction}
     if name in _POSITIVE:
@@ -117,21 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "Every setting is explained in docs/lm.md.",
         formatter_class=_Formatter,
         epilog="exit status: 0 done; 1 the loss became NaN/inf (the last good checkpoint is kept); 2 bad input "
-               "(nothing written), or another run holds the output/checkpoint folder; 130 interrupted with Ctrl-C, "
-               "143 stopped by SIGTERM (both save a checkpoint and the outputs first: continue with --resume)",
+               "(nothing written), or another run holds the output/checkpoint folder, or a reward function failed "
+               "on the first step; 3 a reward function failed later (a checkpoint and the outputs are saved); 4 the "
+               "disk is full (the last complete checkpoint is kept, the outputs that fit are written); 130 "
+               "interrupted with Ctrl-C, 143 stopped by SIGTERM (both save a checkpoint and the outputs first: "
+               "continue with --resume)",
     )
     docs = field_docs(LMConfig)
     groups = {title: p.add_argument_group(title) for title in ("models and data", "the policy-gradient loop",
                                                                 "outputs")}
     for f in dataclasses.fields(LMConfig):
         title = next((t for t, names in _GROUPS.items() if f.name in names), "the policy-gradient loop")
-        required = f.name == "reward_model"  # what to train for is never implicit
-        groups[title].add_argument("--" + f.name.replace("_", "-"), default=None if required else f.default,
-                                   required=required, help=docs[f.name], **_parse_kwargs(f.name, f.default))
+        given = f.name in ("reward_model", "reward_fn")  # what to train for is never implicit (one of them)
+        groups[title].add_argument("--" + f.name.replace("_", "-"), default=None if given else f.default,
+                                   help=docs[f.name], **_parse_kwargs(f.name, f.default))
     o = groups["outputs"]
     o.add_argument("--resume", nargs="?", const=True, default=None, metavar="PATH",
                    help="continue from a checkpoint: the newest checkpoint-<step>/ in --checkpoint-dir, or PATH; "
-                        "the other settings must match the checkpoint's (only --steps and output places may change)")
+                        "the other settings must match the checkpoint's (only --steps, output places and loggers "
+                        "may change)")
     o.add_argument("--threads", type=_positive_int, default=None,
                    help="CPU threads for torch (default: torch's choice; tiny models run fastest on 1)")
     o.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -165,10 +193,16 @@ def main(argv: list[str] | None = None) -> int:
     from .run import RunTerminated
     from .config import LMConfig
     from .run import NonFiniteLossError
+    from .faults import EXIT_DISK_FULL, EXIT_REWARD_FN, DiskFullError
+    from ..lm.reward_fns import RewardFunctionError
     from .trainer import Trainer
 
     if args.dtype == "bf16":
         args.dtype = "bfloat16"
+    if not args.reward_model and not args.reward_fn:
+        raise _fail("the following arguments are required: --reward-model (or --reward-fn)")
+    args.reward_fn = tuple(args.reward_fn or ())
+    args.report_to = ",".join(args.report_to) if isinstance(args.report_to, list) else args.report_to
     fields = {f.name for f in dataclasses.fields(LMConfig)}
     try:
         config = LMConfig(**{k: v for k, v in vars(args).items() if k in fields and k != "resume"})
@@ -200,8 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     label = trainer.reward.label
     say(f"policy: {trainer.policy.name} ({sum(p.numel() for p in trainer.model.parameters()):,} parameters) "
         f"on {trainer.device}" + (f", {trainer.num_processes} processes" if trainer.num_processes > 1 else ""))
-    say(f"reward: {trainer.reward.name}"
-        + (f" (label {label!r})" if label is not None else " (no label: the score itself)"))
+    rs = getattr(trainer, "reward_set", None)
+    if rs is not None and len(rs.rewards) > 1:
+        say("rewards: " + " + ".join(f"{w:g} x {n}" for w, n in zip(rs.weights.tolist(), rs.names))
+            + f" ({rs.aggregation})")
+    else:
+        say(f"reward: {trainer.reward.name}"
+            + (f" (label {label!r})" if label is not None else " (no label: the score itself)"))
     if trainer.resumed_from:
         say(f"resumed from {trainer.resumed_from} at step {trainer.global_step}")
     every = max(1, config.steps // 20)
@@ -241,6 +280,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG}: error: {e}; stopped{where}", file=sys.stderr)
         _end(trainer)
         return 1
+    except RewardFunctionError as e:
+        if trainer.global_step == first_step:  # the first batch showed it: bad input, nothing written
+            _end(trainer)
+            raise _fail(str(e)) from None
+        where = f"; checkpoint {trainer.last_checkpoint}" if trainer.last_checkpoint else ""
+        if main_process:
+            print(f"{PROG}: error: {e}; stopped{where}; outputs in {config.output_dir}", file=sys.stderr)
+        _end(trainer)
+        return EXIT_REWARD_FN
+    except DiskFullError as e:
+        where = f"; kept the last complete checkpoint {trainer.last_checkpoint}" if trainer.last_checkpoint else \
+            "; no complete checkpoint"
+        if main_process:
+            print(f"{PROG}: error: {e}{where}", file=sys.stderr)
+        _end(trainer)
+        return EXIT_DISK_FULL
     _end(trainer)
     if result.history:
         say(f"reward {result.summary['reward_first10_mean']:+.3f} (first 10 steps) -> "

@@ -30,6 +30,7 @@ import torch
 from . import checkpoint as ckpt_lib
 from ..utils import get_device, set_seed
 from .config import LMConfig
+from .prompt_data import load_prompt_data
 from .trainer import Trainer
 
 __all__ = ["AccelerateTrainer"]
@@ -79,7 +80,7 @@ class AccelerateTrainer(Trainer):
             from ..lm import models
 
             if prompts is None and cfg.prompts is not None:  # the cheap check first: a missing file fails
-                prompts = models.load_prompts(cfg.prompts)  # before any model loads (else: the reward's or the default)
+                prompts = load_prompt_data(cfg.prompts, cfg.prompt_column)  # before any model loads
             if policy is None:  # on this process's device (cuda:<local rank>, or cpu)
                 set_seed(cfg.seed)
                 with ckpt_lib.quiet_transformers():

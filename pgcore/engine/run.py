@@ -1,5 +1,6 @@
 """The run around the step: the loop to `config.steps`, checkpoints, the metrics files, the final
-model, resume, Ctrl-C / SIGTERM and the NaN guard.
+model, resume (`resume.py`), the reporters (`reporting.py`), Ctrl-C / SIGTERM, the NaN guard, a reward
+function that fails, and a full disk (`faults.py`).
 
 Nothing here knows how a step computes its update (minGPT's trainer rule): `Run(trainer)` calls
 `trainer.step()`, which returns one metrics row, and reads the trainer's `config`, `policy`, `reward`,
@@ -10,8 +11,6 @@ Nothing here knows how a step computes its update (minGPT's trainer rule): `Run(
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
 import signal
 import threading
 import time
@@ -22,13 +21,16 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from . import checkpoint as ckpt_lib
-from .metrics import environment_info
+from . import resume as resume_lib
+from .faults import DiskFullError, disk_full, folder_bytes, is_disk_full
+from .metrics import environment_info, plot_curves, write_csv, write_json
 from ..files import atomic_dir
+from ..lm.reward_fns import RewardFunctionError
 from .locks import FolderInUseError, FolderLock, check_writable_dir
-from .config import RESUMABLE_CHANGES
+from .reporting import Reporters
 
 __all__ = ["Run", "check_output_places", "LMResult", "NonFiniteLossError", "RunTerminated", "CSV_COLUMNS", "VERIFIER_COLUMNS",
-           "PANELS", "signals_deferred"]
+           "PANELS", "signals_deferred", "DiskFullError", "RewardFunctionError"]
 
 CSV_COLUMNS = (
     "step", "loss", "reward_mean", "reward_std", "kl", "entropy", "completion_len", "grad_norm", "lr",
@@ -147,6 +149,18 @@ class Run:
         checkpoint is touched. The output and checkpoint folders are locked for the run
         (`locks.FolderLock`): a second run into them raises `FolderInUseError`.
         """
+        start = time.perf_counter()
+        try:
+            return self._train(callbacks, progress)
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            error = e if isinstance(e, DiskFullError) else DiskFullError(self.trainer.config.output_dir or ".", None,
+                                                                          None)
+            self._write_what_fits(wall_seconds=time.perf_counter() - start, error=error)
+            raise error from None
+
+    def _train(self, callbacks, progress) -> LMResult:
         from tqdm.auto import tqdm
 
         tr = self.trainer
@@ -155,6 +169,7 @@ class Run:
         start, first_step = time.perf_counter(), tr.global_step
         status = "completed"
         locks = self._lock_folders()
+        reporters = Reporters(tr) if tr.is_main_process else None  # TensorBoard, W&B, completions.jsonl
         self._sigterm = False
         previous = self._install_sigterm()
         bar = tqdm(total=cfg.steps, initial=min(tr.global_step, cfg.steps), disable=not progress,
@@ -162,6 +177,8 @@ class Run:
         try:
             while tr.global_step < cfg.steps:
                 row = tr.step()
+                if reporters is not None:
+                    reporters.log(tr, row)
                 bar.update(1)
                 bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=_fmt(row["kl"], ".3f"))
                 if cfg.save_every and tr.global_step % cfg.save_every == 0 and tr.global_step < cfg.steps:
@@ -184,7 +201,15 @@ class Run:
             if tr.global_step > first_step:
                 self.write_outputs(status="nonfinite", wall_seconds=time.perf_counter() - start)
             raise
+        except RewardFunctionError:  # at the first step: bad input, nothing written; later: keep the run so far
+            bar.close()
+            if tr.global_step > first_step:
+                self.save_checkpoint()
+                self.write_outputs(status="reward_error", wall_seconds=time.perf_counter() - start)
+            raise
         finally:
+            if reporters is not None:
+                reporters.close()
             self._restore_sigterm(previous)
             for lock in locks:
                 lock.release()
@@ -265,12 +290,23 @@ class Run:
         path = Path(cfg.checkpoint_dir) / f"checkpoint-{tr.global_step}"
         if tr.last_checkpoint == path and path.exists():
             return path
-        tr.last_checkpoint = ckpt_lib.save_checkpoint(
+        with disk_full(path, self._bytes_needed(tr.last_checkpoint, 3)):  # the partial folder is gone by then
+            tr.last_checkpoint = ckpt_lib.save_checkpoint(
             cfg.checkpoint_dir, tr.global_step, model=tr.unwrapped_model, tokenizer=tr.tokenizer,
             optimizer=tr.optimizer, scheduler=tr.scheduler, history=tr.history,
-            config=dataclasses.asdict(cfg), extra=self._identity(), keep_last=cfg.keep_last,
-        )
+            config=cfg.to_dict(), extra=self._identity(), keep_last=cfg.keep_last,
+            )
         return tr.last_checkpoint
+
+    def _bytes_needed(self, like: Path | None, copies: int) -> int:
+        """Bytes a checkpoint (copies=3: weights and AdamW's two moments) or a model (1) takes: the size of the
+        last one written (`like`), else the model's tensors times `copies`."""
+        if like is not None and Path(like).is_dir():
+            return folder_bytes(like)
+        model = self.trainer.unwrapped_model
+        unique = {t.data_ptr(): t.numel() * t.element_size() for t in model.state_dict().values()}  # tied once
+        moments = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+        return sum(unique.values()) + (copies - 1) * moments
 
     def save_model(self) -> Path | None:
         """save_pretrained the policy and its tokenizer to <model_dir>/<run_name>/, atomically."""
@@ -279,7 +315,8 @@ class Run:
         if not cfg.model_dir or not tr.is_main_process:
             return None
         path = Path(cfg.model_dir) / cfg.run_name
-        with atomic_dir(path) as tmp, ckpt_lib.quiet_transformers():
+        like = tr.last_checkpoint / "model" if tr.last_checkpoint else None
+        with disk_full(path, self._bytes_needed(like, 1)), atomic_dir(path) as tmp, ckpt_lib.quiet_transformers():
             tr.unwrapped_model.save_pretrained(tmp)
             tr.tokenizer.save_pretrained(tmp)
         return path
@@ -295,7 +332,7 @@ class Run:
                         "heldout_pass1_final": tr.heldout_pass1_final}
         return {
             "status": status,
-            "config": dataclasses.asdict(tr.config),
+            "config": tr.config.to_dict(),
             "share_prompt": tr.share_prompt,  # the config's, resolved (None there: automatic)
             "model": tr.policy.name,
             "reward_model": tr.reward.name,
@@ -324,50 +361,34 @@ class Run:
         """Write the metrics files (main process only; the plot only when `plot`). Returns the summary."""
         tr = self.trainer
         summary = self.summary(status, wall_seconds, model_path)
-        if tr.is_main_process:
-            tr.logger.write(summary=summary, plot=plot and bool(tr.history))
+        if tr.is_main_process and tr.logger.output_dir is not None:
+            with disk_full(tr.logger.output_dir):
+                tr.logger.write(summary=summary, plot=plot and bool(tr.history))
         return summary
 
-    # ------------------------------------------------------------------ resume
-    def _identity(self) -> dict:
-        """What a checkpoint must agree on besides the config: model, reward, label, prompt set, world
-        size and the reference (the starting weights the KL is measured against)."""
+    def _write_what_fits(self, wall_seconds: float | None, error: BaseException) -> None:
+        """After a full disk: each metrics file that still fits (summary.json first: it says what happened)."""
         tr = self.trainer
-        return {
-            "model": tr.policy.name,
-            "reward_model": tr.reward.name,
-            "reward_label": tr.reward.label,
-            "prompts_sha256": hashlib.sha256("\n".join(tr.raw_prompts).encode()).hexdigest(),
-            "world_size": tr.num_processes,
-            "reference_sha256": tr.reference_sha256,  # the KL anchor: the weights the run started from
-        }
+        paths = tr.logger.paths if tr.is_main_process else {}
+        if not paths:
+            return
+        summary = {**self.summary("disk_full", wall_seconds), "error": str(error)}
+        writes = [("summary", lambda p: write_json(p, summary)), ("csv", lambda p: write_csv(tr.history, p)),
+                  ("history", lambda p: write_json(p, tr.history))]
+        if tr.history:
+            writes.append(("curves", lambda p: plot_curves(tr.history, p, tr.logger.panels, title=tr.logger.title)))
+        for name, write in writes:
+            try:
+                write(paths[name])
+            except Exception as e:  # another full write: leave that file as it was (atomic writes)
+                if not is_disk_full(e):
+                    raise
+
+    # ------------------------------------------------------------------ resume (resume.py)
+    def _identity(self) -> dict:
+        """What a checkpoint must agree on besides the config (`resume.identity`)."""
+        return resume_lib.identity(self.trainer)
 
     def resume(self, resume: str | Path | bool) -> None:
-        """Load checkpoint `resume` (a path, or True: the newest in checkpoint_dir) into the trainer, after
-        checking it belongs to this run (the same settings, model, reward, prompts, world size, reference)."""
-        tr = self.trainer
-        cfg = tr.config
-        if resume is True:
-            if not cfg.checkpoint_dir:
-                raise ValueError("resume=True needs a checkpoint_dir to look in")
-            path = ckpt_lib.latest_checkpoint(cfg.checkpoint_dir)
-            if path is None:
-                raise ValueError(f"no checkpoint-<step>/ folder in {cfg.checkpoint_dir} to resume from")
-        else:
-            path = Path(resume)
-        ck = ckpt_lib.read_checkpoint(path, tr.unwrapped_model)  # ValueError if corrupt or a different model
-        saved, now = ck.config, dataclasses.asdict(cfg)
-        diffs = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k, now[k]) != now[k]]
-        if diffs:
-            k = diffs[0]
-            raise ValueError(f"checkpoint {path} was made with {k}={saved[k]!r}, this run has {k}={now[k]!r}; "
-                             f"accepted: the same settings (only {', '.join(sorted(RESUMABLE_CHANGES))} may change)")
-        for k, v in self._identity().items():
-            if ck.extra.get(k, v) != v:
-                raise ValueError(f"checkpoint {path} was made with {k}={ck.extra[k]!r}, this run has {k}={v!r}")
-        if ck.step != len(ck.history):
-            raise ValueError(f"checkpoint {path} is corrupt (step {ck.step} but {len(ck.history)} metrics rows)")
-        ck.apply(tr.unwrapped_model, tr.optimizer, tr.scheduler)
-        tr.global_step = ck.step
-        tr.logger.history = [dict(r) for r in ck.history]
-        tr.resumed_from = tr.last_checkpoint = path
+        """Load checkpoint `resume` into the trainer after checking it belongs to this run (`resume.resume`)."""
+        resume_lib.resume(self.trainer, resume)

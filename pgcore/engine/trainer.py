@@ -28,6 +28,9 @@ from .config import LMConfig
 from .kv_cache import PromptCache
 from .logprobs import per_token_logps, per_token_logps_shared_prompt
 from .metrics import MetricsLogger, StepTimer
+from .prompt_data import PromptData, format_prompt_data, load_prompt_data, prompt_data_from_rows
+from .reporting import check_reporters
+from .rewards import RewardSet, build_reward, masked_advantages, score_batch
 from .run import PANELS, LMResult, NonFiniteLossError, Run, check_output_places, signals_deferred
 from .sampling import generate_shared
 
@@ -43,8 +46,9 @@ class Trainer:
     """The LM policy-gradient loop, one `step()` at a time, or `train()` for the whole run with
     checkpoints, metrics files, Ctrl-C handling and the NaN guard.
 
-    policy / reward / prompts: already loaded objects (else loaded from the config's names).
-    The policy is trained in place. resume: a checkpoint-<step>/ folder, or True for the newest one
+    policy / reward / prompts: already loaded objects (else loaded from the config's names). reward may also be
+    a reward function or a list of rewards (`rewards.build_reward`); prompts a list of strings, of dataset rows
+    (dicts), or a `PromptData`. The policy is trained in place. resume: a checkpoint-<step>/ folder, or True for the newest one
     in config.checkpoint_dir; it is read and checked against this run before anything is written.
 
     Distributed runs (`distributed.AccelerateTrainer`) override the hooks at the end: `num_processes`,
@@ -59,6 +63,7 @@ class Trainer:
                  prompts: Sequence[str] | None = None, resume: str | Path | bool | None = None):
         self.config = cfg = config if config is not None else LMConfig()
         check_output_places(cfg)  # an unusable output path fails here, before any model loads
+        check_reporters(cfg)  # --report-to's package is installed
         if cfg.batch_size % self.num_processes:
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {self.num_processes} processes")
         set_seed(cfg.seed)
@@ -74,18 +79,20 @@ class Trainer:
         if cfg.dtype == "bfloat16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise ValueError(f"dtype bfloat16: {torch.cuda.get_device_name(self.device)} has no bf16 support; "
                              "accepted: float32 on this GPU")
-        if reward is None:
-            from ..lm import rewards
-
-            with ckpt_lib.quiet_transformers():
-                reward = rewards.load_reward(cfg.reward_model, label=cfg.reward_label, device=self.device)
-        self.reward = reward
+        self.reward = reward = build_reward(cfg, self.device, reward)  # one reward as it is, several: a RewardSet
+        self.reward_set = reward if isinstance(reward, RewardSet) else None
         reward.check_policy(policy)  # e.g. the arithmetic verifier: can this tokenizer write digits?
         if prompts is None and cfg.prompts is None:
             prompts = reward.default_prompts()  # a task's own training problems, or None
         if prompts is None:
-            prompts = models.load_prompts(cfg.prompts)
-        self.raw_prompts = list(prompts)
+            self.prompt_data = load_prompt_data(cfg.prompts, cfg.prompt_column)  # a text file or a dataset
+        elif isinstance(prompts, PromptData):
+            self.prompt_data = prompts
+        elif prompts and not isinstance(prompts[0], str):  # rows (dicts) of a dataset
+            self.prompt_data = prompt_data_from_rows(list(prompts), cfg.prompt_column)
+        else:
+            self.prompt_data = PromptData(list(prompts))
+        self.raw_prompts = self.prompt_data.texts
         if not self.raw_prompts:
             raise ValueError("the prompt list is empty; accepted: at least one prompt")
         reward.check_prompts(self.raw_prompts)  # e.g. no held-out problem among the training prompts
@@ -94,7 +101,7 @@ class Trainer:
                              f"{reward.name!r} has none; accepted: --reward-model "
                              "arithmetic, or eval_every 0")
         self.heldout_pass1_final: float | None = None
-        self.prompts = models.format_prompts(policy, self.raw_prompts)  # chat template when the model has one
+        self.prompts = format_prompt_data(policy, self.prompt_data)  # chat template when the model has one
         # shared prompts by default where they pay: a chat template puts the same long system turn before every prompt
         self.share_prompt = bool(policy.chat_template if cfg.share_prompt is None else cfg.share_prompt)
         self._check_prompt_lengths()
@@ -144,8 +151,10 @@ class Trainer:
         with timer("generate"):
             batch, prompt_state = self.sample(step)  # 1. sample this process's share of the step's prompts
         with timer("reward"):
-            rew = algorithm.score(self.reward, batch)  # 2. score, (N,)
-        loss, parts = self.compute_loss(batch, rew, prompt_state, step=step, timer=timer)  # 3.-5.
+            scored = score_batch(self, batch, step) if self.reward_set is not None else None  # several / functions
+            rew = algorithm.score(self.reward, batch) if scored is None else scored.score  # 2. score, (N,)
+        valid = scored.valid if scored is not None else None  # rows some reward applies to (None: all)
+        loss, parts = self.compute_loss(batch, rew, prompt_state, step=step, timer=timer, valid=valid)  # 3.-5.
         mask, kl, entropy = batch.completion_mask, parts["kl"], parts["entropy"]
         loss_all = self.gather(loss.detach().reshape(1))  # (num_processes,): their mean is the batch's loss
         if not torch.isfinite(loss_all).all():  # checked on every process alike, so all stop together
@@ -163,7 +172,7 @@ class Trainer:
                 self.optimizer.step()
                 self.scheduler.step()
             self.global_step = step
-            rew_all = self.gather(rew)
+            rew_all = self.gather(rew) if scored is None else scored.logged
             kl_all = self.gather(kl) if kl is not None else None
             lengths_all = self.gather(mask.sum(dim=1).float())
             row = {
@@ -178,6 +187,7 @@ class Trainer:
                 "grad_norm": grad_norm.item(),
                 "lr": lr,
                 "tokens": int(lengths_all.sum().item()),
+                **(scored.columns if scored is not None else {}),  # reward/<name>_mean, _std of several rewards
             }
             if self.reward.verifier:  # VERIFIER_COLUMNS (notebook 05); None: nothing to report
                 row.update(self._verifier_columns(rew_all, lengths_all, G, pass1_before))
@@ -189,7 +199,7 @@ class Trainer:
                         "time_reference": t["reference"], "time_policy": t["policy"],  # forward + backward
                         "time_optimizer": t["optimizer"]})  # clip, AdamW, scheduler
             self.logger.log(row)
-        self.last_batch = batch
+        self.last_batch, self.last_rewards = batch, (rew if scored is None else scored.matrix)
         return row
 
     def sample(self, step: int):
@@ -206,8 +216,9 @@ class Trainer:
                             seed=seed, add_special_tokens=special), None
 
     def compute_loss(self, batch, rew: torch.Tensor, prompt_state=None, *, step: int = 1,
-                     timer: StepTimer | None = None) -> tuple[torch.Tensor, dict]:
+                     timer: StepTimer | None = None, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """`algorithm.compute_loss` on the fast paths, plus the entropy bonus and the data-parallel token weight.
+        valid: (N,) bool, False where no reward applies (left out of the baselines, advantage 0); None: all.
         Returns (loss, {"kl": (N,) or None, "entropy": (N, T)})."""
         cfg, G, mask = self.config, self.config.num_samples, batch.completion_mask
         timer = timer or StepTimer()
@@ -226,7 +237,11 @@ class Trainer:
 
         score = rew - cfg.kl_coef * kl if cfg.kl_in == "reward" and cfg.kl_coef else rew  # (N,)
         score_all = self.gather(score)  # (N_total,) all processes, prompt-major
-        adv_all = lm_advantages(score_all.view(-1, G), cfg.advantage).reshape(-1)
+        if valid is None:
+            adv_all = lm_advantages(score_all.view(-1, G), cfg.advantage).reshape(-1)
+        else:
+            valid_all = self.gather(valid.float()) > 0.5  # (N_total,) gathered as numbers: gloo has no bool
+            adv_all = masked_advantages(score_all.view(-1, G), valid_all.view(-1, G), cfg.advantage).reshape(-1)
         n = score.shape[0]
         adv = adv_all[self.process_index * n:(self.process_index + 1) * n]  # (N,) this process's rows
         if cfg.loss_aggregation == "token":
@@ -294,12 +309,16 @@ class Trainer:
                                     max_new_tokens=cfg.max_new_tokens)
 
     def prompts_for_step(self, step: int) -> list[str]:
-        """This process's prompts for `step`: a seeded draw of batch_size prompts (without
-        replacement when there are enough), the same draw on every process, split by process."""
+        """This process's prompts for `step` (`prompt_indices_for_step`)."""
+        return [self.prompts[i] for i in self.prompt_indices_for_step(step)]
+
+    def prompt_indices_for_step(self, step: int) -> list[int]:
+        """This process's prompt indices for `step`: a seeded draw of batch_size prompts (without replacement
+        when there are enough), the same draw on every process, split by process."""
         cfg = self.config
         idx = step_prompt_indices(cfg.seed, step, len(self.prompts), cfg.batch_size)
         per = cfg.batch_size // self.num_processes
-        return [self.prompts[i] for i in idx[self.process_index * per:(self.process_index + 1) * per]]
+        return idx[self.process_index * per:(self.process_index + 1) * per]
 
     @property
     def history(self) -> list[dict]:

@@ -5,6 +5,7 @@
 - `models`: `load_policy("tiny" | "tiny-arith" | "smollm2-135m" | path | hub name)`, `format_prompts`
 - `rewards`: `load_reward("tiny-sentiment" | "vader" | "arithmetic" | path | hub name)`; `RewardModel`,
   the protocol every reward follows
+- `reward_fns`: a Python function as a reward, TRL's `f(prompts, completions, **columns)` (`load_reward_fn`)
 - `arith`: the arithmetic task and its verifier; `evaluate`: held-out pass@1 by sampling;
   `passk`: `pass_at_k`, the unbiased pass@k estimator
 - `tiny`, `tiny_sentiment`, `tiny_arith`, `smollm2`: how the offline models are built or converted
@@ -17,9 +18,10 @@ from __future__ import annotations
 
 from .._lazy import lazy_submodules
 
-_SUBMODULES = ("algorithm", "sampling", "models", "rewards", "arith", "evaluate", "passk", "tiny", "tiny_sentiment",
-               "tiny_arith", "smollm2")
-_NAMES = {"load_policy": "models", "load_reward": "rewards", "pass_at_k": "passk", "pass_at_k_curve": "passk"}
+_SUBMODULES = ("algorithm", "sampling", "models", "rewards", "reward_fns", "arith", "evaluate", "passk", "tiny",
+               "tiny_sentiment", "tiny_arith", "smollm2")
+_NAMES = {"load_policy": "models", "load_reward": "rewards", "pass_at_k": "passk", "pass_at_k_curve": "passk",
+          "load_reward_fn": "reward_fns", "RewardFunction": "reward_fns"}
 
 __getattr__, __dir__ = lazy_submodules(__name__, _SUBMODULES, _NAMES)
 __all__ = [*_SUBMODULES, *_NAMES]

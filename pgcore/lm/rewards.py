@@ -11,7 +11,9 @@
   is found **by name** in `config.id2label` ("positive" / "pos", any case) or given with `label=`
   (`--reward-label`), never assumed to be index 1: label order differs between models.
   Reward = softmax probability of that label (sigmoid for multi-label models); a model with a
-  single output is a scalar reward model and its logit is the reward.
+  single output is a scalar reward model and its logit is the reward. What it reads
+  (`reward_input_of`): the completion alone (sentiment classifiers, tiny-sentiment), the (prompt,
+  completion) pair (cross-encoders), or the conversation through its chat template (chat reward models).
 
 Every reward subclasses `RewardModel`, which declares what the trainer reads and calls: `name`,
 `label`, `needs_prompts`, `verifier`, `evaluate`, `check_policy`, `default_prompts`, `check_prompts`.
@@ -35,7 +37,7 @@ from .tiny_sentiment import SentimentConfig, tiny_sentiment_dir
 
 __all__ = [
     "RewardModel", "VaderReward", "HFClassifierReward", "ArithmeticReward", "load_reward", "pick_label",
-    "permute_labels", "POSITIVE_NAMES",
+    "permute_labels", "POSITIVE_NAMES", "REWARD_INPUTS", "reward_input_of", "last_user",
 ]
 
 POSITIVE_NAMES = ("positive", "pos")
@@ -121,18 +123,52 @@ def pick_label(id2label: dict, label: str | None = None, *, model_name: str = "r
     return found[0], labels[found[0]]
 
 
+REWARD_INPUTS = ("completion", "pair", "chat")
+
+
+def reward_input_of(model, tokenizer) -> str:
+    """What a sequence classifier reads, from its config: `config.pgcore_reward_input` when set; else a scalar
+    head (one output) with a chat template reads the conversation (`chat`, a chat reward model), a scalar head
+    whose tokenizer makes segment ids reads (prompt, completion) as a text pair (`pair`, a cross-encoder);
+    anything else the completion alone (`completion`, e.g. a sentiment classifier such as tiny-sentiment)."""
+    marked = getattr(model.config, "pgcore_reward_input", None)
+    if marked is not None:
+        return str(marked)
+    if model.config.num_labels == 1 and getattr(tokenizer, "chat_template", None):
+        return "chat"
+    if model.config.num_labels == 1 and "token_type_ids" in getattr(tokenizer, "model_input_names", ()):
+        return "pair"
+    return "completion"
+
+
+def last_user(prompt) -> str:
+    """A prompt's text: itself, or a conversation's last user turn."""
+    if isinstance(prompt, str):
+        return prompt
+    users = [m.get("content", "") for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
+    return str(users[-1]) if users else ""
+
+
 class HFClassifierReward(RewardModel):
     """A Hugging Face sequence classifier as a reward: the probability (or logit) of one label.
 
     Introduced in notebooks/04_lm_policy_gradient.ipynb.
     """
 
-    def __init__(self, model, tokenizer, *, name: str, label: str | None = None, batch_size: int = 64):
+    def __init__(self, model, tokenizer, *, name: str, label: str | None = None, batch_size: int = 64,
+                 reward_input: str | None = None):
         self.model, self.tokenizer, self.name, self.batch_size = model, tokenizer, name, batch_size
         num_labels = model.config.num_labels
         id2label = model.config.id2label or {i: f"LABEL_{i}" for i in range(num_labels)}
         self.index, self.label = pick_label(id2label, label, model_name=f"reward model {name!r}")
         self.single_output = num_labels == 1
+        self.reward_input = reward_input_of(model, tokenizer) if reward_input is None else reward_input
+        if self.reward_input not in REWARD_INPUTS:
+            raise ValueError(f"reward input {self.reward_input!r} unknown; accepted: {', '.join(REWARD_INPUTS)}")
+        if self.reward_input == "chat" and not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"reward model {name!r} has no chat template in its tokenizer, so reward input 'chat' "
+                             "cannot be used; accepted: completion or pair")
+        self.needs_prompts = self.reward_input != "completion"
         self.multi_label = model.config.problem_type == "multi_label_classification"
         limits = [tokenizer.model_max_length, 512]
         limits += [getattr(model.config, k) for k in ("max_position_embeddings", "n_positions") if
@@ -141,23 +177,40 @@ class HFClassifierReward(RewardModel):
 
     @classmethod
     def from_pretrained(cls, name_or_path, *, label: str | None = None, device=None, name: str | None = None,
-                        batch_size: int = 64) -> "HFClassifierReward":
+                        batch_size: int = 64, reward_input: str | None = None) -> "HFClassifierReward":
         """Load `AutoModelForSequenceClassification` + `AutoTokenizer` from a folder or the hub.
 
         Introduced in notebooks/04_lm_policy_gradient.ipynb.
         """
         model, tokenizer = load_pretrained(name_or_path, str(name or name_or_path), "classifier", device=device)
-        return cls(model, tokenizer, name=str(name or name_or_path), label=label, batch_size=batch_size)
+        return cls(model, tokenizer, name=str(name or name_or_path), label=label, batch_size=batch_size,
+                   reward_input=reward_input)
+
+    def _encode(self, texts: list[str], prompts: list | None):
+        """The tokenizer's batch of the classifier's input: the completion, the (prompt, completion) pair, or
+        the conversation through the chat template."""
+        kw = dict(padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        if self.reward_input == "completion":
+            return self.tokenizer(texts, **kw)
+        if prompts is None or len(prompts) != len(texts):
+            raise ValueError(f"reward model {self.name!r} reads the prompt (reward input {self.reward_input!r}): "
+                             "score(texts, prompts=...) with one prompt per text")
+        if self.reward_input == "pair":  # a cross-encoder: the two texts as a pair (segment ids tell them apart)
+            return self.tokenizer([last_user(p) for p in prompts], texts, **kw)
+        chats = [self.tokenizer.apply_chat_template(
+            (list(p) if isinstance(p, list) else [{"role": "user", "content": p}])
+            + [{"role": "assistant", "content": t}], tokenize=False) for p, t in zip(prompts, texts)]
+        return self.tokenizer(chats, add_special_tokens=False, **kw)  # the template holds the special tokens
 
     @torch.no_grad()
-    def score(self, texts: list[str]) -> torch.Tensor:
-        """(N,) float32 on CPU: P(label) (softmax; sigmoid if multi-label), or the logit of a single output."""
+    def score(self, texts: list[str], prompts: list | None = None) -> torch.Tensor:
+        """(N,) float32 on CPU: P(label) (softmax; sigmoid if multi-label), or the logit of a single output.
+        prompts: one per text, read with reward input `pair` or `chat`."""
         device = next(self.model.parameters()).device
         out = []
         for start in range(0, len(texts), self.batch_size):
             chunk = list(texts[start:start + self.batch_size])
-            enc = self.tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt")
+            enc = self._encode(chunk, None if prompts is None else list(prompts[start:start + self.batch_size]))
             if enc["input_ids"].shape[1] == 0:  # every text empty and no special tokens: one pad token each
                 enc = {k: torch.full((len(chunk), 1), self.tokenizer.pad_token_id if k == "input_ids" else 1)
                        for k in enc}
@@ -219,7 +272,7 @@ class ArithmeticReward(RewardModel):
 
 
 def load_reward(name_or_path: str, *, label: str | None = None, device=None, cache_dir=None,
-                config: SentimentConfig | None = None) -> RewardModel:
+                config: SentimentConfig | None = None, reward_input: str | None = None) -> RewardModel:
     """A reward model by name: `"tiny-sentiment"`, `"vader"`, or an HF classifier (folder or hub name).
 
     Args:
@@ -228,6 +281,7 @@ def load_reward(name_or_path: str, *, label: str | None = None, device=None, cac
         device: where the classifier runs; `None` picks `pgcore.get_device()`.
         cache_dir: folder of built models (default `pgcore.utils.cache_dir()`).
         config: the tiny-sentiment `SentimentConfig` (default `SentimentConfig()`).
+        reward_input: what a classifier reads: completion, pair or chat (None: `reward_input_of` its config).
 
     Raises ValueError for unknown names, offline hub misses, and unusable labels.
     Introduced in notebooks/04_lm_policy_gradient.ipynb.
@@ -235,6 +289,8 @@ def load_reward(name_or_path: str, *, label: str | None = None, device=None, cac
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path).strip():
         raise ValueError(f"reward model {name_or_path!r} is not a name; accepted: {ACCEPTED}")
     name = str(name_or_path)
+    if reward_input is not None and name in ("arithmetic", "vader"):
+        raise ValueError(f"reward input {reward_input!r} given but {name} is not a classifier; accepted: none")
     if name == "arithmetic":  # a verifier, not a model
         if label is not None:
             raise ValueError(f"reward label {label!r} given but arithmetic is a verifier and has no labels; "
@@ -247,8 +303,9 @@ def load_reward(name_or_path: str, *, label: str | None = None, device=None, cac
         return VaderReward()
     if name == "tiny-sentiment":
         path = tiny_sentiment_dir(config, cache_dir)
-        return HFClassifierReward.from_pretrained(path, label=label, device=device, name=name)
-    return HFClassifierReward.from_pretrained(name, label=label, device=device)
+        return HFClassifierReward.from_pretrained(path, label=label, device=device, name=name,
+                                                  reward_input=reward_input)
+    return HFClassifierReward.from_pretrained(name, label=label, device=device, reward_input=reward_input)
 
 
 def permute_labels(src: str | os.PathLike, dst: str | os.PathLike, order: list[int]) -> Path:

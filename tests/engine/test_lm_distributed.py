@@ -280,3 +280,44 @@ def test_sigterm_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     assert list(metrics(cwds[0] / "out").index) == list(range(1, steps + 1))
     assert (cwds[0] / "ckpt" / f"checkpoint-{steps}").is_dir()
     assert list(cwds[1].iterdir()) == [], "rank 1 wrote files"
+
+
+def test_reward_functions_and_dataset_columns_on_two_processes(tmp_path):
+    """Each rank scores its own rows with their own dataset columns; the gathered columns are the whole batch's."""
+    rows = [{"prompt": f"{a}+{a + 1}=", "answer": str(2 * a + 1)} for a in range(10, 18)]
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "funcs.py").write_text("def echo(prompts, completions, answer, **kw):\n"
+                                       "    assert all(p == f\"{(int(a) - 1) // 2}+{(int(a) + 1) // 2}=\" "
+                                       "for p, a in zip(prompts, answer))\n"
+                                       "    return [float(a) for a in answer]\n"
+                                       "def digits(prompts, completions, answer, **kw):\n"
+                                       "    return [float(c.strip() == a) for c, a in zip(completions, answer)]\n")
+    cwds = [tmp_path / "rank0", tmp_path / "rank1"]
+    for cwd in cwds:
+        cwd.mkdir()
+    procs = run_ranks(["--model", "tiny-arith", "--prompts", str(tmp_path / "qa.jsonl"), "--reward-fn",
+                       f"{tmp_path / 'funcs.py'}:echo", "--reward-fn", f"{tmp_path / 'funcs.py'}:digits",
+                       "--steps", "2", "--batch-size", "8", "--num-samples", "2", "--max-new-tokens", "6",
+                       "--save-every", "0", "--kl-coef", "0", *ONE_THREAD, *PLACES], cwds)
+    assert [p.returncode for p in procs] == [0, 0], procs[0].stderr[-2000:] + procs[1].stderr[-2000:]
+    df = read_csv(cwds[0] / "out" / "training_metrics.csv")
+    assert df["reward/echo_mean"].tolist() == pytest.approx([sum(2 * a + 1 for a in range(10, 18)) / 8] * 2)
+    assert df["reward/digits_mean"].between(0, 1).all()
+    assert not (cwds[1] / "out").exists()
+
+
+def test_a_reward_function_failing_on_one_rank_stops_every_rank_with_one_line(tmp_path):
+    (tmp_path / "qa.jsonl").write_text("".join(json.dumps({"prompt": f"{a}+1=", "answer": str(a + 1)}) + "\n"
+                                               for a in range(4)))
+    (tmp_path / "funcs.py").write_text("def picky(prompts, completions, answer, **kw):\n"
+                                       "    return [float('nan') if a == '3' else 0.0 for a in answer]\n")
+    cwds = [tmp_path / "rank0", tmp_path / "rank1"]
+    for cwd in cwds:
+        cwd.mkdir()
+    procs = run_ranks(["--model", "tiny-arith", "--prompts", str(tmp_path / "qa.jsonl"), "--reward-fn",
+                       f"{tmp_path / 'funcs.py'}:picky", "--steps", "2", "--batch-size", "4", "--num-samples", "2",
+                       "--max-new-tokens", "4", "--advantage", "mean", *ONE_THREAD, *PLACES], cwds, timeout=240)
+    assert [p.returncode for p in procs] == [2, 2], [p.stderr[-1500:] for p in procs]
+    err = procs[0].stderr.strip().splitlines()
+    assert len(err) == 1 and "of 2:" in err[0] and "funcs.py:picky' at step 1 returned nan" in err[0], err
+    assert not [p for cwd in cwds for p in cwd.rglob("*") if p.is_file()], "nothing written"
