@@ -140,7 +140,7 @@ def kl_k2(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """k3 = ref/pi - 1 - log(ref/pi): unbiased for KL(pi || ref), low variance, always >= 0.
 
-    Introduced in notebooks/04_lm_policy_gradient.ipynb.
+    Used through `kl_estimate` (kl_estimator "k3"); notebook 04's exercise `k3_mean` takes its mean exactly.
     """
     log_r = ref_logp - logp
     return torch.exp(log_r) - log_r - 1.0

@@ -30,8 +30,7 @@ def per_step_scores(policy: torch.nn.Module, obs: torch.Tensor, act: torch.Tenso
     Returns:
         (S, P) float tensor, P = the number of policy parameters, columns in the order of
         `policy.parameters()` (each flattened). Computed with torch.func (vmap of grad), on the CPU.
-
-    Introduced in notebooks/03_variance_reduction.ipynb.
+    Notebook 03 uses them through `group_gradients` and `pg.widgets.variance.make_lab`.
     """
     from torch.func import functional_call, grad, vmap
 
