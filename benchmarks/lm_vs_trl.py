@@ -167,22 +167,33 @@ def start_baseline(start: dict, args, seed: int, steps: int) -> list[float]:
 
 # ------------------------------------------------------------------------------------------------- TRL
 def run_trl(args, kind: str) -> dict:
-    import torch
-    from datasets import Dataset
-    from transformers import TrainerCallback
-
+    """TRL's RLOOTrainer (`kind` trl-rloo, beta = --kl-coef) or GRPOTrainer (trl-grpo, beta 0) with vader."""
     from pgcore.lm.models import load_policy, load_prompts
     from pgcore.lm.rewards import VaderReward
     from pgcore.lm.smollm2 import smollm2_dir
     from pgcore.lm.tiny import tiny_dir
-    from pgcore.lm.algorithm import step_prompt_indices
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
     model_path = str(tiny_dir() if args.model == "tiny" else smollm2_dir())
     chat = load_policy(args.model).chat_template
     prompts = load_prompts(prompts_file(args))
     rows = [[{"role": "user", "content": p}] for p in prompts] if chat else prompts
+    vader = VaderReward()
+    beta = args.kl_coef if kind == "trl-rloo" else 0.0
+    return trl_train(args, kind, model_path, rows, lambda texts, prompts: vader.score(texts).tolist(), dict(beta=beta))
+
+
+def trl_train(args, kind: str, model_path: str, rows: list, score, extra: dict, finish=None) -> dict:
+    """Train `kind` (trl-rloo or trl-grpo) on `rows` (prompts or chats) in pgcore's prompt order, rewarded by
+    `score(texts, prompts) -> list[float]`, with `extra` config fields (beta, loss_type, ...); timed with hooks.
+    `finish(model) -> dict`, when given, adds its entries to the result (e.g. the trained model's held-out pass@1)."""
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+
+    from pgcore.lm.algorithm import step_prompt_indices
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
     # pgcore's prompts, step by step, in its order (TRL's shuffle off): both runners see the same batches, so the
     # difficulty of the prompts drawn cancels in the comparison of their reward curves
     order = [i for step in range(1, args.steps + 1)
@@ -190,15 +201,13 @@ def run_trl(args, kind: str) -> dict:
     dataset = Dataset.from_dict({"prompt": [rows[i] for i in order]})
     times = {k: 0.0 for k in SPLIT}
     tokens = [0]
-    vader = VaderReward()
-
     seen = []  # the prompts TRL scored, step by step (checked against `order` after training)
 
-    def vader_reward(completions, **kwargs):
+    def reward_func(completions, **kwargs):
         t = time.perf_counter()
         seen.extend(kwargs["prompts"][::args.num_samples])
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        out = vader.score(texts).tolist()
+        out = score(texts, kwargs["prompts"])
         times["reward"] += time.perf_counter() - t
         return out
 
@@ -211,16 +220,13 @@ def run_trl(args, kind: str) -> dict:
                   dataloader_num_workers=0, disable_tqdm=True, shuffle_dataset=False)
     if kind == "trl-rloo":
         from trl import RLOOConfig as Config, RLOOTrainer as Trainer
-
-        config = Config(beta=args.kl_coef, **common)
     else:
         from trl import GRPOConfig as Config, GRPOTrainer as Trainer
-
-        config = Config(beta=0.0, **common)
+    config = Config(**common, **extra)
 
     class Timer(TrainerCallback):
         def __init__(self):
-            self.step_start, self.opt_start, self.step_seconds = 0.0, 0.0, []
+            self.step_start, self.opt_start, self.step_seconds, self.after_first = 0.0, 0.0, [], None
 
         def on_step_begin(self, a, state, control, **kw):
             self.step_start = time.perf_counter()
@@ -233,9 +239,10 @@ def run_trl(args, kind: str) -> dict:
 
         def on_step_end(self, a, state, control, **kw):
             self.step_seconds.append(time.perf_counter() - self.step_start)
+            self.after_first = self.after_first or dict(times)  # the split so far, once step 1 is over
 
     timer = Timer()
-    trainer = Trainer(model=model_path, reward_funcs=vader_reward, args=config, train_dataset=dataset,
+    trainer = Trainer(model=model_path, reward_funcs=reward_func, args=config, train_dataset=dataset,
                       callbacks=[timer])
     model = trainer.accelerator.unwrap_model(trainer.model)
     generate = model.generate
@@ -263,12 +270,15 @@ def run_trl(args, kind: str) -> dict:
     wall = time.perf_counter() - start
     total = sum(timer.step_seconds)
     times["policy"] = total - times["generate"] - times["reward"] - times["reference"] - times["optimizer"]
+    warm = {k: times[k] - timer.after_first[k] for k in SPLIT if k != "policy"}  # steps 2.. (step 1: warm-up)
+    warm["policy"] = sum(timer.step_seconds[1:]) - sum(warm.values())
     rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
     if seen != [rows[i] for i in order]:
         raise RuntimeError("TRL did not train on pgcore's prompts in pgcore's order; the comparison is not paired")
     return {"runner": kind, "steps": len(timer.step_seconds), "seconds": wall, "split": times, "tokens": tokens[0],
             "rewards": rewards, "peak_mb": peak_mb(), "prompts": "pgcore", "seed": args.seed,
-            "grad_norms": [e["grad_norm"] for e in trainer.state.log_history if "grad_norm" in e]}
+            "grad_norms": [e["grad_norm"] for e in trainer.state.log_history if "grad_norm" in e],
+            "step_seconds": timer.step_seconds, "split_warm": warm, **(finish(model) if finish else {})}
 
 
 # ------------------------------------------------------------------------------------------------ table

@@ -52,10 +52,10 @@ class LMConfig(Args):
     """prompts: a text file (one a line), .jsonl/.json/.csv/.parquet, a saved dataset folder"""
     prompt_column: str = "prompt"
     """the prompt column of a prompt dataset (messages: a chat)"""
-    kl_log_every: int = 1
-    """with kl_coef 0, run the reference to log the KL every this many steps (0: never)"""
+    kl_log_every: int = 10
+    """with kl_coef 0, run the reference to log the KL every this many steps, from step 1 (0: never)"""
     share_prompt: bool | None = None
-    """run each prompt once and share its cache among its samples (None: for chat models)"""
+    """run each prompt once and share its cache among its samples (None: when num_samples > 1)"""
     eval_every: int = 0
     """held-out pass@1 every this many steps and at the end (0: never; needs a verifier)"""
     eval_problems: int = 256

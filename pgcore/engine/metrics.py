@@ -145,16 +145,19 @@ def plot_curves(
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.1, top=0.9 if title else 0.94, wspace=0.28, hspace=0.5)
     FigureCanvasAgg(fig)
     xs = df[x].to_numpy() if x in df.columns else np.arange(1, len(df) + 1)
-    window = max(1, len(df) // 20)
     for i, (panel_title, col, std_col) in enumerate(specs):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         ys = pd.to_numeric(df[col], errors="coerce")
-        ax.plot(xs, ys, color="C0", alpha=0.45 if window > 1 else 1.0, linewidth=1)
+        ok = ys.notna().to_numpy()  # a column logged every few steps (the KL, kl_log_every > 1): through its points
+        xs_c, ys = xs[ok], ys[ok].reset_index(drop=True)
+        window = max(1, len(ys) // 20)
+        ax.plot(xs_c, ys, color="C0", alpha=0.45 if window > 1 else 1.0, linewidth=1,
+                marker="." if not ok.all() else None)
         if std_col is not None and std_col in df.columns:
-            sd = pd.to_numeric(df[std_col], errors="coerce")
-            ax.fill_between(xs, ys - sd, ys + sd, color="C0", alpha=0.15, linewidth=0)
+            sd = pd.to_numeric(df[std_col], errors="coerce")[ok].reset_index(drop=True)
+            ax.fill_between(xs_c, ys - sd, ys + sd, color="C0", alpha=0.15, linewidth=0)
         if window > 1:
-            ax.plot(xs, ys.rolling(window, min_periods=1).mean(), color="C0", linewidth=2)
+            ax.plot(xs_c, ys.rolling(window, min_periods=1).mean(), color="C0", linewidth=2)
         ax.set_title(panel_title)
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)

@@ -25,6 +25,7 @@ from ..utils import get_device, set_seed
 from . import checkpoint as ckpt_lib
 from .checkpoint import weights_sha256
 from .config import LMConfig
+from .fused import fuse_gelu
 from .kv_cache import PromptCache
 from .logprobs import per_token_logps, per_token_logps_shared_prompt
 from .metrics import MetricsLogger, StepTimer
@@ -74,6 +75,7 @@ class Trainer:
                 policy = models.load_policy(cfg.model, device=get_device(cfg.device))
         self.policy = policy
         self.model = policy.model
+        fuse_gelu(self.model)  # GPT-2's GELU in one kernel (fused.py; the same function up to float rounding)
         self.tokenizer = policy.tokenizer
         self.device = next(self.model.parameters()).device
         if cfg.dtype == "bfloat16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -102,8 +104,8 @@ class Trainer:
                              "arithmetic, or eval_every 0")
         self.heldout_pass1_final: float | None = None
         self.prompts = format_prompt_data(policy, self.prompt_data)  # chat template when the model has one
-        # shared prompts by default where they pay: a chat template puts the same long system turn before every prompt
-        self.share_prompt = bool(policy.chat_template if cfg.share_prompt is None else cfg.share_prompt)
+        # shared prompts by default whenever a prompt has several samples: its positions run once, not G times
+        self.share_prompt = bool(cfg.num_samples > 1 if cfg.share_prompt is None else cfg.share_prompt)
         self._check_prompt_lengths()
 
         # ALGO: the frozen reference is the starting policy (for the KL penalty and the logged KL)

@@ -109,8 +109,8 @@ def short_run(
         model=policy.name, reward_model=reward.name, steps=steps, seed=seed,
         batch_size=batch_size, num_samples=num_samples, max_new_tokens=max_new_tokens,
         temperature=float(temperature), advantage=advantage, kl_coef=float(kl_coef), lr=float(lr),
-        lr_scheduler="constant", output_dir=None, checkpoint_dir=None, model_dir=None,
-    )  # validates every setting
+        lr_scheduler="constant", kl_log_every=1, output_dir=None, checkpoint_dir=None, model_dir=None,
+    )  # validates every setting; the KL logged at every step, also with kl_coef 0 (its panel shows it)
     trained = copy.deepcopy(policy)
     result = train(config, policy=trained, reward=reward, prompts=prompts)
     hist = result.history

@@ -36,17 +36,27 @@ def _both_sides(policy, share_prompt, kl_in, aggregation, advantage, kl_estimato
                    model_dir=None)
     reward = LetterReward("e")
     tr = Trainer(cfg, policy=copy.deepcopy(policy), reward=reward, prompts=PROMPTS)
+    teach_ref = copy.deepcopy(policy.model).eval()  # the model as given: transformers' own GELU, not fused.py's
     _moved_away(tr.policy)  # after the trainer froze its reference: policy != reference
-    teach_model = copy.deepcopy(tr.model)  # the same weights, for the teaching step
+    teach_model = copy.deepcopy(policy.model)  # the same weights, for the teaching step
+    teach_model.load_state_dict(tr.model.state_dict())
+    if "NewGELUActivation" in _activations(policy.model):  # GPT-2: the engine's GELU is fused, the teaching one not
+        assert _activations(tr.model) == {"FusedTanhGELU"} and _activations(teach_model) == {"NewGELUActivation"}
 
     batch, prompt_state = tr.sample(1)
     assert (prompt_state is not None) == share_prompt  # the shared path keeps the prompts' forward for the gradient
     rewards = algorithm.score(reward, batch)
     loss_engine, _ = tr.compute_loss(batch, rewards, prompt_state)
     loss_engine.backward()
-    loss_teach, stats = algorithm.compute_loss(teach_model, tr.ref_model, batch, rewards, cfg.args)
+    loss_teach, stats = algorithm.compute_loss(teach_model, teach_ref, batch, rewards, cfg.args)
     loss_teach.backward()
     return tr.model, teach_model, loss_engine, loss_teach, stats
+
+
+def _activations(model) -> set[str]:
+    """The class names of a GPT-2 model's MLP activations."""
+    return {type(m).__name__ for m in model.modules() if type(m).__name__.endswith("GELU")
+            or type(m).__name__.endswith("GELUActivation")}
 
 
 def _assert_same(engine_model, teach_model, loss_engine, loss_teach):

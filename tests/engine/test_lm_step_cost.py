@@ -88,8 +88,8 @@ def test_no_reference_forward_when_nothing_needs_it(tmp_path, every, logged):
 def test_with_a_kl_coefficient_the_reference_runs_every_step(tmp_path):
     t = trainer(config(tmp_path, kl_coef=0.1, kl_log_every=0, steps=3))
     calls = []
-    t.ref_model.register_forward_hook(lambda *a: calls.append(1))
-    assert all(r["kl"] is not None for r in t.train().history) and len(calls) == 3
+    t.ref_model.register_forward_hook(lambda *a: calls.append(t.global_step + 1))
+    assert all(r["kl"] is not None for r in t.train().history) and sorted(set(calls)) == [1, 2, 3]
 
 
 def test_the_update_time_is_split(tmp_path):
@@ -114,10 +114,11 @@ def test_bfloat16_autocast_trains_with_float32_weights(tmp_path):
 
 
 def test_share_prompt_is_automatic_and_validated(tmp_path):
-    """None (the default) turns the shared prompt on for chat-template models only (the fakes have no chat
-    template); True / False force it; anything else is refused."""
+    """None (the default) turns the shared prompt on whenever a prompt has several samples; True / False
+    force it; anything else is refused."""
     assert LMConfig().share_prompt is None
-    assert trainer(config(tmp_path / "a")).share_prompt is False
-    assert trainer(config(tmp_path / "b", share_prompt=True)).share_prompt is True
+    assert trainer(config(tmp_path / "a")).share_prompt is True  # 3 samples a prompt
+    assert trainer(config(tmp_path / "c", num_samples=1, advantage="none")).share_prompt is False
+    assert trainer(config(tmp_path / "b", share_prompt=False)).share_prompt is False
     with pytest.raises(ValueError, match="share_prompt must be True, False or None"):
         config(tmp_path, share_prompt="yes")

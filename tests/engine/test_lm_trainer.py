@@ -157,7 +157,8 @@ def test_training_moves_the_policy_toward_the_rewarded_letter(tmp_path):
     r = result.rewards
     assert p_after > p_before + 0.05, f"P(token with 'e') {p_before:.3f} -> {p_after:.3f}"
     assert sum(r[-5:]) / 5 > sum(r[:5]) / 5 + 0.05
-    assert result.history[0]["kl"] == 0.0 and result.history[-1]["kl"] > 0  # reference = starting policy
+    kl = {row["step"]: row["kl"] for row in result.history if row["kl"] is not None}  # logged every 10 steps
+    assert list(kl) == [1, 11] and kl[1] == 0.0 and kl[11] > 0  # reference = starting policy
     assert result.output_dir is None and result.model_path is None and result.last_checkpoint is None
 
 
