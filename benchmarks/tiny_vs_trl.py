@@ -20,8 +20,8 @@ prompts in the same order step by step (pgcore's seeded draw; TRL's shuffle off,
 
 Runners, each in its own process (model loading not timed): `pgcore` (the engine's defaults), `pgcore-naive`
 (the engine with every fast path of issue 29 swapped for its naive twin: `share_prompt` off, so Hugging Face
-`generate` and one forward over every prompt + completion row; transformers' own GELU; the reference run
-at every step, `kl_log_every` 1: the engine as it was before them), and `trl` (the tier's TRL trainer).
+`generate` and one forward over every prompt + completion row; transformers' own GELU; the log-softmax one
+row at a time; the reference run at every step, `kl_log_every` 1: the engine as it was before them), and `trl` (the tier's TRL trainer).
 Seconds per step and their split are means over steps 2.. (step 1 pays one-time warm-up). `--save` keeps the raw results;
 `--load` prints the tables again. Nothing is asserted.
 """
@@ -65,8 +65,11 @@ def run_pgcore(args, naive: bool) -> dict:
     from pgcore.engine import trainer as trainer_module
 
     torch.set_num_threads(args.threads)
-    if naive:  # transformers' own GELU (the naive twin of fused.py)
+    if naive:  # transformers' own GELU (fused.py's naive twin), log-softmax slices of one row (logprobs.py's)
+        from pgcore.engine import logprobs
+
         trainer_module.fuse_gelu = lambda model: 0
+        logprobs.row_chunks.__kwdefaults__ = {"elements": 1}
     cfg = LMConfig(**TIERS[args.tier], steps=args.steps, seed=args.seed, kl_estimator="k1", lr_scheduler="constant",
                    max_grad_norm=1.0, output_dir=None, checkpoint_dir=None, model_dir=None,
                    **(dict(share_prompt=False, kl_log_every=1) if naive else {}))

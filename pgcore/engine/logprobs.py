@@ -13,18 +13,32 @@ from .kv_cache import PromptCache, cache_kwarg, prompt_forward, takes_argument
 __all__ = ["selective_log_softmax", "entropy_from_logits", "per_token_logps", "per_token_logps_shared_prompt"]
 
 
+CHUNK_ELEMENTS = 1 << 22  # (..., V) work a slice at a time: at most this many elements (16 MB of float32)
+
+
+def row_chunks(*tensors: torch.Tensor, elements: int = CHUNK_ELEMENTS):
+    """Slices of the leading dim of `tensors` (the first one sets their size): as many rows a slice as keep it
+    at or under `elements` elements, and at least one. A small vocabulary runs in one slice; a 49k one a few
+    rows at a time, as memory wants. Naive twin: one row at a time (`zip(*tensors)`), the same values."""
+    first = tensors[0]
+    per_row = max(1, first[:1].numel())
+    step = max(1, elements // per_row)
+    for start in range(0, first.shape[0], step):
+        yield tuple(t[start:start + step] for t in tensors)
+
+
 def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """log_softmax(logits)[..., index] without materializing the full (..., V) log-softmax.
 
     logits: (..., V); index: (...) token ids. Returns (...) float.
     Naive twin (same values, V times more memory):
         torch.log_softmax(logits, dim=-1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
-    Here: the chosen logit minus logsumexp over the vocabulary, computed one row at a time
-    (TRL's `selective_log_softmax`). Half precision goes through log_softmax row by row, where
-    logsumexp would lose too much.
+    Here: the chosen logit minus logsumexp over the vocabulary, computed a slice of rows at a time
+    (`row_chunks`; TRL's `selective_log_softmax` goes one row at a time). Half precision goes through
+    log_softmax a slice at a time, where logsumexp would lose too much.
     Its gradient, d log p_y / d logits = onehot(y) - softmax(logits), is written in one (..., V)
-    tensor, a row at a time (`_SelectedLogSoftmax`), where autograd would build the gather's and the
-    logsumexp's gradients apart and add them: the same values, three fewer (..., V) temporaries.
+    tensor, a slice of rows at a time (`_SelectedLogSoftmax`), where autograd would build the gather's
+    and the logsumexp's gradients apart and add them: the same values, three fewer (..., V) temporaries.
     """
     if logits.shape[:-1] != index.shape:
         raise ValueError(f"index shape {tuple(index.shape)} must equal the logits shape without the vocab dim, "
@@ -34,20 +48,20 @@ def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Te
             return _SelectedLogSoftmax.apply(logits, index)
         selected, lse = _selected_and_logsumexp(logits, index)
         return selected - lse
-    return torch.stack(
-        [torch.log_softmax(row, dim=-1).gather(-1, idx.unsqueeze(-1)).squeeze(-1) for row, idx in zip(logits, index)]
+    return torch.cat(
+        [torch.log_softmax(rows, dim=-1).gather(-1, idx.unsqueeze(-1)).squeeze(-1) for rows, idx in row_chunks(logits, index)]
     )
 
 
 def _selected_and_logsumexp(logits: torch.Tensor, index: torch.Tensor):
-    """(logits[..., index], logsumexp(logits)), both (...); the logsumexp one row at a time."""
+    """(logits[..., index], logsumexp(logits)), both (...); the logsumexp a slice of rows at a time."""
     selected = torch.gather(logits, dim=-1, index=index.unsqueeze(-1)).squeeze(-1)
-    return selected, torch.stack([torch.logsumexp(row, dim=-1) for row in logits])
+    return selected, torch.cat([torch.logsumexp(rows, dim=-1) for (rows,) in row_chunks(logits)])
 
 
 class _SelectedLogSoftmax(torch.autograd.Function):
     """logits[..., y] - logsumexp(logits) (float32 / float64), whose backward writes grad * (onehot(y) -
-    softmax(logits)) straight into one tensor, a leading row at a time."""
+    softmax(logits)) straight into one tensor, a slice of leading rows at a time."""
 
     @staticmethod
     def forward(ctx, logits, index):
@@ -60,8 +74,8 @@ class _SelectedLogSoftmax(torch.autograd.Function):
     def backward(ctx, grad):
         logits, index, lse = ctx.saved_tensors
         out = torch.empty_like(logits, memory_format=torch.contiguous_format)  # (..., V)
-        for o, row, row_lse, g in zip(out, logits, lse, grad):
-            torch.sub(row, row_lse.unsqueeze(-1), out=o).exp_().mul_(g.unsqueeze(-1)).neg_()  # -g * softmax
+        for o, rows, rows_lse, g in row_chunks(out, logits, lse, grad):
+            torch.sub(rows, rows_lse.unsqueeze(-1), out=o).exp_().mul_(g.unsqueeze(-1)).neg_()  # -g * softmax
         out.scatter_add_(-1, index.unsqueeze(-1), grad.unsqueeze(-1).to(out.dtype))  # + g at the chosen token
         return out, None
 
@@ -133,12 +147,12 @@ def per_token_logps(
 
 
 def _entropy(logits: torch.Tensor, grad: bool) -> torch.Tensor:
-    """`entropy_from_logits`, with its graph, or (for logging) without one, a row at a time: then no
-    (B, T, V) temporaries."""
+    """`entropy_from_logits`, with its graph, or (for logging) without one, a slice of rows at a time: then
+    no (B, T, V) temporaries beyond one slice's."""
     if grad:
         return entropy_from_logits(logits)
     with torch.no_grad():
-        return torch.stack([entropy_from_logits(row) for row in logits.detach()])
+        return torch.cat([entropy_from_logits(rows) for (rows,) in row_chunks(logits.detach())])
 
 
 def per_token_logps_shared_prompt(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..lm.sampling import Batch, encode_prompts, make_batch, position_ids_from_mask, seeded
+from .decode import GPT2Decoder
 from .kv_cache import cache_kwarg, detached_prompt_state, prompt_forward
 
 __all__ = ["generate_shared", "sample_categorical"]
@@ -71,7 +72,7 @@ def _sample_shared(model, prompt_ids, prompt_mask, num_samples, max_new_tokens, 
     prompt_ids / prompt_mask: (B, P) left-padded. The prompts run once (`prompt_forward`: their
     key/value cache and last logits; a prefix they all share runs once for all), the cache is repeated
     G times (row i * G + g: sample g of prompt i, as `Batch` orders rows), then every step feeds the
-    N = B * G sampled tokens against the growing cache. Rows that sampled an EOS are fed the pad token
+    N = B * G sampled tokens against the growing cache (a GPT-2 through `decode.GPT2Decoder`). Rows that sampled an EOS are fed the pad token
     from then on (as `generate` does) and the loop stops when all have. Returns (N, T) completion ids
     (pad after EOS) and the (N, T) log-probs the tokens were drawn with (None unless `return_logps`).
     `state`: the prompts' `prompt_forward` already run (without a graph), else it runs here.
@@ -86,6 +87,7 @@ def _sample_shared(model, prompt_ids, prompt_mask, num_samples, max_new_tokens, 
     position = position_ids_from_mask(mask)[:, -1:]  # (N, 1): the last prompt token's position
     eos_ids = torch.as_tensor(eos, device=prompt_ids.device)
     done = torch.zeros(mask.shape[0], dtype=torch.bool, device=mask.device)  # (N,) sampled an EOS already
+    decoder = GPT2Decoder.from_cache(model, cache, mask, max_new_tokens)  # GPT-2: plain tensor calls (decode.py)
     tokens, logps = [], []
     for t in range(max_new_tokens):
         token = sample_categorical(logits, temperature)  # (N,)
@@ -97,8 +99,11 @@ def _sample_shared(model, prompt_ids, prompt_mask, num_samples, max_new_tokens, 
         done |= torch.isin(token, eos_ids)
         if t == max_new_tokens - 1 or bool(done.all()):
             break
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         position = position + 1
+        if decoder is not None:
+            logits = decoder.step(token, position[:, 0])  # (N, V)
+            continue
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
                     **{cache_kw: cache})
         logits = out.logits[:, -1]  # (N, V)

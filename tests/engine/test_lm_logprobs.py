@@ -264,3 +264,25 @@ def test_one_prompt_forward_for_sampling_and_gradient(arch):
         assert torch.allclose(a, c, rtol=1e-6, atol=1e-8), (a - c).abs().max()
     with pytest.raises(ValueError, match="not used before"):
         run(kept_state)
+
+
+@pytest.mark.parametrize("elements", [1, 40 * 7 * 2, 1 << 22], ids=["a-row-a-slice", "two-rows-a-slice", "one-slice"])
+def test_slices_of_rows_give_the_row_by_row_values_and_gradients(elements, monkeypatch):
+    """`row_chunks` against its naive twin, one row at a time (elements=1 is exactly that): the same bits for the
+    log-probs, the logsumexp's gradient and the logged entropy, whatever the slice size."""
+    g = torch.Generator().manual_seed(5)
+    base = (3 * torch.randn(5, 7, 40, generator=g)).requires_grad_(True)
+    index = torch.randint(0, 40, (5, 7), generator=g)
+    weight = torch.randn(5, 7, generator=g)
+
+    def run(n):
+        monkeypatch.setattr(logprobs.row_chunks, "__kwdefaults__", {"elements": n})
+        assert len(list(logprobs.row_chunks(base))) == len(list(logprobs.row_chunks(base, elements=n)))
+        out = selective_log_softmax(base, index)
+        (grad,) = torch.autograd.grad((out * weight).sum(), base)
+        return out.detach(), grad, logprobs._entropy(base, grad=False)
+
+    chunks = list(logprobs.row_chunks(base, elements=elements))
+    assert len(chunks) == {1: 5, 560: 3, 1 << 22: 1}[elements]
+    for a, b in zip(run(1), run(elements)):
+        assert torch.equal(a, b)
