@@ -44,7 +44,13 @@ class GPT2Decoder:
         return cls(model, layers, mask, max_new_tokens) if layers else None
 
     def __init__(self, model, layers: list, mask: torch.Tensor, max_new_tokens: int):
-        self.model, self.blocks = model, list(model.transformer.h)
+        tr = model.transformer
+        self.model, self.eps = model, tr.ln_f.eps
+        # each block's tensors, looked up once (nn.Module attribute lookups cost about a microsecond each)
+        self.blocks = [(b.ln_1.weight, b.ln_1.bias, b.attn.c_attn.weight, b.attn.c_attn.bias, b.attn.c_proj.weight,
+                        b.attn.c_proj.bias, b.attn.scaling, b.ln_2.weight, b.ln_2.bias, b.mlp.c_fc.weight,
+                        b.mlp.c_fc.bias, b.mlp.act, b.mlp.c_proj.weight, b.mlp.c_proj.bias) for b in tr.h]
+        self.head = (tr.wte.weight, tr.wpe.weight, tr.ln_f.weight, tr.ln_f.bias, model.lm_head.weight)
         N, H, P, hd = layers[0][0].shape
         self.heads, self.head_dim, self.length = H, hd, P
         width = P + max_new_tokens
@@ -58,23 +64,22 @@ class GPT2Decoder:
         self.mask[:, 0, 0, :P] = mask.bool()
 
     def step(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        tr, L = self.model.transformer, self.length
+        L, eps = self.length, self.eps
         N, H, hd = token.shape[0], self.heads, self.head_dim
         d = H * hd
+        wte, wpe, lnf_w, lnf_b, head = self.head
         self.mask[:, 0, 0, L] = True
-        h = F.embedding(token, tr.wte.weight) + F.embedding(position, tr.wpe.weight)  # (N, d)
-        for block, kb, vb in zip(self.blocks, self.keys, self.values):
-            attn, mlp = block.attn, block.mlp
-            x = F.layer_norm(h, (d,), block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
-            q, k, v = torch.addmm(attn.c_attn.bias, x, attn.c_attn.weight).split(d, dim=1)  # Conv1D: x W + b
+        h = F.embedding(token, wte) + F.embedding(position, wpe)  # (N, d)
+        for (ln1_w, ln1_b, qkv_w, qkv_b, proj_w, proj_b, scale, ln2_w, ln2_b, fc_w, fc_b, act, out_w, out_b), kb, vb \
+                in zip(self.blocks, self.keys, self.values):
+            x = F.layer_norm(h, (d,), ln1_w, ln1_b, eps)
+            q, k, v = torch.addmm(qkv_b, x, qkv_w).split(d, dim=1)  # GPT-2's Conv1D: x W + b
             kb[:, :, L] = k.view(N, H, hd)
             vb[:, :, L] = v.view(N, H, hd)
             a = F.scaled_dot_product_attention(q.view(N, H, 1, hd), kb[:, :, :L + 1], vb[:, :, :L + 1],
-                                               attn_mask=self.mask[..., :L + 1], scale=attn.scaling)  # (N, H, 1, hd)
-            h = h + torch.addmm(attn.c_proj.bias, a.reshape(N, d), attn.c_proj.weight)
-            x = F.layer_norm(h, (d,), block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
-            x = mlp.act(torch.addmm(mlp.c_fc.bias, x, mlp.c_fc.weight))
-            h = h + torch.addmm(mlp.c_proj.bias, x, mlp.c_proj.weight)
-        h = F.layer_norm(h, (d,), tr.ln_f.weight, tr.ln_f.bias, tr.ln_f.eps)
+                                               attn_mask=self.mask[..., :L + 1], scale=scale)  # (N, H, 1, hd)
+            h = h + torch.addmm(proj_b, a.reshape(N, d), proj_w)
+            x = act(torch.addmm(fc_b, F.layer_norm(h, (d,), ln2_w, ln2_b, eps), fc_w))
+            h = h + torch.addmm(out_b, x, out_w)
         self.length = L + 1
-        return F.linear(h, self.model.lm_head.weight)  # (N, V)
+        return F.linear(F.layer_norm(h, (d,), lnf_w, lnf_b, eps), head)  # (N, V): the LM head
