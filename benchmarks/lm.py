@@ -131,6 +131,8 @@ def main(argv=None) -> int:
     p.add_argument("--arith-seeds", type=int, nargs="+", default=[0, 1],
                    help="seeds of the tiny-arith tier (the README's command line, one run per seed)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--naive", action="store_true", help="the engine with issue 29's fast paths swapped for their "
+                   "naive twins (benchmarks/naive.py): the same runs as before them")
     p.add_argument("--save", default=None, help="also write the measured rows to this JSON file")
     p.add_argument("--load", default=None, help="print the tables of a --save file (and run nothing)")
     args = p.parse_args(argv)
@@ -139,11 +141,18 @@ def main(argv=None) -> int:
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
+    twins = {}
+    if args.naive:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import naive
+
+        naive.use_naive_twins()
+        twins = naive.NAIVE_CONFIG
     rows, samples = [], []
     with tempfile.TemporaryDirectory() as tmp:
         places = dict(output_dir=f"{tmp}/out", checkpoint_dir=f"{tmp}/ckpt", model_dir=f"{tmp}/models", save_every=0)
         if not args.skip_tiny:
-            cfg = LMConfig(reward_model="tiny-sentiment", steps=args.steps, seed=args.seed, **places)
+            cfg = LMConfig(reward_model="tiny-sentiment", steps=args.steps, seed=args.seed, **places, **twins)
             row, before, after = bench("tiny + tiny-sentiment", cfg, 0.30, 120.0)
             rows.append(row)
             samples.append((row["tier"], before, after))
@@ -160,12 +169,12 @@ def main(argv=None) -> int:
             for seed in args.arith_seeds:
                 cfg = LMConfig(model="tiny-arith", reward_model="arithmetic", advantage="group", batch_size=64,
                                num_samples=8, max_new_tokens=6, lr=5e-4, kl_coef=0.0, steps=150, eval_every=25,
-                               seed=seed, **places)
+                               seed=seed, **places, **twins)
                 arith_rows.append(bench_arith(cfg))
     result = {"rows": rows, "arith_rows": arith_rows, "samples": samples,
               "machine": f"torch {torch.__version__}, {torch.get_num_threads()} threads, device "
                          f"{'cuda' if torch.cuda.is_available() else 'cpu'}, {os.cpu_count()} CPUs, "
-                         f"measured {time.strftime('%Y-%m-%d')}"}
+                         f"measured {time.strftime('%Y-%m-%d')}" + (", naive twins" if args.naive else "")}
     if args.save:
         Path(args.save).write_text(json.dumps(result, indent=1) + "\n")
     print_tables(result)
@@ -181,7 +190,13 @@ def print_tables(result: dict) -> None:
     if arith_rows:
         print("verifiable rewards (notebook 05): held-out pass@1 (256 problems x 4 samples, T = 1), target rise >= 0.15 "
               "within 180 s")
-        print(pd.DataFrame(arith_rows).set_index("tier").to_string(float_format=lambda v: f"{v:.3f}"))
+        frame = pd.DataFrame(arith_rows).set_index("tier")
+        print(frame.to_string(float_format=lambda v: f"{v:.3f}"))
+        if len(frame) > 1:  # the s.e. between seeds: training noise and evaluation noise together
+            se = lambda c: frame[c].std(ddof=1) / len(frame) ** 0.5
+            print(f"mean over {len(frame)} seeds: pass@1 after {frame['pass@1 after'].mean():.3f} (s.e. "
+                  f"{se('pass@1 after'):.3f}), rise {frame['rise'].mean():.3f} (s.e. {se('rise'):.3f}), wall s "
+                  f"{frame['wall s'].mean():.1f}")
     print(result["machine"])
     if rows:
         print(pd.DataFrame(rows).set_index("tier").T.to_string(float_format=lambda v: f"{v:.3f}"))

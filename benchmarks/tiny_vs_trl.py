@@ -37,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lm_vs_trl as base  # noqa: E402  (the TRL runner and its timing hooks)
+import naive as naive_twins  # noqa: E402  (the engine before issue 29's fast paths)
 
 TIERS = {
     "tiny-arith": dict(model="tiny-arith", reward_model="arithmetic", batch_size=64, num_samples=8, max_new_tokens=6,
@@ -62,17 +63,13 @@ def run_pgcore(args, naive: bool) -> dict:
     import torch
 
     from pgcore.engine import LMConfig, Trainer
-    from pgcore.engine import trainer as trainer_module
 
     torch.set_num_threads(args.threads)
-    if naive:  # transformers' own GELU (fused.py's naive twin), log-softmax slices of one row (logprobs.py's)
-        from pgcore.engine import logprobs
-
-        trainer_module.fuse_gelu = lambda model: 0
-        logprobs.row_chunks.__kwdefaults__ = {"elements": 1}
+    if naive:
+        naive_twins.use_naive_twins()
     cfg = LMConfig(**TIERS[args.tier], steps=args.steps, seed=args.seed, kl_estimator="k1", lr_scheduler="constant",
                    max_grad_norm=1.0, output_dir=None, checkpoint_dir=None, model_dir=None,
-                   **(dict(share_prompt=False, kl_log_every=1) if naive else {}))
+                   **(naive_twins.NAIVE_CONFIG if naive else {}))
     trainer = Trainer(cfg)
     start = time.perf_counter()
     result = trainer.train()
