@@ -134,10 +134,15 @@ def main(argv=None) -> int:
     p.add_argument("--naive", action="store_true", help="the engine with issue 29's fast paths swapped for their "
                    "naive twins (benchmarks/naive.py): the same runs as before them")
     p.add_argument("--save", default=None, help="also write the measured rows to this JSON file")
-    p.add_argument("--load", default=None, help="print the tables of a --save file (and run nothing)")
+    p.add_argument("--load", nargs="+", default=None, help="print the tables of a --save file (and run nothing); "
+                   "two files: both, then their arithmetic tiers compared seed by seed")
     args = p.parse_args(argv)
     if args.load:
-        print_tables(json.loads(Path(args.load).read_text()))
+        results = [json.loads(Path(f).read_text()) for f in args.load]
+        for result in results:
+            print_tables(result)
+        if len(results) == 2:
+            print_paired(*results)
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -179,6 +184,23 @@ def main(argv=None) -> int:
         Path(args.save).write_text(json.dumps(result, indent=1) + "\n")
     print_tables(result)
     return 0
+
+
+def print_paired(a: dict, b: dict) -> None:
+    """The arithmetic tiers of two measurements, seed by seed: the first minus the second (the s.e. of the mean
+    over seeds of the per-seed differences: training and evaluation noise, the seed's problems shared)."""
+    rows_a = {r["tier"]: r for r in a["arith_rows"]}
+    pairs = [(rows_a[r["tier"]], r) for r in b["arith_rows"] if r["tier"] in rows_a]
+    if len(pairs) < 2:
+        return
+    n = len(pairs)
+    print(f"\nthe first minus the second, paired by seed over {n} seeds:")
+    for key in ("pass@1 after", "rise", "wall s"):
+        d = np.array([x[key] - y[key] for x, y in pairs])
+        print(f"  {key}: {d.mean():+.3f} (s.e. {d.std(ddof=1) / n ** 0.5:.3f}); per seed "
+              + ", ".join(f"{v:+.3f}" for v in d))
+    ratio = np.mean([y["wall s"] for _, y in pairs]) / np.mean([x["wall s"] for x, _ in pairs])
+    print(f"  the second takes {ratio:.2f}x the first's wall seconds")
 
 
 def print_tables(result: dict) -> None:

@@ -47,18 +47,20 @@ def matmul_gflops(m: int, k: int, n: int, seconds: float = 0.5) -> float:
     return 2 * m * k * n * reps / (time.perf_counter() - start) / 1e9
 
 
-def step_flops(model, rows: int, prompt_len: float, completion_len: float, reference: bool) -> dict:
+def step_flops(model, rows: int, prompt_len: float, completion_len: float, reference: float,
+               prompt_rows: int | None = None) -> dict:
     """Matmul FLOPs of one step's token passes (2 * weights per token forward, 3x that with the backward;
-    attention scores and the vocabulary projection included; layer norms, softmax and GELU left out)."""
+    attention scores and the vocabulary projection included; layer norms, softmax and GELU left out).
+    reference: the share of steps that run the reference forward (1: every step); prompt_rows: the rows the
+    prompt positions run for (the distinct prompts with a shared prompt; None: every row)."""
     c = model.config
     d, L, V = c.n_embd, c.n_layer, c.vocab_size
     per_token = L * (12 * d * d) * 2 + 2 * d * V          # QKV + proj + MLP (4d) per layer, and the LM head
     ctx = prompt_len + completion_len
     attn = lambda n_tok, span: L * 2 * 2 * d * span * n_tok  # QK^T and AV
-    gen_tokens = rows * (prompt_len + completion_len)      # cached generation: each position runs once
-    fwd = rows * ctx * per_token + attn(rows * ctx, ctx / 2)
-    out = {"generate": gen_tokens * per_token + attn(gen_tokens, ctx / 2), "policy": 3 * fwd,
-           "reference": fwd if reference else 0.0}
+    tokens = (rows if prompt_rows is None else prompt_rows) * prompt_len + rows * completion_len
+    fwd = tokens * per_token + attn(tokens, ctx / 2)       # cached generation too: each position runs once
+    out = {"generate": fwd, "policy": 3 * fwd, "reference": reference * fwd}
     out["total"] = sum(out.values())
     return out
 
@@ -107,7 +109,9 @@ def profile_workload(name: str, steps: int, warmup: int) -> dict:
     b = trainer.last_batch
     prompt_len = float(b.prompt_mask.sum(dim=1).float().mean())
     completion_len = float(b.completion_mask.sum(dim=1).float().mean())
-    flops = step_flops(model, len(b), prompt_len, completion_len, reference=trainer.needs_reference(2))
+    ref_share = 1.0 if cfg.kl_coef > 0 else (1 / cfg.kl_log_every if cfg.kl_log_every else 0.0)
+    prompt_rows = len(b) // cfg.num_samples if trainer.share_prompt else None
+    flops = step_flops(model, len(b), prompt_len, completion_len, ref_share, prompt_rows)
     d = model.config.n_embd
     tokens = int(len(b) * (prompt_len + completion_len))
     return {"name": name, "settings": WORKLOADS[name], "params": sum(p.numel() for p in model.parameters()),

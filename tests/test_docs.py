@@ -80,6 +80,8 @@ def test_stored_trl_tables_are_what_load_prints():
     ("lm.py", "lm_tiers.json", "### The LM tiers"),
     ("lm.py", "lm_tiers.json", "### GRPO on arithmetic"),
     ("nb05_runs.py", "nb05_runs.json", "### Notebook 05's design choices"),
+    ("tiny_vs_trl.py", "tiny_vs_trl_arith.json", "### The tiny tiers against TRL"),
+    ("tiny_vs_trl.py", "tiny_vs_trl_tiny.json", "### Notebook 04's tier against TRL RLOO"),
 ])
 def test_stored_tables_are_what_load_prints(script, stored, heading):
     """Each code block of the section is printed, line for line, by `<script> --load <stored>`."""
