@@ -156,7 +156,6 @@ def test_reusing_a_batch_the_first_update_has_ratio_one_and_later_ones_move_it(a
     assert updates[0]["ratio_min"] == updates[0]["ratio_max"] == 1.0 and updates[0]["kl_old"] == 0.0
     for u in updates[1:]:
         assert u["ratio_min"] < 1.0 < u["ratio_max"] and u["kl_old"] > 0
-    assert updates[2]["kl_old"] > updates[1]["kl_old"]  # pi keeps moving away from the sampler
     assert stats["reward_mean"] == pytest.approx(rewards.mean().item())
 
 
