@@ -79,7 +79,7 @@ class Args:
     minibatches: int = 1
     """each pass: one update per slice of the prompts (TRL's steps_per_generation)"""
     policy_loss: str = "pg"
-    """pg (A log pi, no ratio), ppo (clipped ratio), cispo (capped detached weight)"""
+    """pg (A log pi, no ratio), ppo (PPO's clipped ratio), cispo (TRL's loss_type cispo)"""
     clip_eps: float = 0.2
     """ppo: the ratio's floor is 1 - this (TRL's epsilon)"""
     clip_eps_high: float | None = None
