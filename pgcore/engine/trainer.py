@@ -4,7 +4,8 @@ Naive twin: `pgcore.lm.algorithm.compute_loss` and its loop. `Trainer.compute_lo
 gradients on the same batch (tests/engine/test_engine_equals_algorithm.py), with the fast paths: a shared
 prompt forward (`sampling.generate_shared`, `logprobs.per_token_logps_shared_prompt`, the reference's
 `kv_cache.PromptCache`), `selective_log_softmax`'s backward, bf16 autocast, no reference forward when no KL
-is used, fused AdamW, and data-parallel hooks (`distributed.AccelerateTrainer`). Around the step,
+is used, fused AdamW, and data-parallel hooks (`distributed.AccelerateTrainer`). A reused batch (mu > 1,
+minibatches) runs `policy_loss.reuse_updates`, whose naive twin is `algorithm.reuse_batch`. Around the step,
 `run.TrainingRun` holds the loop, checkpoints, metrics files, resume, Ctrl-C / SIGTERM and the NaN guard.
 """
 from __future__ import annotations
