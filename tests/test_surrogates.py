@@ -169,3 +169,14 @@ def test_bad_reuse_settings_raise_one_line(kw, expected):
     with pytest.raises(ValueError) as e:
         algorithm.Args(batch_size=8, **kw)
     assert expected in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_the_teaching_loop_makes_mu_times_minibatches_updates_a_step(arith):
+    policy, reward, _, _, args = arith
+    args = dataclasses.replace(args, steps=2, updates_per_batch=2, minibatches=2, policy_loss="cispo")
+    history = algorithm.train(args, copy.deepcopy(policy), reward, reward.default_prompts())
+    assert [row["step"] for row in history] == [1, 2]
+    for row in history:
+        assert [u["epoch"] for u in row["updates"]] == [0, 0, 1, 1]
+        assert row["loss"] == pytest.approx(sum(u["loss"] for u in row["updates"]) / 4)
+    assert history[0]["updates"][0]["ratio_max"] == 1.0  # the first update is on-policy
