@@ -27,7 +27,8 @@ from .estimators import (
     ppo_clip_loss,
     rloo,
 )
-from .surrogates import POLICY_LOSSES, RATIO_LEVELS, importance_ratio, ratio_stats, surrogate_loss
+from .surrogates import (POLICY_LOSSES, RATIO_LEVELS, SAMPLER_CORRECTIONS, importance_ratio, ratio_stats,
+                         sampler_weights, surrogate_loss)
 from .returns import discount_cumsum, discounted_return, gae, reward_to_go, td_error
 from .utils import get_device, set_seed
 

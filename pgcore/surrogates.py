@@ -27,10 +27,12 @@ import torch
 
 from ._checks import check_number, check_same_shape
 
-__all__ = ["POLICY_LOSSES", "RATIO_LEVELS", "importance_ratio", "surrogate_loss", "ratio_stats"]
+__all__ = ["POLICY_LOSSES", "RATIO_LEVELS", "SAMPLER_CORRECTIONS", "importance_ratio", "surrogate_loss", "ratio_stats",
+           "sampler_weights"]
 
 POLICY_LOSSES = ("pg", "ppo", "cispo")
 RATIO_LEVELS = ("token", "sequence")
+SAMPLER_CORRECTIONS = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 
 
 def importance_ratio(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor,
@@ -123,3 +125,32 @@ def ratio_stats(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor, m
                 "grad_token_frac": share((a != 0) & ~no_grad),
                 "ratio_mean": r.mean().item(), "ratio_min": r.min().item(), "ratio_max": r.max().item(),
                 "kl_old": (torch.exp(log_ratio) - 1.0 - log_ratio)[on].mean().item()}
+
+
+def sampler_weights(old_logp: torch.Tensor, sampling_logp: torch.Tensor, mask: torch.Tensor,
+                    mode: str = "token_truncate", clip_max: float | None = 3.0,
+                    clip_min: float | None = None) -> tuple[torch.Tensor, float]:
+    """Importance weights for a sampler that is not the policy (bf16 or top-k sampling, stale weights), and
+    the share of completion tokens whose weight was truncated or masked.
+
+        rho_t   = pi_old(y_t) / sampler(y_t) = exp(old_logp - sampling_logp)          token_* modes, (N, T)
+        rho_seq = exp( sum_t m_t (old_logp - sampling_logp) )                           sequence_* modes, (N, 1)
+        *_truncate: clamp(rho, clip_min, clip_max) (truncated IS);  *_mask: 0 outside [clip_min, clip_max], else rho
+
+    Multiply the per-token policy loss by the (detached) weights before aggregating. TRL 1.x: its
+    `vllm_importance_sampling_mode`, `vllm_importance_sampling_clip_max` / `_clip_min` (the sequence ratio is
+    the sum of the log ratio there too, not GSPO's mean). Returns (weights (N, T) or (N, 1), share).
+    """
+    old_logp = check_same_shape(old_logp, "old_logp", sampling_logp, "sampling_logp").detach()
+    m = check_same_shape(mask, "mask", sampling_logp, "sampling_logp").to(old_logp.dtype)
+    if mode not in SAMPLER_CORRECTIONS:
+        raise ValueError(f"sampler correction {mode!r} unknown; accepted: {', '.join(SAMPLER_CORRECTIONS)}")
+    low = -float("inf") if clip_min is None else check_number(clip_min, "clip_min", ge=0)
+    high = float("inf") if clip_max is None else check_number(clip_max, "clip_max", gt=max(low, 0.0))
+    diff = (old_logp - sampling_logp.detach()) * m  # (N, T)
+    rho = torch.exp(diff.sum(dim=1, keepdim=True) if mode.startswith("sequence") else diff)  # (N, 1) or (N, T)
+    outside = (rho < low) | (rho > high)
+    weights = rho.clamp(min=low, max=high) if mode.endswith("truncate") else rho.masked_fill(outside, 0.0)
+    on = m.bool()
+    share = outside.expand_as(on)[on].float().mean().item() if on.any() else 0.0
+    return weights, share

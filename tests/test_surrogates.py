@@ -1,7 +1,8 @@
 """Reusing a batch in the teaching core (`pgcore.surrogates`, `pgcore.lm.algorithm`): at ratio 1 every policy
 loss has plain REINFORCE's gradient on real tiny-arith batches; the clip metrics on constructed ratios, checked
 against the gradient itself; GSPO's sequence ratio by hand; the KL ratio correction's exact identity on an
-enumerable bandit; the first update's ratio is exactly 1 and later ones move it; the settings' bad values."""
+enumerable bandit; the first update's ratio is exactly 1 and later ones move it; the settings' bad values; the
+sampler-mismatch weights (truncated IS, masks) on known ratios and their exact unbiasedness on a bandit."""
 from __future__ import annotations
 
 import copy
@@ -180,3 +181,43 @@ def test_the_teaching_loop_makes_mu_times_minibatches_updates_a_step(arith):
         assert [u["epoch"] for u in row["updates"]] == [0, 0, 1, 1]
         assert row["loss"] == pytest.approx(sum(u["loss"] for u in row["updates"]) / 4)
     assert history[0]["updates"][0]["ratio_max"] == 1.0  # the first update is on-policy
+
+
+# ------------------------------------------------------------------------------ a sampler that is not the policy
+@pytest.mark.parametrize("mode", pg.SAMPLER_CORRECTIONS)
+def test_sampler_weights_on_known_ratios(mode):
+    rho = torch.tensor([[0.5, 1.0, 4.0, 9.0], [1.2, 1.5, 7.0, 7.0]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])  # the 9 and the 7s lie after EOS
+    old = torch.log(torch.full_like(rho, 0.25))
+    weights, share = pg.sampler_weights(old, old - torch.log(rho), mask, mode, clip_max=3.0, clip_min=0.6)
+    if mode.startswith("token"):
+        expected = rho.clamp(0.6, 3.0) if mode == "token_truncate" else torch.where((rho < 0.6) | (rho > 3), 0, rho)
+        outside = ((rho < 0.6) | (rho > 3.0)) & mask.bool()
+    else:  # one ratio per completion: the product of its tokens' ratios
+        seq = torch.tensor([[0.5 * 1.0 * 4.0], [1.2 * 1.5]])
+        expected = seq.clamp(0.6, 3.0) if mode == "sequence_truncate" else torch.where((seq < 0.6) | (seq > 3), 0, seq)
+        outside = ((seq < 0.6) | (seq > 3.0)) & mask.bool()
+    if mode.startswith("token"):  # the weights after EOS mean nothing
+        assert torch.allclose(weights[mask.bool()], expected[mask.bool()], atol=1e-6)
+    else:
+        assert weights.shape == (2, 1) and torch.allclose(weights, expected, atol=1e-6)
+    assert share == pytest.approx(outside.sum().item() / mask.sum().item())
+
+
+def test_token_is_weights_turn_a_samplers_draws_into_the_policys_gradient_exactly():
+    """One token over K actions drawn by a sampler q != pi: E_q[w * A * grad log pi] = E_pi[A * grad log pi] with no
+    cap; a cap leaves a bias only through the actions whose ratio it cuts."""
+    g = torch.Generator().manual_seed(2)
+    theta = torch.randn(8, generator=g).requires_grad_(True)
+    logp = theta.log_softmax(0)
+    q_logp = (logp.detach() + 0.8 * torch.randn(8, generator=g)).log_softmax(0)  # e.g. a bf16 or stale sampler
+    adv = torch.randn(8, generator=g)
+    grad = lambda weights, probs: torch.autograd.grad((probs * weights * adv * logp).sum(), theta,  # noqa: E731
+                                                      retain_graph=True)[0]
+    on_policy = grad(torch.ones(8), logp.exp().detach())
+    mask = torch.ones(1, 8)
+    exact, share = pg.sampler_weights(logp[None], q_logp[None], mask, "token_truncate", clip_max=None)
+    assert share == 0 and torch.allclose(grad(exact[0], q_logp.exp()), on_policy, atol=1e-6)
+    capped, share = pg.sampler_weights(logp[None], q_logp[None], mask, "token_truncate", clip_max=1.0)
+    assert 0 < share < 1 and not torch.allclose(grad(capped[0], q_logp.exp()), on_policy, atol=1e-4)
+    assert not torch.allclose(grad(torch.ones(8), q_logp.exp()), on_policy, atol=1e-4)  # uncorrected: biased
