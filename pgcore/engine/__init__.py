@@ -3,6 +3,7 @@
 - `config`: `LMConfig`, the algorithm's `Args` plus models, files, resume and speed settings
 - `trainer`: `Trainer` (the fast step, `compute_loss` held equal to the algorithm's) and `train`
 - `sampling`, `logprobs`, `kv_cache`: the fast paths, each naming its naive twin in `pgcore.lm`
+- `policy_loss`: the loss of one update and the updates on a reused batch (PPO clip, CISPO, GSPO, mu > 1)
 - `run`: the loop, checkpoints, metrics files, Ctrl-C / SIGTERM, the NaN guard; `resume`: exact resume
 - `rewards`: several rewards and reward functions, their weights, aggregation and None-aware advantages
 - `prompt_data`: prompt datasets (.jsonl, .csv, .parquet, `datasets` folders) and their other columns
@@ -18,7 +19,8 @@ from __future__ import annotations
 import importlib
 
 _NAMES = {"LMConfig": "config", "LMResult": "run", "NonFiniteLossError": "run", "RunTerminated": "run",
-          "CSV_COLUMNS": "run", "VERIFIER_COLUMNS": "run", "AccelerateTrainer": "distributed",
+          "CSV_COLUMNS": "run", "VERIFIER_COLUMNS": "run", "REUSE_COLUMNS": "policy_loss",
+          "AccelerateTrainer": "distributed",
           "Trainer": "trainer", "train": "trainer"}
 __all__ = list(_NAMES)
 

@@ -89,11 +89,17 @@ def _float(lower: float, strict: bool):
 
 
 # How each setting is read on the command line; the help text is the field's docstring (`field_docs`).
-_POSITIVE = ("steps", "batch_size", "num_samples", "max_new_tokens", "eval_problems", "eval_samples")
+_POSITIVE = ("steps", "batch_size", "num_samples", "max_new_tokens", "eval_problems", "eval_samples",
+             "updates_per_batch", "minibatches")
 _NONNEGATIVE = ("seed", "kl_log_every", "eval_every", "warmup_steps", "save_every", "keep_last")
 _NONNEGATIVE += ("log_completions",)
+_REUSE = ("reusing a batch (TRL: num_iterations, steps_per_generation, loss_type cispo, epsilon, epsilon_high, "
+          "importance_sampling_level, use_bias_correction_kl)")
 _GROUPS = {"models and data": ("reward_model", "reward_label", "reward_input", "reward_fn", "reward_weights",
                                "reward_aggregation", "model", "prompts", "prompt_column"),
+           _REUSE: ("updates_per_batch", "minibatches", "policy_loss",
+                                                                  "clip_eps", "clip_eps_high", "ratio_level",
+                                                                  "kl_loss_estimator", "kl_ratio_correction"),
            "outputs": ("output_dir", "checkpoint_dir", "model_dir", "run_name", "save_every", "keep_last", "device",
                        "dtype", "report_to", "log_completions")}
 _METAVARS = {"reward_model": "NAME_OR_PATH", "model": "NAME_OR_PATH", "reward_label": "NAME", "prompts": "FILE",
@@ -103,13 +109,14 @@ _METAVARS = {"reward_model": "NAME_OR_PATH", "model": "NAME_OR_PATH", "reward_la
 
 def _parse_kwargs(name: str, default) -> dict:
     """argparse keywords of the `LMConfig` field `name`: its type check, or its choices."""
-    from .config import DTYPES, KL_ESTIMATORS, LOSS_AGGREGATIONS, REPORTERS, REWARD_AGGREGATIONS, REWARD_INPUTS, \
-        SCHEDULERS
+    from .config import DTYPES, KL_ESTIMATORS, LOSS_AGGREGATIONS, POLICY_LOSSES, RATIO_LEVELS, REPORTERS, \
+        REWARD_AGGREGATIONS, REWARD_INPUTS, SCHEDULERS
     from ..lm.algorithm import ADVANTAGES, KL_PLACEMENTS
 
     choices = {"advantage": ADVANTAGES, "loss_aggregation": LOSS_AGGREGATIONS, "kl_estimator": KL_ESTIMATORS,
                "kl_in": KL_PLACEMENTS, "lr_scheduler": SCHEDULERS, "dtype": (*DTYPES, "bf16"),
-               "reward_aggregation": REWARD_AGGREGATIONS, "reward_input": REWARD_INPUTS}
+               "reward_aggregation": REWARD_AGGREGATIONS, "reward_input": REWARD_INPUTS,
+               "kl_loss_estimator": KL_ESTIMATORS, "policy_loss": POLICY_LOSSES, "ratio_level": RATIO_LEVELS}
     if name in choices:
         return {"choices": choices[name]}
     if name in ("reward_model", "reward_fn"):  # repeatable: one reward each
@@ -118,14 +125,14 @@ def _parse_kwargs(name: str, default) -> dict:
         return {"nargs": "+", "type": _finite, "metavar": "W"}
     if name == "report_to":
         return {"nargs": "+", "choices": ("none", *REPORTERS)}
-    if name == "share_prompt":
+    if name in ("share_prompt", "kl_ratio_correction"):
         return {"action": argparse.BooleanOptionalAction}
     if name in _POSITIVE:
         return {"type": _positive_int}
     if name in _NONNEGATIVE:
         return {"type": _nonneg_int}
-    if isinstance(default, float):
-        return {"type": _float(0, strict=name in ("lr", "temperature", "max_grad_norm"))}
+    if isinstance(default, float) or name == "clip_eps_high":
+        return {"type": _float(0, strict=name in ("lr", "temperature", "max_grad_norm", "clip_eps", "clip_eps_high"))}
     return {"metavar": _METAVARS.get(name)}
 
 
@@ -149,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     docs = field_docs(LMConfig)
     groups = {title: p.add_argument_group(title) for title in ("models and data", "the policy-gradient loop",
-                                                                "outputs")}
+                                                                _REUSE, "outputs")}
     for f in dataclasses.fields(LMConfig):
         title = next((t for t, names in _GROUPS.items() if f.name in names), "the policy-gradient loop")
         given = f.name in ("reward_model", "reward_fn")  # what to train for is never implicit (one of them)

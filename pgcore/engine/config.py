@@ -11,16 +11,16 @@ import textwrap
 from dataclasses import dataclass
 
 from .._checks import check_int, check_number
-from ..lm.algorithm import ADVANTAGES, KL_PLACEMENTS, Args
+from ..lm.algorithm import ADVANTAGES, KL_ESTIMATORS, KL_PLACEMENTS, Args
 from ..estimators import AGGREGATIONS as LOSS_AGGREGATIONS
+from ..surrogates import POLICY_LOSSES, RATIO_LEVELS
 from ..lm.rewards import REWARD_INPUTS
 from .rewards import AGGREGATIONS as REWARD_AGGREGATIONS
 
 __all__ = ["LMConfig", "field_docs", "DTYPES", "ADVANTAGES", "KL_ESTIMATORS", "SCHEDULERS", "RESUMABLE_CHANGES", "LOSS_AGGREGATIONS",
-           "KL_PLACEMENTS", "REWARD_AGGREGATIONS", "REWARD_INPUTS", "REPORTERS"]
+           "KL_PLACEMENTS", "POLICY_LOSSES", "RATIO_LEVELS", "REWARD_AGGREGATIONS", "REWARD_INPUTS", "REPORTERS"]
 
 DTYPES = ("float32", "bfloat16")
-KL_ESTIMATORS = ("k1", "k3")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 # Settings a run may change when resumed: where things go and how long to train. Everything else
 # (eval_every, eval_problems and eval_samples too) must match the checkpoint.

@@ -40,7 +40,8 @@ CSV_COLUMNS = (
 # value (no correct / no incorrect completion; held-out pass@1 only every eval_every steps).
 VERIFIER_COLUMNS = ("zero_spread_frac", "all_right_frac", "len_correct", "len_incorrect", "heldout_pass1")
 PANELS = [("reward", "reward_mean", "reward_std"), ("KL to reference", "kl"), ("entropy per token", "entropy"),
-          ("loss (not progress)", "loss"), ("completion length", "completion_len")]
+          ("loss (not progress)", "loss"), ("completion length", "completion_len"),
+          ("clipped share (ratio above the cap)", "clip_high_frac"), ("KL(pi_old || pi), last update", "kl_old")]
 
 
 class NonFiniteLossError(RuntimeError):

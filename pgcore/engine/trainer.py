@@ -4,7 +4,8 @@ Naive twin: `pgcore.lm.algorithm.compute_loss` and its loop. `Trainer.compute_lo
 gradients on the same batch (tests/engine/test_engine_equals_algorithm.py), with the fast paths: a shared
 prompt forward (`sampling.generate_shared`, `logprobs.per_token_logps_shared_prompt`, the reference's
 `kv_cache.PromptCache`), `selective_log_softmax`'s backward, bf16 autocast, no reference forward when no KL
-is used, fused AdamW, and data-parallel hooks (`distributed.AccelerateTrainer`). Around the step,
+is used, fused AdamW, and data-parallel hooks (`distributed.AccelerateTrainer`). A reused batch (mu > 1,
+minibatches) runs `policy_loss.reuse_updates`, whose naive twin is `algorithm.reuse_batch`. Around the step,
 `run.TrainingRun` holds the loop, checkpoints, metrics files, resume, Ctrl-C / SIGTERM and the NaN guard.
 """
 from __future__ import annotations
@@ -29,6 +30,7 @@ from .fused import fuse_gelu
 from .kv_cache import PromptCache
 from .logprobs import per_token_logps, per_token_logps_shared_prompt
 from .metrics import MetricsLogger, StepTimer
+from .policy_loss import ratio_columns, ratio_stats, reuse_updates, reuses_batch, update_loss
 from .prompt_data import PromptData, format_prompt_data, load_prompt_data, prompt_data_from_rows
 from .reporting import check_reporters
 from .rewards import RewardSet, build_reward, masked_advantages, score_batch
@@ -36,11 +38,6 @@ from .run import PANELS, LMResult, NonFiniteLossError, Run, check_output_places,
 from .sampling import generate_shared
 
 __all__ = ["Trainer", "train"]
-
-
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 class Trainer:
@@ -124,7 +121,7 @@ class Trainer:
         from transformers import get_scheduler
 
         self.scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer, num_warmup_steps=cfg.warmup_steps,
-                                       num_training_steps=cfg.steps)
+                                       num_training_steps=cfg.steps * cfg.updates_per_batch * cfg.minibatches)
         self.global_step = 0
         self.logger = MetricsLogger(cfg.output_dir if self.is_main_process else None, panels=PANELS, stream=True,
                                     title=f"{policy.name} vs {reward.name}")
@@ -144,7 +141,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ the step
     def step(self) -> dict:
-        """One policy-gradient update. Returns the step's metrics row (also kept in `history`)."""
+        """One policy-gradient step (one sampled batch; one update, or updates_per_batch x minibatches). Returns
+        the step's metrics row (also kept in `history`)."""
+        if reuses_batch(self.config):  # several optimizer steps: Ctrl-C / SIGTERM wait until all are applied
+            with signals_deferred():
+                return self._step()
+        return self._step()
+
+    def _step(self) -> dict:
         cfg, G = self.config, self.config.num_samples
         step = self.global_step + 1
         # held-out pass@1 of the policy that samples this step (every eval_every steps, from step 1)
@@ -156,23 +160,27 @@ class Trainer:
             scored = score_batch(self, batch, step) if self.reward_set is not None else None  # several / functions
             rew = algorithm.score(self.reward, batch) if scored is None else scored.score  # 2. score, (N,)
         valid = scored.valid if scored is not None else None  # rows some reward applies to (None: all)
-        loss, parts = self.compute_loss(batch, rew, prompt_state, step=step, timer=timer, valid=valid)  # 3.-5.
-        mask, kl, entropy = batch.completion_mask, parts["kl"], parts["entropy"]
-        loss_all = self.gather(loss.detach().reshape(1))  # (num_processes,): their mean is the batch's loss
-        if not torch.isfinite(loss_all).all():  # checked on every process alike, so all stop together
-            raise NonFiniteLossError(f"loss is {loss_all.mean().item()} at step {step}")
-        with timer("policy"):
-            self.optimizer.zero_grad(set_to_none=True)
-            self.backward(loss)
-        with timer("optimizer"):
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-        if not torch.isfinite(grad_norm):
-            raise NonFiniteLossError(f"gradient norm is {grad_norm.item()} at step {step}")
-        lr = self.scheduler.get_last_lr()[0]
-        with signals_deferred():  # the update and its record happen together, or not at all
+        if reuses_batch(cfg):  # mu x minibatches updates, applied and recorded together (in signals_deferred)
+            loss_all, grad_norm, lr, parts = reuse_updates(self, batch, rew, step=step, timer=timer, valid=valid)
+        else:
+            loss, parts = self.compute_loss(batch, rew, prompt_state, step=step, timer=timer, valid=valid)  # 3.-5.
+            loss_all = self.gather(loss.detach().reshape(1))  # (num_processes,): their mean is the batch's loss
+            if not torch.isfinite(loss_all).all():  # checked on every process alike, so all stop together
+                raise NonFiniteLossError(f"loss is {loss_all.mean().item()} at step {step}")
+            with timer("policy"):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.backward(loss)
             with timer("optimizer"):
-                self.optimizer.step()
-                self.scheduler.step()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            if not torch.isfinite(grad_norm):
+                raise NonFiniteLossError(f"gradient norm is {grad_norm.item()} at step {step}")
+            lr = self.scheduler.get_last_lr()[0]
+        mask, kl, entropy = batch.completion_mask, parts["kl"], parts["entropy"]
+        with signals_deferred():  # the update and its record happen together, or not at all
+            if not reuses_batch(cfg):
+                with timer("optimizer"):
+                    self.optimizer.step()
+                    self.scheduler.step()
             self.global_step = step
             rew_all = self.gather(rew) if scored is None else scored.logged
             kl_all = self.gather(kl) if kl is not None else None
@@ -190,6 +198,7 @@ class Trainer:
                 "lr": lr,
                 "tokens": int(lengths_all.sum().item()),
                 **(scored.columns if scored is not None else {}),  # reward/<name>_mean, _std of several rewards
+                **parts.get("ratio", {}),  # REUSE_COLUMNS, with a ratio (policy_loss.py)
             }
             if self.reward.verifier:  # VERIFIER_COLUMNS (notebook 05); None: nothing to report
                 row.update(self._verifier_columns(rew_all, lengths_all, G, pass1_before))
@@ -213,30 +222,51 @@ class Trainer:
         with self.autocast():
             if self.share_prompt and G > 1:  # each prompt run once, for sampling and for the gradient
                 return generate_shared(self.unwrapped_model, self.tokenizer, prompts, G, cfg.max_new_tokens,
-                                       cfg.temperature, seed=seed, add_special_tokens=special, prompt_graph=True)
+                                       cfg.temperature, seed=seed, add_special_tokens=special,
+                                       prompt_graph=not reuses_batch(cfg))
             return generate(self.unwrapped_model, self.tokenizer, prompts, G, cfg.max_new_tokens, cfg.temperature,
                             seed=seed, add_special_tokens=special), None
 
     def compute_loss(self, batch, rew: torch.Tensor, prompt_state=None, *, step: int = 1,
-                     timer: StepTimer | None = None, valid: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                     timer: StepTimer | None = None, valid: torch.Tensor | None = None,
+                     old_logps: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """`algorithm.compute_loss` on the fast paths, plus the entropy bonus and the data-parallel token weight.
         valid: (N,) bool, False where no reward applies (left out of the baselines, advantage 0); None: all.
-        Returns (loss, {"kl": (N,) or None, "entropy": (N, T)})."""
-        cfg, G, mask = self.config, self.config.num_samples, batch.completion_mask
+        old_logps: (N, T) of the policy that sampled the batch (None: this forward's, detached).
+        Returns (loss, {"kl": (N,) or None, "entropy": (N, T)}, and "ratio": `pg.ratio_stats` with a ratio)."""
+        cfg, mask = self.config, batch.completion_mask
         timer = timer or StepTimer()
         with timer("policy"), self.autocast():
             logps, entropy = self.policy_logps(self.model, batch, entropy_grad=cfg.entropy_coef > 0,
                                                prompt_state=prompt_state)  # (N, T), (N, T)
         logps, entropy = logps.float(), entropy.float()
+        old_logps = logps.detach() if old_logps is None else old_logps
+        ref_logps, kl = self.reference_logps(batch, old_logps, step, timer)
+        adv = self.advantages(rew, kl, valid)
+        loss = update_loss(self, logps, entropy, old_logps, ref_logps, adv, mask)
+        parts = {"kl": kl, "entropy": entropy}
+        if cfg.policy_loss != "pg":
+            parts["ratio"] = ratio_columns(self, [ratio_stats(self, logps, old_logps, adv, mask)])
+        return loss, parts
+
+    def reference_logps(self, batch, old_logps: torch.Tensor, step: int, timer: StepTimer):
+        """The frozen reference's (N, T) log-probs and each completion's KL estimate (N,) against the sampler's
+        log-probs `old_logps`; (None, None) on steps the reference does not run."""
+        cfg, mask = self.config, batch.completion_mask
         ref_logps = kl = None
         with timer("reference"):
             if self.needs_reference(step):  # with kl_coef 0 only on KL-logging steps
                 with torch.inference_mode(), self.autocast():
                     ref_logps = self.policy_logps(self.ref_model, batch, prompt_cache=self.ref_prompt_cache).float()
                 ref_logps = ref_logps.clone()  # a normal tensor again: the KL in the loss differentiates through it
-                per_token_kl = est.kl_estimate(logps.detach(), ref_logps, cfg.kl_estimator)  # (N, T)
+                per_token_kl = est.kl_estimate(old_logps.detach(), ref_logps, cfg.kl_estimator)  # (N, T)
                 kl = (per_token_kl * mask).sum(dim=1)  # (N,): KL of each whole completion
+        return ref_logps, kl
 
+    def advantages(self, rew: torch.Tensor, kl: torch.Tensor | None, valid: torch.Tensor | None) -> torch.Tensor:
+        """This process's (N,) advantages, from the scores of all processes' rows (the KL penalty subtracted
+        with kl_in reward)."""
+        cfg, G = self.config, self.config.num_samples
         score = rew - cfg.kl_coef * kl if cfg.kl_in == "reward" and cfg.kl_coef else rew  # (N,)
         score_all = self.gather(score)  # (N_total,) all processes, prompt-major
         if valid is None:
@@ -245,21 +275,7 @@ class Trainer:
             valid_all = self.gather(valid.float()) > 0.5  # (N_total,) gathered as numbers: gloo has no bool
             adv_all = masked_advantages(score_all.view(-1, G), valid_all.view(-1, G), cfg.advantage).reshape(-1)
         n = score.shape[0]
-        adv = adv_all[self.process_index * n:(self.process_index + 1) * n]  # (N,) this process's rows
-        if cfg.loss_aggregation == "token":
-            loss = est.pg_loss(logps, adv, mask)  # = -est.aggregate(logps * adv, mask, "token")
-        else:
-            loss = -est.aggregate(logps * adv.detach()[:, None], mask, cfg.loss_aggregation, cfg.max_new_tokens)
-        if cfg.kl_in == "loss" and cfg.kl_coef:
-            k3 = est.kl_k3(logps, ref_logps)  # (N, T), with grad
-            loss = loss + cfg.kl_coef * est.aggregate(k3, mask, cfg.loss_aggregation, cfg.max_new_tokens)
-        if cfg.entropy_coef:
-            loss = loss - cfg.entropy_coef * _masked_mean(entropy, mask)
-        if self.num_processes > 1 and cfg.loss_aggregation == "token":
-            # token-level mean over *all* processes: DDP averages gradients, so weigh by the local share
-            tokens_all = self.gather(mask.sum().reshape(1).float()).sum()
-            loss = loss * mask.sum().clamp(min=1) * self.num_processes / tokens_all.clamp(min=1)
-        return loss, {"kl": kl, "entropy": entropy}
+        return adv_all[self.process_index * n:(self.process_index + 1) * n]  # (N,) this process's rows
 
     def _verifier_columns(self, rew_all, lengths_all, G: int, pass1_before) -> dict:
         """Zero-spread groups (all rewards equal: no gradient) and those among them all right (the rest are all

@@ -66,6 +66,12 @@ class Batch:
     def __len__(self) -> int:
         return self.completion_ids.shape[0]
 
+    def select(self, rows: slice) -> "Batch":
+        """The rows `rows` of the batch (a minibatch; whole prompt groups keep `num_samples` true), all columns."""
+        logps = None if self.sampling_logps is None else self.sampling_logps[rows]
+        return Batch(self.prompt_ids[rows], self.prompt_mask[rows], self.completion_ids[rows],
+                     self.completion_mask[rows], self.texts[rows], self.prompts[rows], self.num_samples, logps)
+
 
 def completion_mask(completion_ids: torch.Tensor, eos_token_id: int | Iterable[int]) -> torch.Tensor:
     """1 on every token up to and including the first EOS of each row, 0 after it.

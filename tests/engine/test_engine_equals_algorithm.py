@@ -116,3 +116,76 @@ def test_every_fast_path_names_its_naive_twin(module, name):
 
     obj = getattr(importlib.import_module(f"pgcore.engine.{module}"), name)
     assert "Naive twin" in (obj.__doc__ or ""), f"pgcore.engine.{module}.{name} does not name its naive twin"
+
+
+# ------------------------------------------------------------------ reusing a batch (notebook 06's options)
+REUSE_OPTIONS = {"ppo": dict(policy_loss="ppo"), "ppo clip-higher": dict(policy_loss="ppo", clip_eps_high=0.28),
+                 "cispo": dict(policy_loss="cispo", clip_eps_high=0.5),
+                 "gspo": dict(policy_loss="ppo", ratio_level="sequence", clip_eps=0.05),
+                 "pg, k2 in the loss": dict(kl_in="loss", kl_loss_estimator="k2"),
+                 "ppo, k3 in the loss x ratio": dict(policy_loss="ppo", kl_in="loss", kl_ratio_correction=True),
+                 "gspo, k3 in the loss x ratio": dict(policy_loss="ppo", ratio_level="sequence", clip_eps=0.05,
+                                                      kl_in="loss", kl_ratio_correction=True,
+                                                      loss_aggregation="sequence"),
+                 "k2 in the reward": dict(kl_estimator="k2")}
+
+
+def _reuse_config(share_prompt, **kw):
+    return LMConfig(**{**dict(steps=1, batch_size=3, num_samples=3, max_new_tokens=6, kl_coef=0.5,
+                              share_prompt=share_prompt, output_dir=None, checkpoint_dir=None, model_dir=None), **kw})
+
+
+@pytest.mark.parametrize("share_prompt", [False, True], ids=["plain", "shared-prompt"])
+@pytest.mark.parametrize("option", list(REUSE_OPTIONS))
+def test_engine_equals_teaching_off_policy_for_every_reuse_option(gpt2, share_prompt, option):
+    """One update against a pi_old that is neither the policy nor the reference: the ratio is not 1, the clip acts."""
+    cfg = _reuse_config(share_prompt, **REUSE_OPTIONS[option])
+    reward = LetterReward("e")
+    tr = Trainer(cfg, policy=copy.deepcopy(gpt2), reward=reward, prompts=PROMPTS)
+    _moved_away(tr.policy)
+    teach_model = copy.deepcopy(tr.model)
+    batch, prompt_state = tr.sample(1)
+    rewards = algorithm.score(reward, batch)
+    with torch.no_grad():  # (N, T) pi_old: the starting weights moved another way
+        old = algorithm.per_token_logps(_moved_away(copy.deepcopy(gpt2), seed=1).model, batch)
+    loss_engine, parts = tr.compute_loss(batch, rewards, prompt_state, old_logps=old)
+    loss_engine.backward()
+    loss_teach, stats = algorithm.compute_loss(teach_model, tr.ref_model, batch, rewards, cfg.args, old_logp=old)
+    loss_teach.backward()
+    _assert_same(tr.model, teach_model, loss_engine, loss_teach)
+    if cfg.policy_loss != "pg":
+        assert stats["ratio_max"] - stats["ratio_min"] > 0.1  # off-policy indeed
+        for k, v in parts["ratio"].items():
+            assert v == pytest.approx(stats[k], rel=1e-4, abs=1e-6), k
+        if cfg.policy_loss == "ppo":
+            assert stats["clip_low_frac"] + stats["clip_high_frac"] > 0  # the clip is exercised
+
+
+@pytest.mark.parametrize("share_prompt", [False, True], ids=["plain", "shared-prompt"])
+def test_engine_reuse_updates_equal_the_teaching_reuse_batch(gpt2, share_prompt):
+    """mu = 2 passes over 3 minibatches: the same 6 updates (per-update statistics and the final weights)."""
+    from pgcore.engine.metrics import StepTimer
+    from pgcore.engine.policy_loss import reuse_updates
+
+    cfg = _reuse_config(share_prompt, updates_per_batch=2, minibatches=3, policy_loss="ppo", clip_eps_high=0.28,
+                        kl_in="loss", kl_ratio_correction=True, lr=3e-3, advantage="mean")
+    reward = LetterReward("e")
+    tr = Trainer(cfg, policy=copy.deepcopy(gpt2), reward=reward, prompts=PROMPTS)
+    teach_model = copy.deepcopy(tr.model)
+    batch, _ = tr.sample(1)
+    rewards = algorithm.score(reward, batch)
+    tr.optimizer = torch.optim.SGD(tr.model.parameters(), lr=cfg.lr)  # plain steps: rounding is not amplified
+    tr.scheduler = torch.optim.lr_scheduler.LambdaLR(tr.optimizer, lambda _: 1.0)
+    loss_all, _, _, parts = reuse_updates(tr, batch, rewards, step=1, timer=StepTimer())
+    updates, _ = algorithm.reuse_batch(teach_model, tr.ref_model, torch.optim.SGD(teach_model.parameters(), lr=cfg.lr),
+                                       batch, rewards, cfg.args)
+    assert len(tr.last_updates) == len(updates) == 6 and loss_all.shape == (6,)
+    for e, t in zip(tr.last_updates, updates):
+        for k in ("loss", "grad_norm", "ratio_min", "ratio_max", "kl_old", "clip_low_frac", "clip_high_frac"):
+            assert e[k] == pytest.approx(t[k], rel=1e-4, abs=1e-6), k
+    assert updates[-1]["kl_old"] > 0  # the later updates are off-policy
+    named = dict(teach_model.named_parameters())
+    for name, p in tr.model.named_parameters():
+        assert torch.allclose(p, named[name], atol=1e-6, rtol=1e-5), name
+    moved = max((p - q).abs().max().item() for p, q in zip(tr.model.parameters(), tr.ref_model.parameters()))
+    assert moved > 1e-4

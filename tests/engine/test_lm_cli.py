@@ -95,7 +95,8 @@ def test_console_script_and_help():
     for flag in ("--reward-model", "--model", "--steps", "--seed", "--lr", "--batch-size", "--num-samples",
                  "--max-new-tokens", "--temperature", "--advantage", "--kl-coef", "--kl-estimator", "--entropy-coef",
                  "--save-every", "--keep-last", "--output-dir", "--checkpoint-dir", "--model-dir", "--resume",
-                 "--reward-label", "--prompts"):
+                 "--reward-label", "--prompts", "--updates-per-batch", "--minibatches", "--policy-loss", "--clip-eps",
+                 "--clip-eps-high", "--ratio-level", "--kl-loss-estimator", "--kl-ratio-correction"):
         assert flag in proc.stdout, flag
 
 
@@ -120,7 +121,14 @@ BAD = {
     "rloo one sample": (["--advantage", "rloo", "--num-samples", "1"], "num_samples"),
     "group one sample": (["--advantage", "group", "--num-samples", "1"], "num_samples"),
     "unknown advantage": (["--advantage", "ppo"], "ppo"),
-    "unknown kl estimator": (["--kl-estimator", "k2"], "k2"),
+    "unknown kl estimator": (["--kl-estimator", "k4"], "k4"),
+    "updates per batch zero": (["--updates-per-batch", "0"], "--updates-per-batch"),
+    "minibatches not dividing the batch": (["--minibatches", "3"], "minibatches 3"),
+    "clip eps high below clip eps": (["--clip-eps", "0.2", "--clip-eps-high", "0.1"], "clip_eps_high 0.1 is below"),
+    "clip eps zero": (["--clip-eps", "0"], "--clip-eps"),
+    "unknown ratio level": (["--ratio-level", "nope"], "nope"),
+    "unknown policy loss": (["--policy-loss", "grpo"], "grpo"),
+    "kl ratio correction without kl in the loss": (["--kl-ratio-correction"], "kl_in 'loss'"),
     "unknown model": (["--model", "no-such-model-xyz"], "no-such-model-xyz"),
     "unknown reward": (["--reward-model", "no-such-reward-xyz"], "no-such-reward-xyz"),
     "missing model path": (["--model", "./no/such/dir"], "no/such/dir"),

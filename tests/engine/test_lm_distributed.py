@@ -111,6 +111,23 @@ def test_resume_on_two_processes_reproduces_the_run_and_only_rank_0_writes(launc
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_reusing_a_batch_on_two_processes_and_resuming_it(tmp_path):
+    """mu = 2 passes over 2 minibatches on each of 2 ranks: the reuse columns, and a bitwise resume."""
+    reuse = ["--batch-size", "4", "--updates-per-batch", "2", "--minibatches", "2", "--policy-loss", "ppo",
+             "--kl-in", "loss", "--kl-ratio-correction", "--lr", "1e-3"]
+    runs = {name: [tmp_path / name / f"rank{r}" for r in range(2)] for name in ("full", "resumed")}
+    for d in [*runs["full"], *runs["resumed"]]:
+        d.mkdir(parents=True)
+    resume = ["--resume", str(runs["full"][0] / "ckpt" / "checkpoint-2")]
+    for name, extra in (("full", []), ("resumed", resume)):
+        for r, p in enumerate(run_ranks([*RUN, *ONE_THREAD, *PLACES, *reuse, *extra], runs[name])):
+            assert p.returncode == 0 and "Traceback" not in p.stderr, f"{name} rank {r}: {p.stderr[-3000:]}"
+    a, b = metrics(runs["full"][0] / "out"), metrics(runs["resumed"][0] / "out")
+    assert {"clip_low_frac", "clip_high_frac", "grad_token_frac", "kl_old"} <= set(a.columns)
+    assert a["kl_old"].gt(0).all()
+    assert a.equals(b), a.compare(b)
+
+
 def test_a_two_process_checkpoint_does_not_resume_on_one_process(launched, tmp_path, capsys):
     root, _ = launched
     with pytest.raises(SystemExit) as exc:
