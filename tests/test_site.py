@@ -312,3 +312,6 @@ def test_every_internal_link_resolves(site, server):
         elif anchor and base in ids and anchor not in ids[base]:
             bad.append(f"{target}: no #{anchor} there (from {sorted(where)[:3]})")
     assert not bad, "internal links that lead nowhere:\n" + "\n".join(bad)
+    for css in site.rglob("*.css"):
+        remote = re.findall(r"(?:url\(|@import)\s*['\"]?(https?:[^'\")\s]+)", css.read_text(errors="replace"))
+        assert not remote, f"{css.relative_to(site)} loads {remote} from another machine"
