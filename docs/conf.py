@@ -37,7 +37,6 @@ html_theme_options = {
     "use_download_button": True,
     "show_toc_level": 2,
 }
-html_last_updated_fmt = None
 
 WIDGET = "application/vnd.jupyter.widget-view+json"
 OPEN = "make course"  # README "Set up": a virtual environment, then JupyterLab on notebooks/
@@ -55,7 +54,7 @@ def _panel(stem: str) -> dict:
     return {"output_type": "display_data", "metadata": {}, "data": {"text/markdown": text}}
 
 
-def notebook_for_the_site(docname: str, source: list[str]) -> None:
+def notebook_for_the_site(app, docname: str, source: list[str]) -> None:
     """Sphinx's source-read: a notebook page gets the run-it note under its title, and each widget
     output (a live panel needs a kernel) becomes the panel's still picture; a missing picture is
     Sphinx's "image file not readable" warning, so it fails the build."""
@@ -77,4 +76,4 @@ def notebook_for_the_site(docname: str, source: list[str]) -> None:
 
 
 def setup(app):
-    app.connect("source-read", lambda app, docname, source: notebook_for_the_site(docname, source))
+    app.connect("source-read", notebook_for_the_site)
