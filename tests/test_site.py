@@ -2,7 +2,7 @@
 
 The build is the Makefile's `SITE_BUILD` line, into a temporary folder. It must pass with `-W`, and fail on a
 broken page (a missing panel picture, a link to nowhere, a notebook that is not JSON). A local HTTP server then
-serves the site, and headless Chromium, with every request that leaves this machine aborted, opens the landing
+serves the site, and headless Chromium, with every request to another machine refused, opens the landing
 page and each notebook page: the title, every image loaded (the stored plots and the panel's still picture),
 math typeset by MathJax (no `$…$` or `\\(` left in the text), the link to the .ipynb and the command that opens
 it. Every internal link of every page answers 200 and its #anchor exists; the search box finds REINFORCE.
@@ -10,10 +10,12 @@ Each notebook page's screenshot lands in output/site/ (docs/img/site_page.png is
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -144,6 +146,8 @@ def server(site):
 
 @pytest.fixture(scope="module")
 def browser(server):
+    """One Chromium context whose only way out is a proxy that refuses every connection: the local server is
+    reached directly, any other address fails at once. `context.offsite` lists what a page asked for there."""
     reason = missing_browser_reason()
     if reason:
         if _ci():
@@ -151,27 +155,24 @@ def browser(server):
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
-    pw = sync_playwright().start()
-    try:
-        chromium = pw.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS, timeout=60_000)
+    with socket.socket() as dead, sync_playwright() as pw:
+        dead.bind(("127.0.0.1", 0))  # bound, never listening: a connection to it is refused
+        proxy = {"server": f"http://127.0.0.1:{dead.getsockname()[1]}", "bypass": "127.0.0.1,localhost"}
+        chromium = pw.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS, proxy=proxy,
+                                      timeout=60_000)
         try:
             context = chromium.new_context(viewport={"width": 1280, "height": 900})
-            context.set_default_timeout(30_000)
-            context.offsite = []  # every request that would leave this machine, aborted
+            context.set_default_timeout(60_000)
+            context.offsite = []
 
-            def only_this_machine(route):
-                if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
-                    route.continue_()
-                else:
-                    context.offsite.append(route.request.url)
-                    route.abort()
+            def note_offsite(request):
+                if urlparse(request.url).hostname not in ("127.0.0.1", "localhost", None):  # None: data: URLs
+                    context.offsite.append(request.url)
 
-            context.route("**/*", only_this_machine)
+            context.on("request", note_offsite)
             yield context
         finally:
             chromium.close()
-    finally:
-        pw.stop()
 
 
 _IMAGES_JS = "() => Array.from(document.querySelectorAll('main img')).map(i => [i.getAttribute('src'), i.naturalWidth])"
@@ -189,6 +190,14 @@ def _open(context, url: str):
     page.evaluate("() => window.MathJax && MathJax.startup ? MathJax.startup.promise : null")
     page.evaluate("() => Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null)))")
     return page
+
+
+def _screenshot(page, path: Path) -> None:
+    """A PNG of the window, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(page.screenshot())
+    os.replace(tmp, path)
 
 
 def _check_math_and_images(page, name: str, has_math: bool, images: int) -> list:
@@ -232,6 +241,7 @@ def test_notebook_page(notebook: Path, server, browser):
     """The notebook's title, its stored plots and panel pictures loaded, its math typeset, its file and the
     command that opens it."""
     nb = _notebook(notebook)
+    (SCREENSHOTS / f"{notebook.stem}_failure.png").unlink(missing_ok=True)
     page = _open(browser, urljoin(server, f"notebooks/{notebook.stem}.html"))
     try:
         assert page.title().startswith(nb["title"]), (page.title(), nb["title"])
@@ -247,12 +257,12 @@ def test_notebook_page(notebook: Path, server, browser):
             assert resp.read() == notebook.read_bytes(), f"{notebook.name}: the page's .ipynb link is another file"
         # the page down to its first stored plot (code, printed output, the plot)
         page.locator("main img").first.evaluate("e => e.scrollIntoView({block: 'end'})")
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        shot = SCREENSHOTS / f"{notebook.stem}.png"
-        tmp = shot.with_name(f".{shot.name}.tmp")
-        tmp.write_bytes(page.screenshot())
-        os.replace(tmp, shot)
+        _screenshot(page, SCREENSHOTS / f"{notebook.stem}.png")
         assert not browser.offsite, f"requests off this machine: {browser.offsite}"
+    except BaseException:
+        with contextlib.suppress(Exception):  # the failure itself is what gets reported
+            _screenshot(page, SCREENSHOTS / f"{notebook.stem}_failure.png")
+        raise
     finally:
         page.close()
 
