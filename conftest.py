@@ -25,7 +25,7 @@ BROWSER_TIMING = "browser_seconds"  # recorded by tests/test_browser.py with rec
 # --no-loadscope-reorder` the workers take whole files in this order, so that no long file starts
 # last and leaves the other cores idle (seconds per file: the table at the end of a run).
 LONGEST_FIRST = ("tests/test_browser.py", "tests/test_lm_cli.py", "notebooks/05_", "notebooks/04_", "notebooks/02_",
-                 "tests/test_lm_distributed.py", "notebooks/03_", "tests/test_lm_verifiable_cli.py")
+                 "tests/test_lm_distributed.py", "tests/test_site.py", "notebooks/03_", "tests/test_lm_verifiable_cli.py")
 
 _durations: dict[str, float] = defaultdict(float)
 _browser: list[tuple[str, list[float]]] = []

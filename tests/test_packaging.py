@@ -45,7 +45,7 @@ def _extras_of(spec: str) -> list[str]:
 
 
 # What the course and its tests use: every extra but bench (TRL, for one benchmark only).
-COURSE_AND_TESTS = ["course", "lm", "cluster", "track", "dev"]
+COURSE_AND_TESTS = ["course", "lm", "cluster", "track", "docs", "dev"]
 
 
 def test_environment_yml_matches_pyproject():
@@ -75,6 +75,8 @@ def test_pip_install_pgcore_pulls_no_jupyter_server_or_test_runner():
     assert {_name(r) for r in _requirements(["course", "lm", "cluster"])} <= dev, "[dev] must hold the course, lm, cluster"
     # the engine's tests of prompt datasets and loggers import these: CI (the dev extra) installs them, so they run
     assert {"datasets", "pyarrow", "tensorboard", "wandb"} <= {_name(r) for r in _requirements(["track"])} <= dev
+    # the site's build and its browser test (tests/test_site.py) run in CI too
+    assert {_name(r) for r in _requirements(["docs"])} <= dev, "[dev] must hold [docs]"
 
 
 def test_console_script_is_the_cli():
@@ -157,6 +159,10 @@ def test_constraints_pin_every_dependency():
             pins[_name(name)] = version
     assert wanted <= set(pins), f"not pinned in .ci/constraints.txt: {sorted(wanted - set(pins))}"
     assert "torch" not in pins, "torch is pinned by the install command (CPU or CUDA build), not here"
+    # the site generator is pinned in the docs extra itself, at the same versions
+    for req in _project()["optional-dependencies"]["docs"]:
+        name, _, version = req.partition("==")
+        assert pins.get(_name(name)) == version, f"[docs] pins {req}, .ci/constraints.txt {pins.get(_name(name))}"
 
 
 def test_ci_runs_the_notebooks_on_another_cpus_kernels_with_an_empty_model_cache():
