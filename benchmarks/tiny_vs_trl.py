@@ -164,8 +164,8 @@ def main(argv=None) -> int:
         result = run_trl(args) if args.worker == "trl" else run_pgcore(args, naive=args.worker == "pgcore-naive")
         print("RESULT " + json.dumps(result))
         return 0
-    if args.load:
-        print(table([r for f in args.load for r in json.loads(Path(f).read_text())]))
+    if args.load:  # one table per file (each file is one measurement)
+        print("\n".join(table(json.loads(Path(f).read_text())) for f in args.load))
         return 0
     runners = [r.strip() for r in args.runners.split(",") if r.strip()]
     bad = [r for r in runners if r not in RUNNERS]
