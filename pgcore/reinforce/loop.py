@@ -79,11 +79,13 @@ def init_networks(envs, policy, cfg, device: torch.device, env_id: str, seed: in
 
 class Confirmation:
     """The solved check: `confirm_episodes` fresh episodes (own envs, own seeded generator) must score at
-    least target + confirm_margin. The envs are made on first use and closed by `close`."""
+    least target + confirm_margin. The envs are made on first use and closed by `close`; `env_steps`
+    counts the steps of all checks (they are not training data)."""
 
     def __init__(self, env, cfg, seed: int):
         self.env, self.cfg, self.seed = env, cfg, seed
         self.envs = None
+        self.env_steps = 0
         self.generator = torch.Generator().manual_seed(seed + 1)
 
     def check(self, policy, target: float) -> tuple[float, bool]:
@@ -95,6 +97,7 @@ class Confirmation:
         k = -(-cfg.confirm_episodes // self.envs.num_envs) * self.envs.num_envs
         policy.eval()
         check = collect_rollout(self.envs, policy, k, generator=self.generator)
+        self.env_steps += check.num_steps
         eval_return = float(check.ep_returns.mean())
         return eval_return, eval_return >= target + cfg.confirm_margin
 
@@ -130,6 +133,7 @@ class TrainResult:
                 eval_return (NaN unless a confirmation ran), seconds
     solved:     training stopped early because target_return was reached and confirmed
     seconds:    wall-clock time of training
+    confirm_env_steps: env steps of the confirmation runs (fresh episodes, not counted in env_steps)
     """
 
     policy: torch.nn.Module
@@ -140,6 +144,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     solved: bool = False
     seconds: float = 0.0
+    confirm_env_steps: int = 0
 
     def history_df(self):
         """The history as a pandas DataFrame, one row per update."""
@@ -280,4 +285,5 @@ def train(
         confirmation.close()
     policy.eval()
     return TrainResult(policy=policy, value_net=value_net, config=cfg, env_id=env_id, env_steps=env_steps,
-                       history=history, solved=solved, seconds=time.perf_counter() - start)
+                       history=history, solved=solved, seconds=time.perf_counter() - start,
+                       confirm_env_steps=confirmation.env_steps)
