@@ -197,13 +197,18 @@ def test_bad_train_arguments():
 
 
 def test_defaults_solve_cartpole():
-    """The course's claim: default REINFORCE solves CartPole-v1 (>= 475 over 20 fresh episodes) in < 100k steps."""
+    """The course's claim: default REINFORCE solves CartPole-v1 (>= 475 over 20 fresh episodes, sampled
+    actions) within its 100k-step budget, stopped by its own solved check."""
     result = train("CartPole-v1", seed=0, progress=False)
-    assert result.solved and result.env_steps <= 100_000, (result.solved, result.env_steps)
+    cfg = result.config
+    assert result.solved and result.env_steps <= cfg.max_env_steps, (result.solved, result.env_steps)
     score = evaluate(result.policy, "CartPole-v1", episodes=20, seed=12345).mean()
     assert score >= 475, score
     df = result.history_df()
     assert df.return_mean.iloc[:3].mean() < 60  # it started as a near-random policy
+    # the check that stopped it played confirm_episodes fresh episodes, not counted in env_steps
+    assert df.eval_return.iloc[-1] >= 475 + cfg.confirm_margin
+    assert result.confirm_env_steps >= cfg.confirm_episodes * (475 + cfg.confirm_margin)
 
 
 def test_train_on_a_wrapped_env_object_counts_decisions_and_the_inner_rewards():
