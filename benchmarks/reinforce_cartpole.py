@@ -59,10 +59,10 @@ def run_seed(seed: int, cfg: ReinforceConfig) -> dict:
     run = train("CartPole-v1", seed=seed, config=cfg, progress=False)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     score = float(evaluate(run.policy, "CartPole-v1", episodes=20, seed=10_000 + seed).mean())
-    return {"seed": seed, "env_steps": run.env_steps, "updates": len(run.history),
-            "confirm_env_steps": run.confirm_env_steps, "confirmations": sum(h["eval_return"] == h["eval_return"]
+    return {"seed": seed, "env_steps": int(run.env_steps), "updates": len(run.history),
+            "confirm_env_steps": int(run.confirm_env_steps), "confirmations": sum(h["eval_return"] == h["eval_return"]
                                                                             for h in run.history),
-            "train_solved": run.solved, "cpu_seconds": cpu, "seconds": wall, "score": score}
+            "train_solved": bool(run.solved), "cpu_seconds": cpu, "seconds": wall, "score": score}
 
 
 def main() -> None:
