@@ -197,13 +197,43 @@ def test_bad_train_arguments():
 
 
 def test_defaults_solve_cartpole():
-    """The course's claim: default REINFORCE solves CartPole-v1 (>= 475 over 20 fresh episodes) in < 100k steps."""
+    """The course's claim: default REINFORCE solves CartPole-v1 (>= 475 over 20 fresh episodes, sampled
+    actions) within its 100k-step budget, stopped by its own solved check."""
     result = train("CartPole-v1", seed=0, progress=False)
-    assert result.solved and result.env_steps <= 100_000, (result.solved, result.env_steps)
+    cfg = result.config
+    assert result.solved and result.env_steps <= cfg.max_env_steps, (result.solved, result.env_steps)
     score = evaluate(result.policy, "CartPole-v1", episodes=20, seed=12345).mean()
     assert score >= 475, score
     df = result.history_df()
     assert df.return_mean.iloc[:3].mean() < 60  # it started as a near-random policy
+    # the check that stopped it played confirm_episodes fresh episodes, not counted in env_steps
+    assert df.eval_return.iloc[-1] >= 475 + cfg.confirm_margin
+    assert result.confirm_env_steps >= cfg.confirm_episodes * (475 + cfg.confirm_margin)
+
+
+def test_a_solved_check_that_stops_early_decides_as_one_played_to_the_end():
+    """The fast path (Confirmation stops once the bar is out of reach) against its naive twin (every
+    episode played): the same decision on policies near and far from the bar, and fewer steps when it fails."""
+    from pgcore.reinforce.loop import Confirmation
+
+    policies = [train("CartPole-v1", seed=s, progress=False, config=ReinforceConfig(max_env_steps=b, early_stop=False)).policy
+                for s, b in [(200, 15_000), (201, 30_000)]]
+    cfg = ReinforceConfig()
+    outcomes = set()
+    for policy in policies:
+        for target in (250.0, 400.0, 475.0):
+            fast, naive = Confirmation("CartPole-v1", cfg, seed=7), Confirmation("CartPole-v1", cfg, seed=7, decide_early=False)
+            for _ in range(2):   # the second check has seeds of its own
+                (fast_mean, fast_ok), (mean, ok) = fast.check(policy, target), naive.check(policy, target)
+                assert fast_ok == ok, (target, fast_mean, mean)
+                if ok:
+                    assert fast_mean == mean
+                else:   # the early stop logs the best mean it could still reach: at least the real one
+                    assert mean <= fast_mean < target + cfg.confirm_margin
+                outcomes.add(bool(ok))
+            assert fast.env_steps <= naive.env_steps
+            fast.close(), naive.close()
+    assert outcomes == {True, False}, "the policies must span both outcomes for the test to mean anything"
 
 
 def test_train_on_a_wrapped_env_object_counts_decisions_and_the_inner_rewards():

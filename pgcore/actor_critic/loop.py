@@ -146,4 +146,5 @@ def train(
         confirmation.close()
     policy.eval()
     return TrainResult(policy=policy, value_net=value_net, config=cfg, env_id=env_id, env_steps=env_steps,
-                       history=history, solved=solved, seconds=time.perf_counter() - start)
+                       history=history, solved=solved, seconds=time.perf_counter() - start,
+                       confirm_env_steps=confirmation.env_steps)

@@ -18,7 +18,8 @@ from ..policies import GaussianPolicy, MLPPolicy, ValueNet
 from ..returns import reward_to_go
 from ..utils import get_device
 from .config import ReinforceConfig, TrainConfig
-from .rollout import Rollout, torch_threads, collect_rollout, compute_advantages, compute_weights
+from .rollout import (Rollout, torch_threads, collect_rollout, compute_advantages, compute_weights, policy_device,
+                      sample_actions)
 
 
 # ---------------------------------------------------------------- shared by train() here and in actor_critic
@@ -77,30 +78,104 @@ def init_networks(envs, policy, cfg, device: torch.device, env_id: str, seed: in
     return policy, value_net
 
 
-class Confirmation:
-    """The solved check: `confirm_episodes` fresh episodes (own envs, own seeded generator) must score at
-    least target + confirm_margin. The envs are made on first use and closed by `close`."""
+# the largest reward of one step of the registered envs whose rewards are known (a check may then stop early)
+MAX_STEP_REWARD = {"CartPole": 1.0, "Acrobot": 0.0}
 
-    def __init__(self, env, cfg, seed: int):
+
+class Confirmation:
+    """The solved check: `confirm_episodes` fresh episodes (own envs, seeded per check) must score at
+    least target + confirm_margin on average. The envs are made on first use and closed by `close`;
+    `env_steps` counts the steps of all checks (they are not training data).
+
+    A check of a registered env in MAX_STEP_REWARD stops as soon as it cannot pass: when the finished
+    episodes' returns plus the best that the others can still score (the return so far plus the steps
+    left to the time limit times the largest reward) average below the bar. Its decision is that of
+    playing every episode to the end (`decide_early=False`, the naive twin; tests/test_reinforce.py);
+    it then logs that best reachable mean.
+    """
+
+    def __init__(self, env, cfg, seed: int, decide_early: bool = True):
         self.env, self.cfg, self.seed = env, cfg, seed
         self.envs = None
-        self.generator = torch.Generator().manual_seed(seed + 1)
+        self.env_steps = 0
+        self.checks = 0
+        self.decide_early = decide_early
+
+    def _step_bound(self):
+        """(largest reward of a step, steps of the time limit), or None if a check must play to the end."""
+        spec = getattr(self.envs, "spec", None)
+        if not (self.decide_early and isinstance(self.env, str)) or spec is None:
+            return None
+        r_max = MAX_STEP_REWARD.get(spec.name)
+        if r_max is None or (r_max > 0 and spec.max_episode_steps is None):
+            return None
+        return r_max, spec.max_episode_steps
 
     def check(self, policy, target: float) -> tuple[float, bool]:
-        """(mean return of the fresh episodes, solved?)."""
+        """(mean return of the fresh episodes, or the best it could still reach if stopped early; solved?)."""
         cfg = self.cfg
         if self.envs is None:
             source = self.env if isinstance(self.env, str) else copy.deepcopy(self.env)
             self.envs = _envs.make_env(source, num_envs=cfg.confirm_episodes, seed=self.seed + 10_007, allow_box=True)
-        k = -(-cfg.confirm_episodes // self.envs.num_envs) * self.envs.num_envs
+        # each check its own seeds, so an early stop leaves the next checks unchanged
+        env_seed, sample_seed = (int(x) for x in np.random.SeedSequence([self.seed, 10_007, self.checks]).generate_state(2))
+        self.checks += 1
+        n = self.envs.num_envs
+        per_env = -(-cfg.confirm_episodes // n)
+        bar = target + cfg.confirm_margin
         policy.eval()
-        check = collect_rollout(self.envs, policy, k, generator=self.generator)
-        eval_return = float(check.ep_returns.mean())
-        return eval_return, eval_return >= target + cfg.confirm_margin
+        with torch_threads(policy_device(policy)):
+            mean, steps = play_returns(self.envs, policy, per_env, bar, self._step_bound(),
+                                       torch.Generator().manual_seed(sample_seed), env_seed)
+        self.env_steps += steps
+        return float(mean), bool(mean >= bar)
 
     def close(self) -> None:
         if self.envs is not None:
             self.envs.close()
+
+
+def play_returns(envs, policy, per_env: int, bar: float, bound, generator, env_seed: int) -> tuple[float, int]:
+    """Play `per_env` episodes on each copy of `envs` (as `collect_rollout` does, keeping only the
+    returns): (their mean return, env steps). With `bound` = (largest step reward, time limit), stop
+    once even the best outcome of the unfinished episodes leaves the mean below `bar`; the mean
+    returned is then that best outcome."""
+    n = envs.num_envs
+    next_step = _envs.autoreset_mode(envs) == gym.vector.AutoresetMode.NEXT_STEP
+    device = policy_device(policy)
+    box = _envs.is_box_action_space(envs.single_action_space)
+    obs, _ = envs.reset(seed=env_seed)
+    finished = np.zeros(n, dtype=np.int64)      # episodes completed per copy
+    resetting = np.zeros(n, dtype=bool)         # NEXT_STEP: this step only resets the copy
+    ret = np.zeros(n, dtype=np.float64)
+    length = np.zeros(n, dtype=np.int64)
+    done_sum, steps, total = 0.0, 0, n * per_env
+    while (finished < per_env).any():
+        act, _ = sample_actions(policy, obs, generator, device=device)
+        act = act.numpy()
+        if box:
+            act = np.clip(act, envs.single_action_space.low, envs.single_action_space.high)
+        obs, rew, term, trunc, _ = envs.step(act)
+        valid = (finished < per_env) & ~resetting
+        ended = np.asarray(term, dtype=bool) | np.asarray(trunc, dtype=bool)
+        ret += np.where(valid, np.asarray(rew, dtype=np.float64), 0.0)
+        length += valid
+        steps += int(valid.sum())
+        for i in np.flatnonzero(ended & valid):
+            done_sum += ret[i]
+            ret[i], length[i] = 0.0, 0
+            finished[i] += 1
+        resetting = ended if next_step else np.zeros(n, dtype=bool)
+        if bound is not None:
+            r_max, limit = bound
+            running = finished < per_env
+            # the best each unfinished episode can still score; episodes not yet begun: the best of a whole one
+            left = (limit - length[running]) * r_max if r_max > 0 else 0.0
+            unstarted = int((per_env - finished[running] - 1).sum())
+            best = done_sum + float(np.sum(ret[running] + left)) + unstarted * (limit * r_max if r_max > 0 else 0.0)
+            if best / total < bar:
+                return best / total, steps
+    return done_sum / total, steps
 
 
 def episode_stats(batch: Rollout) -> dict:
@@ -130,6 +205,7 @@ class TrainResult:
                 eval_return (NaN unless a confirmation ran), seconds
     solved:     training stopped early because target_return was reached and confirmed
     seconds:    wall-clock time of training
+    confirm_env_steps: env steps of the confirmation runs (fresh episodes, not counted in env_steps)
     """
 
     policy: torch.nn.Module
@@ -140,6 +216,7 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     solved: bool = False
     seconds: float = 0.0
+    confirm_env_steps: int = 0
 
     def history_df(self):
         """The history as a pandas DataFrame, one row per update."""
@@ -280,4 +357,5 @@ def train(
         confirmation.close()
     policy.eval()
     return TrainResult(policy=policy, value_net=value_net, config=cfg, env_id=env_id, env_steps=env_steps,
-                       history=history, solved=solved, seconds=time.perf_counter() - start)
+                       history=history, solved=solved, seconds=time.perf_counter() - start,
+                       confirm_env_steps=confirmation.env_steps)

@@ -82,7 +82,7 @@ def policy_device(policy: torch.nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
-def sample_actions(policy, obs: np.ndarray, generator: torch.Generator | None = None):
+def sample_actions(policy, obs: np.ndarray, generator: torch.Generator | None = None, *, device=None):
     """Sample a ~ pi(.|obs) for a batch of observations, reproducibly with `generator`.
 
     Args:
@@ -93,19 +93,23 @@ def sample_actions(policy, obs: np.ndarray, generator: torch.Generator | None = 
         generator: a CPU torch.Generator (Categorical.sample cannot take one, so we use
             torch.multinomial on its probabilities; a Gaussian sample is mean + stddev * torch.randn);
             None: torch's global RNG.
+        device: the policy's device (None: looked up; a rollout passes it once, not every step).
 
     Returns:
         (act, logp (B,) float tensor), both on the CPU, no grad; act is (B,) int64 for a Categorical,
         (B, act_dim) float32 for a Gaussian (not clipped: the rollout clips only what it sends to the env).
     """
-    device = policy_device(policy)
+    if device is None:
+        device = policy_device(policy)
     with torch.no_grad():
         dist = policy(torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=device))
         if isinstance(dist, Categorical):
-            act = torch.multinomial(dist.probs.float().cpu(), 1, generator=generator).squeeze(1)
-        else:  # a Gaussian: the reparametrized sample, drawn from our generator
-            mean, std = dist.mean.float().cpu(), dist.stddev.float().cpu()      # (B, act_dim)
-            act = mean + std * torch.randn(mean.shape, generator=generator)
+            act = torch.multinomial(dist.probs.float().cpu(), 1, generator=generator)     # (B, 1)
+            # = dist.log_prob(act), without its broadcasting: the row's normalized logit of act
+            logp = dist.logits.gather(-1, act.to(device)).squeeze(-1).float().cpu()
+            return act.squeeze(1), logp
+        mean, std = dist.mean.float().cpu(), dist.stddev.float().cpu()      # (B, act_dim)
+        act = mean + std * torch.randn(mean.shape, generator=generator)    # the reparametrized sample
         logp = dist.log_prob(act.to(device)).float().cpu()
     return act, logp
 
@@ -158,6 +162,7 @@ def collect_rollout(
 
 def _collect(envs, policy, per_env: int, next_step: bool, generator) -> Rollout:
     n = envs.num_envs
+    device = policy_device(policy)
     box = _envs.is_box_action_space(envs.single_action_space)
     if box:
         low, high = envs.single_action_space.low, envs.single_action_space.high
@@ -170,7 +175,7 @@ def _collect(envs, policy, per_env: int, next_step: bool, generator) -> Rollout:
     cols = {k: [] for k in ("obs", "act", "rew", "done", "terminated", "mask", "logp", "next_obs")}
 
     while (finished < per_env).any():
-        act, logp = sample_actions(policy, obs, generator)
+        act, logp = sample_actions(policy, obs, generator, device=device)
         valid = (finished < per_env) & ~resetting
         if box:   # clip what the env gets, keep the sampled action (its log-prob is the one we differentiate)
             next_obs, rew, term, trunc, info = envs.step(np.clip(act.numpy(), low, high))
