@@ -421,6 +421,26 @@ def table(results: list[dict], args) -> str:
     return "\n".join(lines)
 
 
+def run_worker(cmd: list[str], threads: int, label: str) -> dict | None:
+    """Run one runner in its own process with `threads` compute threads: its RESULT line's dict, or None (the
+    failure and the end of its stderr printed)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    print(f"running {label} ...", flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        print(f"{label} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(line[len("RESULT "):])
+
+
+def save_json(path: str, results: list[dict]) -> None:
+    """Write the raw results atomically (a temporary file, then a rename)."""
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1))
+    tmp.replace(path)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -460,16 +480,12 @@ def main(argv=None) -> int:
                "--threads", str(args.threads), "--loss-aggregation", args.loss_aggregation,
                "--start-samples", str(args.start_samples),
                *(["--prompts", args.prompts] if args.prompts else [])]
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-        print(f"running {runner} ...", flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("RESULT ")), None)
-        if proc.returncode or line is None:
-            print(f"{runner} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
+        result = run_worker(cmd, args.threads, runner)
+        if result is None:
             return 1
-        results.append(json.loads(line[len("RESULT "):]))
+        results.append(result)
         if args.save:
-            Path(args.save).write_text(json.dumps(results, indent=1))
+            save_json(args.save, results)
         print(table(results, args), flush=True)
     return 0
 

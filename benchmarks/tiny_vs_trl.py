@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -177,18 +175,12 @@ def main(argv=None) -> int:
     for runner in runners:
         cmd = [sys.executable, __file__, "--worker", runner, "--tier", args.tier, "--steps", str(args.steps),
                "--seed", str(args.seed), "--threads", str(args.threads)]
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-        print(f"running {runner} on {args.tier} ...", flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        line = next((ln for ln in reversed(proc.stdout.splitlines()) if ln.startswith("RESULT ")), None)
-        if proc.returncode or line is None:
-            print(f"{runner} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}", file=sys.stderr)
+        result = base.run_worker(cmd, args.threads, f"{runner} on {args.tier}")
+        if result is None:
             return 1
-        results.append(json.loads(line[len("RESULT "):]))
+        results.append(result)
         if args.save:
-            tmp = Path(args.save).with_suffix(".tmp")
-            tmp.write_text(json.dumps(results, indent=1))
-            tmp.replace(args.save)
+            base.save_json(args.save, results)
         print(table(results), flush=True)
     return 0
 

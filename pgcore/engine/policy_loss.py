@@ -13,13 +13,32 @@ from .. import estimators as est
 from .. import surrogates
 from ..lm.algorithm import minibatch_rows, policy_loss
 
-__all__ = ["REUSE_COLUMNS", "reuses_batch", "update_loss", "ratio_stats", "ratio_columns", "reuse_updates"]
+__all__ = ["REUSE_COLUMNS", "backward_checked", "reuses_batch", "update_loss", "ratio_stats", "ratio_columns", "reuse_updates"]
 
 # Columns of runs with a ratio (policy_loss ppo / cispo, or updates_per_batch / minibatches > 1): shares of
 # completion tokens averaged over the step's updates, the ratio's range over them, kl_old at the last update.
 REUSE_COLUMNS = ("clip_low_frac", "clip_high_frac", "grad_token_frac", "ratio_mean", "ratio_min", "ratio_max",
                  "kl_old")
 _MEANS = ("clip_low_frac", "clip_high_frac", "grad_token_frac", "ratio_mean", "kl_old")
+
+
+def backward_checked(tr, loss: torch.Tensor, timer, where: str):
+    """The NaN guard around one backward: the loss gathered from every process (so all stop together when it is
+    not finite), zero_grad, backward, the gradient's norm clipped to max_grad_norm and checked. `where` names
+    the step (and update) in the error. Returns (loss_all (num_processes,), grad_norm)."""
+    from .run import NonFiniteLossError
+
+    loss_all = tr.gather(loss.detach().reshape(1))  # (num_processes,): their mean is the batch's loss
+    if not torch.isfinite(loss_all).all():
+        raise NonFiniteLossError(f"loss is {loss_all.mean().item()} at {where}")
+    with timer("policy"):
+        tr.optimizer.zero_grad(set_to_none=True)
+        tr.backward(loss)
+    with timer("optimizer"):
+        grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tr.config.max_grad_norm)
+    if not torch.isfinite(grad_norm):
+        raise NonFiniteLossError(f"gradient norm is {grad_norm.item()} at {where}")
+    return loss_all, grad_norm
 
 
 def reuses_batch(cfg) -> bool:
@@ -87,8 +106,6 @@ def reuse_updates(tr, batch, rew, *, step: int, timer, valid=None):
     and the advantages once, on the whole batch. Each update's per-update `ratio_stats` are kept in
     `tr.last_updates`. Returns (the updates' losses (U * num_processes,), mean gradient norm (tensor), the
     learning rate of the first update, {"kl", "entropy", "ratio": REUSE_COLUMNS})."""
-    from .run import NonFiniteLossError
-
     cfg = tr.config
     slices = minibatch_rows(len(batch), cfg.num_samples, cfg.minibatches)
     parts = [batch.select(rows) for rows in slices]
@@ -108,17 +125,8 @@ def reuse_updates(tr, batch, rew, *, step: int, timer, valid=None):
             ref = None if ref_logps is None else ref_logps[rows]
             loss = update_loss(tr, logps, ent, old_logps[rows], ref, adv[rows], mb.completion_mask)
             stats = ratio_stats(tr, logps, old_logps[rows], adv[rows], mb.completion_mask)
-            loss_all = tr.gather(loss.detach().reshape(1))
-            if not torch.isfinite(loss_all).all():
-                raise NonFiniteLossError(f"loss is {loss_all.mean().item()} at step {step}, update {len(norms) + 1}")
-            with timer("policy"):
-                tr.optimizer.zero_grad(set_to_none=True)
-                tr.backward(loss)
+            loss_all, grad_norm = backward_checked(tr, loss, timer, f"step {step}, update {len(norms) + 1}")
             with timer("optimizer"):
-                grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), cfg.max_grad_norm)
-                if not torch.isfinite(grad_norm):
-                    raise NonFiniteLossError(f"gradient norm is {grad_norm.item()} at step {step}, update "
-                                             f"{len(norms) + 1}")
                 tr.optimizer.step()
                 tr.scheduler.step()
             losses.append(loss_all)

@@ -30,11 +30,11 @@ from .fused import fuse_gelu
 from .kv_cache import PromptCache
 from .logprobs import per_token_logps, per_token_logps_shared_prompt
 from .metrics import MetricsLogger, StepTimer
-from .policy_loss import ratio_columns, ratio_stats, reuse_updates, reuses_batch, update_loss
+from .policy_loss import backward_checked, ratio_columns, ratio_stats, reuse_updates, reuses_batch, update_loss
 from .prompt_data import PromptData, format_prompt_data, load_prompt_data, prompt_data_from_rows
 from .reporting import check_reporters
 from .rewards import RewardSet, build_reward, masked_advantages, score_batch
-from .run import PANELS, LMResult, NonFiniteLossError, Run, check_output_places, signals_deferred
+from .run import PANELS, LMResult, Run, check_output_places, signals_deferred
 from .sampling import generate_shared
 
 __all__ = ["Trainer", "train"]
@@ -164,16 +164,7 @@ class Trainer:
             loss_all, grad_norm, lr, parts = reuse_updates(self, batch, rew, step=step, timer=timer, valid=valid)
         else:
             loss, parts = self.compute_loss(batch, rew, prompt_state, step=step, timer=timer, valid=valid)  # 3.-5.
-            loss_all = self.gather(loss.detach().reshape(1))  # (num_processes,): their mean is the batch's loss
-            if not torch.isfinite(loss_all).all():  # checked on every process alike, so all stop together
-                raise NonFiniteLossError(f"loss is {loss_all.mean().item()} at step {step}")
-            with timer("policy"):
-                self.optimizer.zero_grad(set_to_none=True)
-                self.backward(loss)
-            with timer("optimizer"):
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-            if not torch.isfinite(grad_norm):
-                raise NonFiniteLossError(f"gradient norm is {grad_norm.item()} at step {step}")
+            loss_all, grad_norm = backward_checked(self, loss, timer, f"step {step}")  # the NaN guard
             lr = self.scheduler.get_last_lr()[0]
         mask, kl, entropy = batch.completion_mask, parts["kl"], parts["entropy"]
         with signals_deferred():  # the update and its record happen together, or not at all
