@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from pgcore.engine import LMConfig, train  # noqa: E402
+from pgcore.files import atomic_write_text  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -181,7 +182,7 @@ def main(argv=None) -> int:
                          f"{'cuda' if torch.cuda.is_available() else 'cpu'}, {os.cpu_count()} CPUs, "
                          f"measured {time.strftime('%Y-%m-%d')}" + (", naive twins" if args.naive else "")}
     if args.save:
-        Path(args.save).write_text(json.dumps(result, indent=1) + "\n")
+        atomic_write_text(args.save, json.dumps(result, indent=1) + "\n")
     print_tables(result)
     return 0
 

@@ -434,13 +434,6 @@ def run_worker(cmd: list[str], threads: int, label: str) -> dict | None:
     return json.loads(line[len("RESULT "):])
 
 
-def save_json(path: str, results: list[dict]) -> None:
-    """Write the raw results atomically (a temporary file, then a rename)."""
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(path)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
@@ -485,7 +478,9 @@ def main(argv=None) -> int:
             return 1
         results.append(result)
         if args.save:
-            save_json(args.save, results)
+            from pgcore.files import atomic_write_text  # here: importing pgcore imports torch
+
+            atomic_write_text(args.save, json.dumps(results, indent=1))
         print(table(results, args), flush=True)
     return 0
 

@@ -18,7 +18,6 @@ throughput, the floor a step cannot go under. Nothing in pgcore is changed.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from pgcore.files import atomic_write_text
 
 WORKLOADS = {
     "tiny-arith": dict(model="tiny-arith", reward_model="arithmetic", advantage="group", batch_size=64,
@@ -143,7 +144,7 @@ def main() -> None:
                          f"thread(s), load average {load0:.1f} -> {os.getloadavg()[0]:.1f}, "
                          f"measured {time.strftime('%Y-%m-%d')}")
     if args.save:
-        Path(args.save).write_text(json.dumps(result, indent=1) + "\n")
+        atomic_write_text(args.save, json.dumps(result, indent=1) + "\n")
     print_report(result)
 
 

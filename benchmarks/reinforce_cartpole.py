@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import pgcore as pg
+from pgcore.files import atomic_write_text
 from pgcore.reinforce import ReinforceConfig, evaluate, train
 
 SCORE = 475.0
@@ -94,7 +95,7 @@ def main() -> None:
                          f" (1 thread), load average {' -> '.join(f'{x:.1f}' for x in loads)}, "
                          f"measured {time.strftime('%Y-%m-%d')}")
     if args.save:
-        Path(args.save).write_text(json.dumps(result, indent=1) + "\n")
+        atomic_write_text(args.save, json.dumps(result, indent=1) + "\n")
     print_table(result)
 
 

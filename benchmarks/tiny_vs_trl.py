@@ -180,7 +180,9 @@ def main(argv=None) -> int:
             return 1
         results.append(result)
         if args.save:
-            base.save_json(args.save, results)
+            from pgcore.files import atomic_write_text  # here: importing pgcore imports torch
+
+            atomic_write_text(args.save, json.dumps(results, indent=1))
         print(table(results), flush=True)
     return 0
 
