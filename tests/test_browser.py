@@ -118,6 +118,26 @@ def _larger_groups_fewer_without_signal(before: str, after: str) -> None:
         f"\nbefore: {before}\nafter:  {after}")
 
 
+def _more_updates_move_the_policy_further(before: str, after: str) -> None:
+    """06: raising mu, the updates per batch, reruns the same passes over the same sampled batch from the same
+    starting weights (no sampling): the policy ends further from the sampler pi_old (a larger KL(pi_old || pi)
+    after the last update), and from mu = 1, whose only update is on-policy (ratio exactly 1, nothing clipped),
+    the last update's clipped share rises (with ppo or cispo; pg clips nothing)."""
+    mu_before, mu_after = _number("updates μ =", before), _number("updates μ =", after)
+    assert mu_after > mu_before, f"the first control should raise mu:\nbefore: {before}\nafter:  {after}"
+    assert _number("on", after) == _number("on", before), (
+        f"the batch cannot depend on mu:\nbefore: {before}\nafter:  {after}")
+    clip_before, clip_after = _number("clipped (last update) =", before), _number("clipped (last update) =", after)
+    if mu_before == 1:
+        assert clip_before == 0, f"at mu = 1 the ratio is 1 and nothing is clipped:\nbefore: {before}"
+        if re.search(r"policy loss = (ppo|cispo)", after):
+            assert clip_after > 0, f"a moved ratio meets the clip:\nbefore: {before}\nafter:  {after}"
+    kl_before, kl_after = _number("KL(π_old‖π) after =", before), _number("KL(π_old‖π) after =", after)
+    assert kl_after > kl_before, (
+        f"more updates on one batch should move the policy further from pi_old, got KL {kl_before} -> {kl_after}:"
+        f"\nbefore: {before}\nafter:  {after}")
+
+
 BROWSER_TIMING = "browser_seconds"  # user property read by the root conftest.py: open, run all, widget, screenshots
 
 
@@ -151,6 +171,9 @@ EXPECTATIONS: dict[str, WidgetCheck] = {
     # pgcore/widgets/grpo.py: first control = group size G, a selection slider over (2, 4, 8, 16, 32) at 2; 2 steps
     # right = 8. Each step regroups section 2's sampled answers (no training, instant).
     "05": WidgetCheck(expect=_larger_groups_fewer_without_signal, steps=2, direction=+1, run_timeout=900.0),
+    # pgcore/widgets/reuse.py: first control = updates per batch mu, a selection slider over (1, 2, 4, 8) at 1; 2 steps
+    # right = 4. Each step reruns mu PPO updates on one sampled batch of 64 x 8 tiny-arith completions (~0.5 s each).
+    "06": WidgetCheck(expect=_more_updates_move_the_policy_further, steps=2, direction=+1, run_timeout=900.0),
 }
 
 

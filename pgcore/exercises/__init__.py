@@ -22,7 +22,7 @@ import importlib
 from .._lazy import lazy_submodules
 from .core import Exercise, Result, WrongAnswer
 
-MODULES = ("nb01", "nb02", "nb03", "nb04", "nb05")
+MODULES = ("nb01", "nb02", "nb03", "nb04", "nb05", "nb06")
 
 __all__ = ["Exercise", "Result", "WrongAnswer", "MODULES", "all_exercises", *MODULES]
 

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     chosen = [(m, ex) for m, ex in all_exercises() if not argv or m in argv]
     if not chosen:
-        print(f"no exercises for {' '.join(argv)}; accepted: nb01 ... nb05", file=sys.stderr)
+        print(f"no exercises for {' '.join(argv)}; accepted: nb01 ... nb06", file=sys.stderr)
         return 2
     print(f"{'notebook':8}  {'exercise':26}  {'reference':9}  {'wrong answers named':19}  {'seconds':>7}")
     bad = 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import os
+import sys
 import textwrap
 import traceback
 from dataclasses import dataclass, field
@@ -245,16 +246,16 @@ class Exercise:
     def check(self, answer) -> Verdict:
         """Print the verdict on `answer` (your function, or your value); true when it is correct."""
         result = self.evaluate(answer)
-        print(result.message)
+        _say(result.message)
         return Verdict(result.correct)
 
     def hint(self) -> None:
         """Print a hint."""
-        print(f"hint ({self.name}): {self.hint_text}")
+        _say(f"hint ({self.name}): {self.hint_text}")
 
     def solution(self) -> None:
         """Print the reference solution's code."""
-        print(self.solution_source())
+        _say(self.solution_source())
 
     def solution_source(self) -> str:
         src = textwrap.dedent(inspect.getsource(self.reference)).rstrip() + "\n"
@@ -363,6 +364,12 @@ class Exercise:
             if msg:
                 return Result("wrong", f"not yet: {msg}. {_cap(numbers)}", "diagnosed")
         return Result("wrong", f"not yet: {numbers}")
+
+
+def _say(text: str) -> None:
+    """Print `text` and its newline in ONE write: a Jupyter kernel may flush between print's two writes, and the
+    cell then has two stream outputs instead of one line."""
+    sys.stdout.write(text + "\n")
 
 
 def _cap(s: str) -> str:

@@ -10,4 +10,4 @@ from __future__ import annotations
 
 from .._lazy import lazy_submodules
 
-__getattr__, __dir__ = lazy_submodules(__name__, ("bandit", "reinforce", "variance", "lm", "grpo"))
+__getattr__, __dir__ = lazy_submodules(__name__, ("bandit", "reinforce", "variance", "lm", "grpo", "reuse"))
