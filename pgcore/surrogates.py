@@ -75,6 +75,8 @@ def surrogate_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor
     Returns:
         (per_token_loss (N, T), to aggregate with `pg.aggregate(per_token_loss, mask, how)`;
          ratio (N, T) or (N, 1), with grad).
+
+    Introduced in notebooks/06_reusing_a_batch.ipynb.
     """
     if kind not in POLICY_LOSSES:
         raise ValueError(f"policy loss {kind!r} unknown; accepted: {', '.join(POLICY_LOSSES)}")
@@ -140,6 +142,8 @@ def sampler_weights(old_logp: torch.Tensor, sampling_logp: torch.Tensor, mask: t
     Multiply the per-token policy loss by the (detached) weights before aggregating. TRL 1.x: its
     `vllm_importance_sampling_mode`, `vllm_importance_sampling_clip_max` / `_clip_min` (the sequence ratio is
     the sum of the log ratio there too, not GSPO's mean). Returns (weights (N, T) or (N, 1), share).
+
+    Introduced in notebooks/06_reusing_a_batch.ipynb.
     """
     old_logp = check_same_shape(old_logp, "old_logp", sampling_logp, "sampling_logp").detach()
     m = check_same_shape(mask, "mask", sampling_logp, "sampling_logp").to(old_logp.dtype)

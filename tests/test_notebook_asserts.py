@@ -61,3 +61,27 @@ def test_nb05_the_grpo_claim_fails_when_the_advantage_has_the_wrong_sign():
     cells = [code_index(nb, m) for m in ('heldout = arith.problems("heldout"', "result = engine.train(cfg",
                                          "trained = result.policy\ncorrect1")]
     expect_assert(nb, [0, 1, 2, broken, *cells], "GRPO raises held-out pass@1")
+
+
+@pytest.mark.slow
+def test_nb06_the_kl_claims_fail_when_k3_is_k1():
+    """Notebook 06's exact KL-gradient table: with pg.kl_estimate's k3 replaced by k1, the claim that k3 in the
+    loss follows KL(ref || pi) for one token must fail."""
+    broken = ("import pgcore.estimators as _est\n"
+              "_kl = _est.kl_estimate\n"
+              "pg.kl_estimate = lambda logp, ref, kind='k3': _kl(logp, ref, 'k1' if kind == 'k3' else kind)")
+    nb = "06_reusing_a_batch.ipynb"
+    expect_assert(nb, [0, 1, 2, broken, code_index(nb, "def exact_kl_gradients"), code_index(nb, "one, seq = kl_tables")],
+                  "k3 in the loss follows KL(ref||pi)")
+
+
+@pytest.mark.slow
+def test_nb06_the_tis_claim_fails_when_the_weights_are_all_one():
+    """Notebook 06's sampler section: with pg.sampler_weights returning weights of 1 (no correction), the claim that
+    truncated importance sampling brings the gradient back must fail."""
+    broken = ("pg.sampler_weights = lambda old, samp, mask, mode, clip_max=None, clip_min=None: "
+              "(torch.ones_like(old[:, :1] if mode.startswith('sequence') else old), 0.0)")
+    nb = "06_reusing_a_batch.ipynb"
+    expect_assert(nb, [0, 1, 2, code_index(nb, "snapshots, opt_state ="), broken,
+                       code_index(nb, "EOS = tok.eos_token_id"), code_index(nb, "true = flat("),
+                       code_index(nb, "assert t.loc[\"bf16\"")], "TIS helps at every age")

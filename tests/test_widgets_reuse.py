@@ -121,3 +121,26 @@ def test_the_panel_builds_and_its_readout_parses(arith_batch):
     for label in ("tokens with gradient (last update) =", "rewarded =", "unrewarded =", "max ="):
         _number(label, after)
     assert "<table" in box.children[6].value and after.count("<b>") == 2
+
+
+def test_a_runs_optimizer_state_is_loaded_as_a_copy(arith_batch):
+    """optimizer_state: the updates are `reuse_batch`'s with an AdamW holding those moments, the state passed in is
+    not changed, and a warm AdamW moves the policy less in one update than a fresh one (whose first step moves
+    every weight by about lr)."""
+    policy, batch, rewards = arith_batch
+    warm = copy.deepcopy(policy.model)
+    opt = torch.optim.AdamW(warm.parameters(), lr=5e-4, weight_decay=0.0)
+    args = algorithm.Args(batch_size=16, num_samples=4, max_new_tokens=batch.completion_ids.shape[1],
+                          advantage="group", kl_coef=0.0, lr=5e-4, policy_loss="ppo", updates_per_batch=3)
+    algorithm.reuse_batch(warm, policy.model, opt, batch, rewards, args)  # some history for the moments
+    state = copy.deepcopy(opt.state_dict())
+    kept = copy.deepcopy(state)
+    s = reuse.reuse_stats(policy, batch, rewards, updates=3, optimizer_state=state)
+    assert all(torch.equal(a["exp_avg"], b["exp_avg"]) for a, b in zip(state["state"].values(), kept["state"].values()))
+    twin = copy.deepcopy(policy.model)
+    opt2 = torch.optim.AdamW(twin.parameters(), lr=5e-4, weight_decay=0.0)
+    opt2.load_state_dict(copy.deepcopy(kept))
+    rows, _ = algorithm.reuse_batch(twin, policy.model, opt2, batch, rewards, args)
+    assert [r["kl_old"] for r in rows] == pytest.approx(list(s["kl_before"]), rel=1e-5)
+    fresh = reuse.reuse_stats(policy, batch, rewards, updates=1)
+    assert reuse.reuse_stats(policy, batch, rewards, updates=1, optimizer_state=state)["kl_after"] < fresh["kl_after"]

@@ -6,6 +6,8 @@ a sampler that is not the policy).
 
 Self-contained: each exercise has its own reference implementation (none needs a model); where pgcore has the
 function (`pg.surrogate_loss`, `pg.sampler_weights`) the expected outputs come from it.
+
+Introduced in notebooks/06_reusing_a_batch.ipynb.
 """
 from __future__ import annotations
 

@@ -34,7 +34,8 @@ _PER_UPDATE = ("clip_low_frac", "clip_high_frac", "grad_token_frac", "ratio_min"
 
 def reuse_stats(policy, batch, rewards, *, updates: int = 1, clip_eps_high: float = 0.2, ratio_level: str = "token",
                 policy_loss: str = "ppo", lr: float = 5e-4, clip_eps: float = 0.2, advantage: str = "group",
-                num_samples: int | None = None, minibatches: int = 1, temperature: float = 1.0) -> dict:
+                num_samples: int | None = None, minibatches: int = 1, temperature: float = 1.0,
+                optimizer_state: dict | None = None) -> dict:
     """mu = `updates` passes of `algorithm.reuse_batch` over `batch`, from a copy of `policy` (left untouched).
 
     Args:
@@ -43,6 +44,9 @@ def reuse_stats(policy, batch, rewards, *, updates: int = 1, clip_eps_high: floa
         rewards: (N,) scores of the batch's completions (a verifier's 0/1).
         updates, clip_eps_high, ratio_level, policy_loss, lr, clip_eps, advantage, minibatches: as `algorithm.Args`
             (updates_per_batch, ...); no KL term. num_samples: G (None: the batch's). temperature: the sampling one.
+        optimizer_state: an AdamW `state_dict()` of the run that made `policy` (a copy is loaded at every call), so
+            the first update is a step in the middle of a run; None: a fresh AdamW, whose first step moves every
+            weight by about lr.
 
     Returns: dict with the settings and
         "per_update": one dict per update (`reuse_batch`'s rows: pg.ratio_stats before the update, loss,
@@ -70,6 +74,10 @@ def reuse_stats(policy, batch, rewards, *, updates: int = 1, clip_eps_high: floa
     old_model = policy.model  # pi_old, the sampler: also the reference (no KL term here, so it only fills ref_logp)
     model = copy.deepcopy(old_model).eval()  # the same starting weights at every call
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(copy.deepcopy(optimizer_state))  # a copy: AdamW updates its moments in place
+        for group in optimizer.param_groups:
+            group["lr"] = args.lr
     rows, _ = algorithm.reuse_batch(model, old_model, optimizer, batch, rewards, args)
     mask = batch.completion_mask  # (N, T)
     with torch.no_grad():
@@ -130,13 +138,15 @@ def format_table(stats: dict) -> str:
 
 def reuse_panel(policy, batch, rewards, *, updates: int = 1, clip_eps_high: float = 0.2, ratio_level: str = "token",
                 policy_loss: str = "ppo", lr: float = 5e-4, clip_eps: float = 0.2, advantage: str = "group",
-                num_samples: int | None = None):
+                num_samples: int | None = None, optimizer_state: dict | None = None):
     """The notebook's main panel (an ipywidgets VBox with class "pg-main-panel"), on one sampled batch.
 
     First control: mu, the updates per batch (a selection slider over `UPDATES`). Then eps_high, the ratio level
     (token / sequence) and the policy loss (ppo / cispo / pg). Every change reruns `reuse_stats` from the same
     starting weights and redraws the ratio's histogram after the last update (with the clip range) and, per
     update, the clipped shares and KL(pi_old || pi) before it; the readout has class "pg-readout".
+
+    Introduced in notebooks/06_reusing_a_batch.ipynb.
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
@@ -160,7 +170,7 @@ def reuse_panel(policy, batch, rewards, *, updates: int = 1, clip_eps_high: floa
     def update(*_):
         s = reuse_stats(policy, batch, rewards, updates=mu.value, clip_eps_high=eps_high.value,
                         ratio_level=level.value, policy_loss=loss.value, lr=lr, clip_eps=clip_eps,
-                        advantage=advantage, num_samples=num_samples)
+                        advantage=advantage, num_samples=num_samples, optimizer_state=optimizer_state)
         readout.value = format_readout(s)
         table.value = "<b>per update (before it)</b>" + format_table(s)
         k = np.arange(1, len(s["per_update"]) + 1)
