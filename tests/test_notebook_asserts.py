@@ -65,14 +65,14 @@ def test_nb05_the_grpo_claim_fails_when_the_advantage_has_the_wrong_sign():
 
 @pytest.mark.slow
 def test_nb06_the_kl_claims_fail_when_k3_is_k1():
-    """Notebook 06's exact KL-gradient table: with pg.kl_estimate's k3 replaced by k1, the claim that k3 in the
-    loss follows KL(ref || pi) for one token must fail."""
+    """Notebook 06's exact KL-gradient table: with pg.kl_estimate's k3 replaced by k1, the identity that k3 times the
+    ratio has k2's gradient, sample by sample, must fail (and with it the claims on k3 that follow)."""
     broken = ("import pgcore.estimators as _est\n"
               "_kl = _est.kl_estimate\n"
               "pg.kl_estimate = lambda logp, ref, kind='k3': _kl(logp, ref, 'k1' if kind == 'k3' else kind)")
     nb = "06_reusing_a_batch.ipynb"
     expect_assert(nb, [0, 1, 2, broken, code_index(nb, "def exact_kl_gradients"), code_index(nb, "one, seq = kl_tables")],
-                  "k3 in the loss follows KL(ref||pi)")
+                  "k2 = k3 x ratio, sample by sample")
 
 
 @pytest.mark.slow
