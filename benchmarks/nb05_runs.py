@@ -210,23 +210,28 @@ def measure(args) -> dict:
 
 # ---------------------------------------------------------------- the tables
 
-def merge(results: list[dict]) -> dict:
-    """Several --save files as one: their seeds together (one config; a seed in two files is an error)."""
+def merge(results: list[dict], fmt: str = FORMAT) -> dict:
+    """Several --save files as one: their seeds together, and a seed's arms together when the seed is in several
+    files (one configuration; the same arm of a seed in two files is an error). Also benchmarks/nb06_reuse.py's."""
     if not results:
         raise ValueError("nothing to load")
-    merged = {**results[0], "seeds": {}, "seconds": 0.0, "machines": []}
+    merged = {**results[0], "seeds": {}, "seconds": 0.0, "machines": [], "complete": True}
     for r in results:
-        if r.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} file (format {r.get('format')!r})")
+        if r.get("format") != fmt:
+            raise ValueError(f"not a {fmt} file (format {r.get('format')!r})")
         if r["config"]["base"] != results[0]["config"]["base"] or r["config"]["eval_n"] != results[0]["config"]["eval_n"]:
             raise ValueError("the files were measured with different configurations")
         for seed, entry in r["seeds"].items():
-            if seed in merged["seeds"]:
-                raise ValueError(f"seed {seed} is in two files")
-            merged["seeds"][seed] = entry
+            have = merged["seeds"].setdefault(seed, {**entry, "arms": {}})
+            if have["start"] != entry["start"]:
+                raise ValueError(f"seed {seed}: the files evaluated different starting models")
+            twice = sorted(set(have["arms"]) & set(entry["arms"]))
+            if twice:
+                raise ValueError(f"seed {seed}: arms {', '.join(twice)} are in two files")
+            have["arms"].update(entry["arms"])
         merged["seconds"] += r["seconds"]
         merged["machines"].append(r["machine"])
-        merged["complete"] = merged.get("complete", True) and r.get("complete", False)
+        merged["complete"] = merged["complete"] and r.get("complete", False)
     return merged
 
 

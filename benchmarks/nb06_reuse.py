@@ -136,26 +136,8 @@ def measure(args) -> dict:
 # ---------------------------------------------------------------- the tables
 
 def merge(results: list[dict]) -> dict:
-    """Several --save files as one: their seeds together (one configuration; a seed in two files is an error)."""
-    if not results:
-        raise ValueError("nothing to load")
-    merged = {**results[0], "seeds": {}, "seconds": 0.0, "machines": []}
-    for r in results:
-        if r.get("format") != FORMAT:
-            raise ValueError(f"not a {FORMAT} file (format {r.get('format')!r})")
-        if r["config"]["base"] != results[0]["config"]["base"]:
-            raise ValueError("the files were measured with different base configurations")
-        for seed, entry in r["seeds"].items():  # a seed in several files: its arms together
-            have = merged["seeds"].setdefault(seed, {"start": entry["start"], "arms": {}})
-            if have["start"] != entry["start"]:
-                raise ValueError(f"seed {seed}: the files evaluated different starting counts")
-            twice = set(have["arms"]) & set(entry["arms"])
-            if twice:
-                raise ValueError(f"seed {seed}: arms {sorted(twice)} are in two files")
-            have["arms"].update(entry["arms"])
-        merged["seconds"] += r["seconds"]
-        merged["machines"].append(r["machine"])
-    return merged
+    """Several --save files as one (benchmarks/nb05_runs.py's merge): a seed's arms may come from several files."""
+    return base.merge(results, FORMAT)
 
 
 def step_seconds(result: dict, arm: str) -> float:
