@@ -98,17 +98,20 @@ def prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
 
     Returns (cache, last_logits (B, 1, V): the logit of each prompt's last token, layout (B, P)).
     """
+    from .gpt2 import forward_of  # here: gpt2.py builds on this module
+
     B, P = prompt_ids.shape
     C = common_prefix_length(prompt_ids, prompt_mask)
     keep = {"logits_to_keep": 1} if takes_argument(model, "logits_to_keep") else {}
+    forward = forward_of(model)  # a GPT-2: plain tensor calls (gpt2.py)
     if C == 0:
-        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
+        out = forward(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
                     use_cache=True, **keep)
         return _cache_of(out), out.logits[:, -1:, :], prompt_mask
     # the prefix, once: row 0's first C real tokens, at positions 0 .. C-1
     first_real = P - int(prompt_mask[0].sum())
     prefix = prompt_ids[:1, first_real:first_real + C]  # (1, C)
-    out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix),
+    out = forward(input_ids=prefix, attention_mask=torch.ones_like(prefix),
                 position_ids=torch.arange(C, device=prefix.device)[None], use_cache=True, **keep)
     cache = _cache_of(out)
     cache.batch_repeat_interleave(B)
@@ -118,7 +121,7 @@ def prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     suffix_mask = (torch.arange(P - C, device=prompt_ids.device)[None] >= P - lengths).to(prompt_mask.dtype)
     suffix_ids = prompt_ids[:, C:].masked_fill(suffix_mask == 0, 0)  # (B, P - C); masked tokens are never seen
     layout = torch.cat([torch.ones_like(prompt_mask[:, :C]), suffix_mask], dim=1)  # (B, P)
-    out = model(input_ids=suffix_ids, attention_mask=layout, position_ids=position_ids_from_mask(layout)[:, C:],
+    out = forward(input_ids=suffix_ids, attention_mask=layout, position_ids=position_ids_from_mask(layout)[:, C:],
                 use_cache=True, **keep, **{cache_kwarg(model): cache})
     return _cache_of(out), out.logits[:, -1:, :], layout
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..lm.sampling import position_ids_from_mask
+from .gpt2 import forward_of
 from .kv_cache import PromptCache, cache_kwarg, prompt_forward, takes_argument
 
 __all__ = ["selective_log_softmax", "entropy_from_logits", "per_token_logps", "per_token_logps_shared_prompt"]
@@ -131,11 +132,12 @@ def per_token_logps(
     kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
     if takes_argument(model, "use_cache", via_kwargs=True):  # a training forward needs no key/value cache (it costs time and memory)
         kwargs["use_cache"] = False
+    forward = forward_of(model)  # a GPT-2: plain tensor calls (gpt2.py)
     if takes_argument(model, "logits_to_keep"):
         # +1: the logit at the last prompt token predicts the first completion token
-        logits = model(**kwargs, logits_to_keep=logits_to_keep + 1).logits  # (B, T+1, V)
+        logits = forward(**kwargs, logits_to_keep=logits_to_keep + 1).logits  # (B, T+1, V)
     else:
-        logits = model(**kwargs).logits[:, -(logits_to_keep + 1):]  # (B, T+1, V)
+        logits = forward(**kwargs).logits[:, -(logits_to_keep + 1):]  # (B, T+1, V)
     logits = logits[:, :-1, :]  # (B, T, V): last position predicts nothing
     if temperature != 1.0:  # (x / 1.0 is x: skipping it saves a pass over the (B, T, V) logits)
         logits = logits / temperature
@@ -235,8 +237,9 @@ def per_token_logps_shared_prompt(
     #    later token reads its key and value)
     pieces = [(last_prompt_logits, completion_ids[:, :1])]
     if T > 1:
-        logits = model(input_ids=completion_ids[:, :-1], attention_mask=full_mask[:, :-1],
-                       position_ids=position_ids[:, P:-1], use_cache=False, **{cache_kwarg(model): cache}).logits
+        logits = forward_of(model)(input_ids=completion_ids[:, :-1], attention_mask=full_mask[:, :-1],
+                                   position_ids=position_ids[:, P:-1], use_cache=False,
+                                   **{cache_kwarg(model): cache}).logits  # a GPT-2: plain tensor calls (gpt2.py)
         pieces.append((logits, completion_ids[:, 1:]))
     # the pieces of the (N, T, V) logits stay apart (no concatenated copy); log-probs row by row
     if temperature != 1.0:

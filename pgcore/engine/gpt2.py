@@ -1,0 +1,91 @@
+"""Fast path: a GPT-2 causal LM's forward (prompts, completions against a cache) as plain tensor calls.
+
+The training-side sibling of `decode.GPT2Decoder`. On the course's tiny models a forward is a few hundred
+tokens through two layers, and transformers' per-call machinery (the 4-D mask built by `create_causal_mask`,
+some thirty module calls, output capturing, the cache's bookkeeping) costs about as much as the prompt forward's
+arithmetic and a fifth of a completion forward's (docs/profile.md). `GPT2Forward` runs the same arithmetic on
+the model's own weights (layer norm, the fused QKV projection, scaled dot-product attention, the output
+projection, the MLP with the model's own activation, the tied LM head), with autograd as usual, and takes the
+keyword arguments the engine passes to a model: `input_ids`, `attention_mask` (the cached columns and the new
+ones), `position_ids`, `use_cache`, `logits_to_keep` and the cache (`cache` or `past_key_values`).
+
+One difference, where nothing reads it: a position whose own mask is 0 (left padding, a completion after its
+EOS) also attends to itself, so no row of the attention is empty (an empty row is NaN on some backends); real
+positions never attend to such a position, and the loss masks them, so logits at real positions, the cache's
+real columns and every gradient are the model's.
+
+Naive twin: the model's own forward, `model(input_ids=..., attention_mask=..., position_ids=..., ...)`, which
+`forward_of` returns for any other model (SmolLM2 / Llama, a DDP wrapper, a model in train mode).
+tests/engine/test_gpt2_forward.py holds the logits, the cache and every parameter's gradient equal to it at fp32
+tolerance, and the engine's step with and without it.
+"""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+from .decode import GPT2Decoder
+from .kv_cache import _cache_from, _plain_layers
+
+__all__ = ["GPT2Forward", "forward_of"]
+
+
+def forward_of(model):
+    """The forward to call for `model`: a `GPT2Forward` for a plain GPT-2 in eval mode, else the model itself.
+    Naive twin: the model itself (its own forward), the same logits and gradients."""
+    return GPT2Forward(model) if GPT2Forward.supports(model) else model
+
+
+class GPT2Forward:
+    """`model(...)` of a plain GPT-2 (`GPT2Decoder.supports`) in plain tensor calls; returns an object with
+    `.logits` (N, Q or logits_to_keep, V) and `.cache` (a new `DynamicCache` of every column, with `use_cache`;
+    a cache passed in is read, not extended). Naive twin: `model(...)` itself."""
+
+    supports = staticmethod(GPT2Decoder.supports)
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                 use_cache: bool = False, logits_to_keep: int = 0, cache=None, past_key_values=None):
+        model = self.model
+        cache = cache if cache is not None else past_key_values
+        past = None
+        if cache is not None and cache.get_seq_length() > 0:
+            past = _plain_layers(cache)
+            if past is None:  # a cache of other layers: the model's own forward
+                kw = dict(use_cache=use_cache, **({"logits_to_keep": logits_to_keep} if logits_to_keep else {}))
+                return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             cache=cache, **kw)
+        tr = model.transformer
+        N, Q = input_ids.shape
+        P = past[0][0].shape[2] if past else 0
+        d, eps = tr.wte.weight.shape[1], tr.ln_f.eps
+        H = tr.h[0].attn.num_heads
+        hd = d // H
+        # (N, 1, Q, P + Q) True: attended. Key j by query i: a real key at or before i; and i itself
+        keys = torch.arange(P + Q, device=input_ids.device)
+        queries = keys[P:, None]  # (Q, 1): each query's column
+        real = attention_mask.bool()[:, None, None, :]  # (N, 1, 1, P + Q)
+        allowed = (real & (keys <= queries)) | (keys == queries)
+        h = F.embedding(input_ids, tr.wte.weight) + F.embedding(position_ids, tr.wpe.weight)  # (N, Q, d)
+        kv = []
+        for i, b in enumerate(tr.h):
+            x = F.layer_norm(h, (d,), b.ln_1.weight, b.ln_1.bias, eps).view(N * Q, d)
+            qkv = torch.addmm(b.attn.c_attn.bias, x, b.attn.c_attn.weight)  # GPT-2's Conv1D: x W + b, (N Q, 3d)
+            q, k, v = qkv.view(N, Q, 3, H, hd).permute(2, 0, 3, 1, 4).unbind(0)  # each (N, H, Q, hd)
+            if past:
+                k, v = torch.cat([past[i][0], k], dim=2), torch.cat([past[i][1], v], dim=2)  # (N, H, P + Q, hd)
+            kv.append((k, v))
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=b.attn.scaling)  # (N, H, Q, hd)
+            h = h + torch.addmm(b.attn.c_proj.bias, a.transpose(1, 2).reshape(N * Q, d), b.attn.c_proj.weight).view(N, Q, d)
+            x = F.layer_norm(h, (d,), b.ln_2.weight, b.ln_2.bias, eps).view(N * Q, d)
+            x = b.mlp.act(torch.addmm(b.mlp.c_fc.bias, x, b.mlp.c_fc.weight))
+            h = h + torch.addmm(b.mlp.c_proj.bias, x, b.mlp.c_proj.weight).view(N, Q, d)
+        if logits_to_keep:
+            h = h[:, -logits_to_keep:]
+        logits = F.linear(F.layer_norm(h, (d,), tr.ln_f.weight, tr.ln_f.bias, eps), model.lm_head.weight)
+        out_cache = _cache_from(kv) if use_cache else None
+        return SimpleNamespace(logits=logits, cache=out_cache, past_key_values=out_cache)
