@@ -9,10 +9,9 @@ projection, the MLP with the model's own activation, the tied LM head), with aut
 keyword arguments the engine passes to a model: `input_ids`, `attention_mask` (the cached columns and the new
 ones), `position_ids`, `use_cache`, `logits_to_keep` and the cache (`cache` or `past_key_values`).
 
-One difference, where nothing reads it: a position whose own mask is 0 (left padding, a completion after its
-EOS) also attends to itself, so no row of the attention is empty (an empty row is NaN on some backends); real
-positions never attend to such a position, and the loss masks them, so logits at real positions, the cache's
-real columns and every gradient are the model's.
+The attention mask is the one transformers builds for scaled dot-product attention (a real key at or before
+the query), so a query that sees no real key (left padding) gets what the backend gives it there, as in the
+model's forward. `classifier_logits` does the same for a GPT-2 sequence classifier (a reward model).
 
 Naive twin: the model's own forward, `model(input_ids=..., attention_mask=..., position_ids=..., ...)`, which
 `forward_of` returns for any other model (SmolLM2 / Llama, a DDP wrapper, a model in train mode).
@@ -26,10 +25,9 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from .decode import GPT2Decoder
 from .kv_cache import _cache_from, _plain_layers
 
-__all__ = ["GPT2Forward", "forward_of"]
+__all__ = ["GPT2Forward", "forward_of", "transformer_forward", "classifier_logits"]
 
 
 def forward_of(model):
@@ -38,12 +36,53 @@ def forward_of(model):
     return GPT2Forward(model) if GPT2Forward.supports(model) else model
 
 
-class GPT2Forward:
-    """`model(...)` of a plain GPT-2 (`GPT2Decoder.supports`) in plain tensor calls; returns an object with
-    `.logits` (N, Q or logits_to_keep, V) and `.cache` (a new `DynamicCache` of every column, with `use_cache`;
-    a cache passed in is read, not extended). Naive twin: `model(...)` itself."""
+def _plain_gpt2(model, kind: str) -> bool:
+    """A GPT-2 of class `kind` in eval mode without cross-attention, per-layer scaling or upcast reorder."""
+    c = getattr(model, "config", None)
+    return (type(model).__name__ == kind and not model.training and c is not None
+            and not c.add_cross_attention and not c.scale_attn_by_inverse_layer_idx
+            and not c.reorder_and_upcast_attn and c._attn_implementation in ("sdpa", "eager"))
 
-    supports = staticmethod(GPT2Decoder.supports)
+
+def transformer_forward(tr, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                        past: list | None = None):
+    """A `GPT2Model`'s blocks over (N, Q) tokens after P cached columns `past` (per layer (keys, values), each
+    (N, H, P, hd)): the hidden states before the final layer norm (N, Q, d) and every layer's (keys, values)
+    of all P + Q columns. attention_mask: (N, P + Q), 1 on real tokens."""
+    N, Q = input_ids.shape
+    P = past[0][0].shape[2] if past else 0
+    d, H = tr.wte.weight.shape[1], tr.h[0].attn.num_heads
+    hd = d // H
+    # (N, 1, Q, P + Q) True: attended. Key j by query i: a real key at or before i (transformers' sdpa mask)
+    keys = torch.arange(P + Q, device=input_ids.device)
+    allowed = attention_mask.bool()[:, None, None, :] & (keys <= keys[P:, None])
+    h = F.embedding(input_ids, tr.wte.weight) + F.embedding(position_ids, tr.wpe.weight)  # (N, Q, d)
+    kv = []
+    for i, b in enumerate(tr.h):
+        eps = b.ln_1.eps
+        x = F.layer_norm(h, (d,), b.ln_1.weight, b.ln_1.bias, eps).view(N * Q, d)
+        qkv = torch.addmm(b.attn.c_attn.bias, x, b.attn.c_attn.weight)  # GPT-2's Conv1D: x W + b, (N Q, 3d)
+        q, k, v = qkv.view(N, Q, 3, H, hd).permute(2, 0, 3, 1, 4).unbind(0)  # each (N, H, Q, hd)
+        if past:
+            k, v = torch.cat([past[i][0], k], dim=2), torch.cat([past[i][1], v], dim=2)  # (N, H, P + Q, hd)
+        kv.append((k, v))
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=b.attn.scaling)  # (N, H, Q, hd)
+        h = h + torch.addmm(b.attn.c_proj.bias, a.transpose(1, 2).reshape(N * Q, d), b.attn.c_proj.weight).view(N, Q, d)
+        x = F.layer_norm(h, (d,), b.ln_2.weight, b.ln_2.bias, b.ln_2.eps).view(N * Q, d)
+        x = b.mlp.act(torch.addmm(b.mlp.c_fc.bias, x, b.mlp.c_fc.weight))
+        h = h + torch.addmm(b.mlp.c_proj.bias, x, b.mlp.c_proj.weight).view(N, Q, d)
+    return h, kv
+
+
+class GPT2Forward:
+    """`model(...)` of a plain GPT-2 causal LM in plain tensor calls; returns an object with `.logits`
+    (N, Q or logits_to_keep, V) and `.cache` (a new `DynamicCache` of every column, with `use_cache`; a cache
+    passed in is read, not extended). Naive twin: `model(...)` itself."""
+
+    @staticmethod
+    def supports(model) -> bool:
+        """A plain GPT-2 causal LM in eval mode (`GPT2Decoder.supports`)."""
+        return _plain_gpt2(model, "GPT2LMHeadModel")
 
     def __init__(self, model):
         self.model = model
@@ -60,32 +99,30 @@ class GPT2Forward:
                 return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                              cache=cache, **kw)
         tr = model.transformer
-        N, Q = input_ids.shape
-        P = past[0][0].shape[2] if past else 0
-        d, eps = tr.wte.weight.shape[1], tr.ln_f.eps
-        H = tr.h[0].attn.num_heads
-        hd = d // H
-        # (N, 1, Q, P + Q) True: attended. Key j by query i: a real key at or before i; and i itself
-        keys = torch.arange(P + Q, device=input_ids.device)
-        queries = keys[P:, None]  # (Q, 1): each query's column
-        real = attention_mask.bool()[:, None, None, :]  # (N, 1, 1, P + Q)
-        allowed = (real & (keys <= queries)) | (keys == queries)
-        h = F.embedding(input_ids, tr.wte.weight) + F.embedding(position_ids, tr.wpe.weight)  # (N, Q, d)
-        kv = []
-        for i, b in enumerate(tr.h):
-            x = F.layer_norm(h, (d,), b.ln_1.weight, b.ln_1.bias, eps).view(N * Q, d)
-            qkv = torch.addmm(b.attn.c_attn.bias, x, b.attn.c_attn.weight)  # GPT-2's Conv1D: x W + b, (N Q, 3d)
-            q, k, v = qkv.view(N, Q, 3, H, hd).permute(2, 0, 3, 1, 4).unbind(0)  # each (N, H, Q, hd)
-            if past:
-                k, v = torch.cat([past[i][0], k], dim=2), torch.cat([past[i][1], v], dim=2)  # (N, H, P + Q, hd)
-            kv.append((k, v))
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=b.attn.scaling)  # (N, H, Q, hd)
-            h = h + torch.addmm(b.attn.c_proj.bias, a.transpose(1, 2).reshape(N * Q, d), b.attn.c_proj.weight).view(N, Q, d)
-            x = F.layer_norm(h, (d,), b.ln_2.weight, b.ln_2.bias, eps).view(N * Q, d)
-            x = b.mlp.act(torch.addmm(b.mlp.c_fc.bias, x, b.mlp.c_fc.weight))
-            h = h + torch.addmm(b.mlp.c_proj.bias, x, b.mlp.c_proj.weight).view(N, Q, d)
+        h, kv = transformer_forward(tr, input_ids, attention_mask, position_ids, past)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
-        logits = F.linear(F.layer_norm(h, (d,), tr.ln_f.weight, tr.ln_f.bias, eps), model.lm_head.weight)
+        h = F.layer_norm(h, h.shape[-1:], tr.ln_f.weight, tr.ln_f.bias, tr.ln_f.eps)
+        logits = F.linear(h, model.lm_head.weight)  # the LM head (tied to wte)
         out_cache = _cache_from(kv) if use_cache else None
         return SimpleNamespace(logits=logits, cache=out_cache, past_key_values=out_cache)
+
+
+def classifier_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+    """A plain `GPT2ForSequenceClassification`'s pooled logits (N, num_labels): the score head at each row's last
+    token that is not the pad token, positions 0, 1, ... as its forward counts them without `position_ids`.
+    None for any other model (and for eager attention, whose mask differs where a row is padding only).
+    Naive twin: `model(input_ids=..., attention_mask=...).logits`, the same values."""
+    plain = _plain_gpt2(model, "GPT2ForSequenceClassification") and model.config._attn_implementation == "sdpa"
+    pad = model.config.pad_token_id if plain else None
+    if pad is None or input_ids.dim() != 2:
+        return None
+    N, L = input_ids.shape
+    tr = model.transformer
+    position_ids = torch.arange(L, device=input_ids.device).expand(N, L)
+    h, _ = transformer_forward(tr, input_ids, attention_mask, position_ids)
+    columns = torch.arange(L, device=input_ids.device, dtype=torch.int32)
+    last = (columns * (input_ids != pad).to(torch.int32)).argmax(-1)  # (N,): as the model picks its token
+    h = h[torch.arange(N, device=h.device), last]  # (N, d)
+    h = F.layer_norm(h, h.shape[-1:], tr.ln_f.weight, tr.ln_f.bias, tr.ln_f.eps)
+    return F.linear(h, model.score.weight, model.score.bias)

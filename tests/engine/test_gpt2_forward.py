@@ -133,3 +133,26 @@ def test_other_models_keep_their_forward():
     assert not isinstance(forward_of(copy.deepcopy(gpt2).train()), GPT2Forward)  # dropout: the model's forward
     assert forward_of(llama.eval()) is llama
     assert "Naive twin" in gpt2_module.__doc__ and "Naive twin" in (forward_of.__doc__ or "")
+
+
+def test_the_reward_models_scores_equal_its_own_score():
+    """`rewards.classifier_score` (tiny-sentiment's GPT-2 classifier through `gpt2.classifier_logits`) against the
+    reward's own `score`: the same rewards, with right padding, an empty completion (a row of padding only) and
+    several chunks of the reward's batch size; other rewards keep their own `score`."""
+    from lm_fakes import LetterReward
+    from pgcore.engine import rewards
+    from pgcore.engine.gpt2 import classifier_logits
+    from pgcore.lm import load_reward
+
+    reward = load_reward("tiny-sentiment")
+    texts = ["a wonderful film", "", "terrible, boring and far too long", "ok", "the acting was great but the plot"]
+    enc = reward._encode(texts, None)
+    torch.testing.assert_close(classifier_logits(reward.model, enc["input_ids"], enc["attention_mask"]),
+                               reward.model(**enc).logits, atol=2e-5, rtol=1e-5)
+    for batch_size in (64, 2):
+        reward.batch_size = batch_size
+        fast = rewards.classifier_score(reward, texts)
+        torch.testing.assert_close(fast, reward.score(texts), atol=2e-6, rtol=1e-5)
+    assert rewards.classifier_score(reward, ["", ""]) is None  # the reward pads empty texts its own way
+    assert rewards.classifier_score(LetterReward("e"), texts) is None
+    assert classifier_logits(make_policy(seed=0).model, enc["input_ids"], enc["attention_mask"]) is None
