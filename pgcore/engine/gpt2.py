@@ -14,7 +14,8 @@ the query), so a query that sees no real key (left padding) gets what the backen
 model's forward. `classifier_logits` does the same for a GPT-2 sequence classifier (a reward model).
 
 Naive twin: the model's own forward, `model(input_ids=..., attention_mask=..., position_ids=..., ...)`, which
-`forward_of` returns for any other model (SmolLM2 / Llama, a DDP wrapper, a model in train mode).
+`forward_of` returns for any other model (SmolLM2 / Llama, a DDP wrapper, a model in train mode or with forward
+hooks).
 tests/engine/test_gpt2_forward.py holds the logits, the cache and every parameter's gradient equal to it at fp32
 tolerance, and the engine's step with and without it.
 """
@@ -25,7 +26,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from .kv_cache import _cache_from, _plain_layers
+from .cache_layers import _cache_from, _plain_layers
 
 __all__ = ["GPT2Forward", "forward_of", "transformer_forward", "classifier_logits"]
 
@@ -37,11 +38,13 @@ def forward_of(model):
 
 
 def _plain_gpt2(model, kind: str) -> bool:
-    """A GPT-2 of class `kind` in eval mode without cross-attention, per-layer scaling or upcast reorder."""
+    """A GPT-2 of class `kind` in eval mode without cross-attention, per-layer scaling or upcast reorder, and
+    without forward hooks (or accelerate's `_hf_hook`) that its own forward would call."""
     c = getattr(model, "config", None)
     return (type(model).__name__ == kind and not model.training and c is not None
             and not c.add_cross_attention and not c.scale_attn_by_inverse_layer_idx
-            and not c.reorder_and_upcast_attn and c._attn_implementation in ("sdpa", "eager"))
+            and not c.reorder_and_upcast_attn and c._attn_implementation in ("sdpa", "eager")
+            and not (model._forward_hooks or model._forward_pre_hooks or hasattr(model, "_hf_hook")))
 
 
 def transformer_forward(tr, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,

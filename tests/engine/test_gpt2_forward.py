@@ -132,6 +132,9 @@ def test_other_models_keep_their_forward():
     assert forward_of(copy.deepcopy(gpt2).train()) is not None
     assert not isinstance(forward_of(copy.deepcopy(gpt2).train()), GPT2Forward)  # dropout: the model's forward
     assert forward_of(llama.eval()) is llama
+    hooked = copy.deepcopy(gpt2).eval()
+    hooked.register_forward_hook(lambda *a: None)  # a hook the model's forward calls: that forward
+    assert forward_of(hooked) is hooked
     assert "Naive twin" in gpt2_module.__doc__ and "Naive twin" in (forward_of.__doc__ or "")
 
 
