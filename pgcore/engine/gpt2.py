@@ -27,8 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from .cache_layers import _cache_from, _plain_layers
+from .fused import FusedTanhGELU
 
 __all__ = ["GPT2Forward", "forward_of", "transformer_forward", "classifier_logits"]
+
+_GELU = FusedTanhGELU()  # GPT-2's `gelu_new` in one kernel (fused.py), where a model (the reward's) keeps its own
 
 
 def forward_of(model):
@@ -72,7 +75,8 @@ def transformer_forward(tr, input_ids: torch.Tensor, attention_mask: torch.Tenso
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, scale=b.attn.scaling)  # (N, H, Q, hd)
         h = h + torch.addmm(b.attn.c_proj.bias, a.transpose(1, 2).reshape(N * Q, d), b.attn.c_proj.weight).view(N, Q, d)
         x = F.layer_norm(h, (d,), b.ln_2.weight, b.ln_2.bias, b.ln_2.eps).view(N * Q, d)
-        x = b.mlp.act(torch.addmm(b.mlp.c_fc.bias, x, b.mlp.c_fc.weight))
+        x = torch.addmm(b.mlp.c_fc.bias, x, b.mlp.c_fc.weight)
+        x = _GELU(x) if type(b.mlp.act).__name__ == "NewGELUActivation" else b.mlp.act(x)  # fused.py's GELU
         h = h + torch.addmm(b.mlp.c_proj.bias, x, b.mlp.c_proj.weight).view(N, Q, d)
     return h, kv
 
@@ -80,7 +84,9 @@ def transformer_forward(tr, input_ids: torch.Tensor, attention_mask: torch.Tenso
 class GPT2Forward:
     """`model(...)` of a plain GPT-2 causal LM in plain tensor calls; returns an object with `.logits`
     (N, Q or logits_to_keep, V) and `.cache` (a new `DynamicCache` of every column, with `use_cache`; a cache
-    passed in is read, not extended). Naive twin: `model(...)` itself."""
+    passed in is read, not extended). One argument more: `logits_rows` (N, Q) bool, the LM head run at those
+    positions only (logits (kept, V); the LM head is a third of a tiny model's arithmetic).
+    Naive twin: `model(...)` itself (its logits at those positions, `logits[logits_rows]`)."""
 
     @staticmethod
     def supports(model) -> bool:
@@ -91,7 +97,8 @@ class GPT2Forward:
         self.model = model
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                 use_cache: bool = False, logits_to_keep: int = 0, cache=None, past_key_values=None):
+                 use_cache: bool = False, logits_to_keep: int = 0, cache=None, past_key_values=None,
+                 logits_rows: torch.Tensor | None = None):
         model = self.model
         cache = cache if cache is not None else past_key_values
         past = None
@@ -105,6 +112,8 @@ class GPT2Forward:
         h, kv = transformer_forward(tr, input_ids, attention_mask, position_ids, past)
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
+        if logits_rows is not None:  # (N, Q) bool: logits at these positions only, (kept, V)
+            h = h[logits_rows]
         h = F.layer_norm(h, h.shape[-1:], tr.ln_f.weight, tr.ln_f.bias, tr.ln_f.eps)
         logits = F.linear(h, model.lm_head.weight)  # the LM head (tied to wte)
         out_cache = _cache_from(kv) if use_cache else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..lm.sampling import position_ids_from_mask
-from .gpt2 import forward_of
+from .gpt2 import GPT2Forward, forward_of
 from .kv_cache import PromptCache, cache_kwarg, prompt_forward, takes_argument
 
 __all__ = ["selective_log_softmax", "selective_log_softmax_and_entropy", "entropy_from_logits", "per_token_logps",
@@ -78,6 +78,8 @@ def _selected_and_entropy(logits: torch.Tensor, index: torch.Tensor, entropy: bo
     slice of rows at a time; the entropy -sum p log p from each slice's softmax and log-softmax (two vectorized
     kernels; `exp` over the vocabulary is slower than either on a CPU)."""
     probs = torch.empty_like(logits, memory_format=torch.contiguous_format) if entropy else None
+    if logits.shape[0] == 0:  # no rows (e.g. no completion token kept): empty results
+        return logits.new_zeros(index.shape), (logits.new_zeros(index.shape) if entropy else None), probs
     selected, ents = [], []
     for rows, idx, *p in row_chunks(logits, index, *([probs] if entropy else [])):
         logp = torch.log_softmax(rows, dim=-1)  # (rows, ..., V), dropped after this slice
@@ -276,18 +278,27 @@ def per_token_logps_shared_prompt(
     position_ids = position_ids_from_mask(full_mask)  # (N, P+T): the positions of the one-pass forward
     # 3. the completions against the cache, all but the last token (its logit would predict nothing, and no
     #    later token reads its key and value)
-    pieces = [(last_prompt_logits, completion_ids[:, :1])]
+    pieces = [(last_prompt_logits, completion_ids[:, :1], None)]
     if T > 1:
-        logits = forward_of(model)(input_ids=completion_ids[:, :-1], attention_mask=full_mask[:, :-1],
-                                   position_ids=position_ids[:, P:-1], use_cache=False,
-                                   **{cache_kwarg(model): cache}).logits  # a GPT-2: plain tensor calls (gpt2.py)
-        pieces.append((logits, completion_ids[:, 1:]))
+        forward = forward_of(model)  # a GPT-2: plain tensor calls (gpt2.py), its LM head only where a log-prob counts
+        kept = completion_mask[:, 1:].bool() if isinstance(forward, GPT2Forward) else None  # (N, T - 1)
+        logits = forward(input_ids=completion_ids[:, :-1], attention_mask=full_mask[:, :-1],
+                         position_ids=position_ids[:, P:-1], use_cache=False, **{cache_kwarg(model): cache},
+                         **({"logits_rows": kept} if kept is not None else {})).logits  # (N, T - 1, V) or (kept, V)
+        pieces.append((logits, completion_ids[:, 1:] if kept is None else completion_ids[:, 1:][kept], kept))
     # the pieces of the (N, T, V) logits stay apart (no concatenated copy); log-probs row by row
     if temperature != 1.0:
-        pieces = [(piece / temperature, ids) for piece, ids in pieces]
+        pieces = [(piece / temperature, ids, kept) for piece, ids, kept in pieces]
     if return_entropy:
-        both = [_logps_and_entropy(piece, ids, entropy_grad) for piece, ids in pieces]
-        return torch.cat([lp for lp, _ in both], dim=1), torch.cat([ent for _, ent in both], dim=1)  # (N, T) each
-    return torch.cat([selective_log_softmax(piece, ids) for piece, ids in pieces], dim=1)  # (N, T)
+        both = [(*_logps_and_entropy(piece, ids, entropy_grad), kept) for piece, ids, kept in pieces]
+        return (torch.cat([_unpack(lp, kept) for lp, _, kept in both], dim=1),
+                torch.cat([_unpack(ent, kept) for _, ent, kept in both], dim=1))  # (N, T) each
+    return torch.cat([_unpack(selective_log_softmax(piece, ids), kept) for piece, ids, kept in pieces], dim=1)
+
+
+def _unpack(values: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
+    """(N, T') values from those at the `kept` (N, T') positions only (0 elsewhere: after EOS, where the
+    completion mask is 0); None: `values` is already (N, T')."""
+    return values if kept is None else values.new_zeros(kept.shape).masked_scatter(kept, values)
 
 

@@ -70,6 +70,10 @@ def test_logits_cache_and_gradients_equal_the_models_forward(policy):
         loss.backward()
         outs[name] = (prompt.logits[:, -1], logits[real], kv, _grads(model))
     (p_n, c_n, kv_n, g_n), (p_f, c_f, kv_f, g_f) = outs["naive"], outs["fast"]
+    prompt = fast(input_ids=ids, attention_mask=mask, position_ids=position_ids[:, :P], use_cache=True)
+    rows = fast(input_ids=completion, attention_mask=full_mask, position_ids=position_ids[:, P:], cache=prompt.cache,
+                logits_rows=completion_mask.bool()).logits  # the LM head at real positions only
+    torch.testing.assert_close(rows, c_n, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(p_f, p_n, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(c_f, c_n, atol=2e-5, rtol=1e-5)
     real_columns = mask.bool()[:, None, :, None]  # (N, 1, P, 1): padding columns are never read
@@ -159,3 +163,26 @@ def test_the_reward_models_scores_equal_its_own_score():
     assert rewards.classifier_score(reward, ["", ""]) is None  # the reward pads empty texts its own way
     assert rewards.classifier_score(LetterReward("e"), texts) is None
     assert classifier_logits(make_policy(seed=0).model, enc["input_ids"], enc["attention_mask"]) is None
+
+
+def test_shared_log_probs_when_every_completion_is_one_token(monkeypatch):
+    """No completion position after the first is kept (all ended at once): the same log-probs and gradients."""
+    policy = make_policy(seed=0)
+    policy.prompts = PROMPTS["fake"]
+    ids, mask, completion, completion_mask = _batch(policy, seed=2)
+    completion_mask[:, 1:] = 0
+
+    def run():
+        policy.model.zero_grad()
+        logps, ent = per_token_logps_shared_prompt(policy.model, ids, mask, completion, completion_mask, G,
+                                                   return_entropy=True)
+        logps[:, 0].sum().backward()
+        return logps[:, 0].detach(), ent[:, 0], _grads(policy.model)
+
+    fast = run()
+    _naive(monkeypatch)
+    naive = run()
+    torch.testing.assert_close(fast[0], naive[0], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(fast[1], naive[1], atol=2e-5, rtol=1e-5)
+    for name in naive[2]:
+        torch.testing.assert_close(fast[2][name], naive[2][name], atol=1e-5, rtol=1e-4, msg=name)
