@@ -3,8 +3,10 @@
 Naive twin: `pgcore.lm.algorithm.compute_loss` and its loop. `Trainer.compute_loss` gives the same loss and
 gradients on the same batch (tests/engine/test_engine_equals_algorithm.py), with the fast paths: a shared
 prompt forward (`sampling.generate_shared`, `logprobs.per_token_logps_shared_prompt`, the reference's
-`kv_cache.PromptCache`), `selective_log_softmax`'s backward, bf16 autocast, no reference forward when no KL
-is used, fused AdamW, and data-parallel hooks (`distributed.AccelerateTrainer`). A reused batch (mu > 1,
+`kv_cache.PromptCache`), a GPT-2's forwards and reward model as plain tensor calls (`gpt2.py`, `decode.py`,
+`rewards.classifier_score`), `selective_log_softmax`'s backward and the logged entropy from its pass, bf16
+autocast, no reference forward when no KL is used, fused AdamW, and data-parallel hooks
+(`distributed.AccelerateTrainer`). A reused batch (mu > 1,
 minibatches) runs `policy_loss.reuse_updates`, whose naive twin is `algorithm.reuse_batch`. Around the step,
 `run.TrainingRun` holds the loop, checkpoints, metrics files, resume, Ctrl-C / SIGTERM and the NaN guard.
 """
