@@ -106,8 +106,11 @@ class GPT2Forward:
             past = _plain_layers(cache)
             if past is None:  # a cache of other layers: the model's own forward
                 kw = dict(use_cache=use_cache, **({"logits_to_keep": logits_to_keep} if logits_to_keep else {}))
-                return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             cache=cache, **kw)
+                out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            cache=cache, **kw)
+                logits = out.logits if logits_rows is None else out.logits[logits_rows]
+                kept = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+                return SimpleNamespace(logits=logits, cache=kept, past_key_values=kept)
         tr = model.transformer
         h, kv = transformer_forward(tr, input_ids, attention_mask, position_ids, past)
         if logits_to_keep:
