@@ -84,8 +84,8 @@ def test_stored_trl_tables_are_what_load_prints():
     ("nb05_runs.py", "nb05_runs.json", "### Notebook 05's design choices"),
     ("nb06_reuse.py", "nb06_reuse.json nb06_reuse_cispo.json nb06_reuse_confirm.json",
      "### Notebook 06: reusing a batch"),
-    ("tiny_vs_trl.py", "tiny_vs_trl_arith.json", "### The tiny tiers against TRL"),
-    ("tiny_vs_trl.py", "tiny_vs_trl_tiny.json tiny_vs_trl_tiny_run2.json", "### Notebook 04's tier against TRL RLOO"),
+    ("tiny_vs_trl.py", "tiny_vs_trl_arith_run2.json", "### The tiny tiers against TRL"),
+    ("tiny_vs_trl.py", "tiny_vs_trl_tiny_run3.json tiny_vs_trl_tiny_run4.json", "### Notebook 04's tier against TRL RLOO"),
     ("lm.py", "lm_arith.json lm_arith_naive.json", "### The README's run before and after"),
 ])
 def test_stored_tables_are_what_load_prints(script, stored, heading):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .kv_cache import _plain_layers
+from .cache_layers import _plain_layers
 
 __all__ = ["GPT2Decoder"]
 

@@ -6,12 +6,15 @@ prompt + completion row, `pgcore.lm.algorithm.per_token_logps`; tests/engine/tes
 """
 from __future__ import annotations
 
+import functools
 import inspect
 from collections import OrderedDict
 
 import torch
 
 from ..lm.sampling import position_ids_from_mask
+from .cache_layers import _cache_from, _plain_layers
+from .gpt2 import forward_of
 
 __all__ = ["prompt_forward", "common_prefix_length", "PromptCache", "detached_prompt_state", "cache_kwarg",
            "takes_argument"]
@@ -19,7 +22,14 @@ __all__ = ["prompt_forward", "common_prefix_length", "PromptCache", "detached_pr
 
 def _forward_parameters(model):
     """The parameters of the model's forward, looking through a DDP / Accelerate wrapper."""
-    return inspect.signature(getattr(model, "module", model).forward).parameters
+    forward = getattr(model, "module", model).forward
+    return _parameters_of(getattr(forward, "__func__", forward))
+
+
+@functools.lru_cache(maxsize=256)
+def _parameters_of(function):
+    """`inspect.signature(function).parameters`, once per function (it costs about 0.1 ms a call)."""
+    return inspect.signature(function).parameters
 
 
 def takes_argument(model, argument: str, *, via_kwargs: bool = False) -> bool:
@@ -32,25 +42,6 @@ def takes_argument(model, argument: str, *, via_kwargs: bool = False) -> bool:
 def cache_kwarg(model) -> str:
     """The name under which the model's forward takes a key/value cache (transformers >= 5.2x: `cache`)."""
     return "cache" if takes_argument(model, "cache") else "past_key_values"
-
-
-def _plain_layers(cache) -> list | None:
-    """The cache's per-layer (keys, values) when every layer is a plain growing one (`DynamicLayer`:
-    keys and values (batch, heads, length, head_dim)), else None (e.g. sliding-window layers)."""
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer).__name__ != "DynamicLayer" for layer in layers):
-        return None
-    return [(layer.keys, layer.values) for layer in layers]
-
-
-def _cache_from(kv: list):
-    """A `DynamicCache` holding these per-layer (keys, values)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    for i, (keys, values) in enumerate(kv):
-        cache.update(keys, values, i)
-    return cache
 
 
 def detached_prompt_state(state):
@@ -101,14 +92,15 @@ def prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     B, P = prompt_ids.shape
     C = common_prefix_length(prompt_ids, prompt_mask)
     keep = {"logits_to_keep": 1} if takes_argument(model, "logits_to_keep") else {}
+    forward = forward_of(model)  # a GPT-2: plain tensor calls (gpt2.py)
     if C == 0:
-        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
+        out = forward(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=position_ids_from_mask(prompt_mask),
                     use_cache=True, **keep)
         return _cache_of(out), out.logits[:, -1:, :], prompt_mask
     # the prefix, once: row 0's first C real tokens, at positions 0 .. C-1
     first_real = P - int(prompt_mask[0].sum())
     prefix = prompt_ids[:1, first_real:first_real + C]  # (1, C)
-    out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix),
+    out = forward(input_ids=prefix, attention_mask=torch.ones_like(prefix),
                 position_ids=torch.arange(C, device=prefix.device)[None], use_cache=True, **keep)
     cache = _cache_of(out)
     cache.batch_repeat_interleave(B)
@@ -118,7 +110,7 @@ def prompt_forward(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor):
     suffix_mask = (torch.arange(P - C, device=prompt_ids.device)[None] >= P - lengths).to(prompt_mask.dtype)
     suffix_ids = prompt_ids[:, C:].masked_fill(suffix_mask == 0, 0)  # (B, P - C); masked tokens are never seen
     layout = torch.cat([torch.ones_like(prompt_mask[:, :C]), suffix_mask], dim=1)  # (B, P)
-    out = model(input_ids=suffix_ids, attention_mask=layout, position_ids=position_ids_from_mask(layout)[:, C:],
+    out = forward(input_ids=suffix_ids, attention_mask=layout, position_ids=position_ids_from_mask(layout)[:, C:],
                 use_cache=True, **keep, **{cache_kwarg(model): cache})
     return _cache_of(out), out.logits[:, -1:, :], layout
 

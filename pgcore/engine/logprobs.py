@@ -8,9 +8,11 @@ from __future__ import annotations
 import torch
 
 from ..lm.sampling import position_ids_from_mask
+from .gpt2 import GPT2Forward, forward_of
 from .kv_cache import PromptCache, cache_kwarg, prompt_forward, takes_argument
 
-__all__ = ["selective_log_softmax", "entropy_from_logits", "per_token_logps", "per_token_logps_shared_prompt"]
+__all__ = ["selective_log_softmax", "selective_log_softmax_and_entropy", "entropy_from_logits", "per_token_logps",
+           "per_token_logps_shared_prompt"]
 
 
 CHUNK_ELEMENTS = 1 << 22  # (..., V) work a slice at a time: at most this many elements (16 MB of float32)
@@ -28,56 +30,91 @@ def row_chunks(*tensors: torch.Tensor, elements: int = CHUNK_ELEMENTS):
 
 
 def selective_log_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """log_softmax(logits)[..., index] without materializing the full (..., V) log-softmax.
+    """log_softmax(logits)[..., index] without keeping the full (..., V) log-softmax.
 
     logits: (..., V); index: (...) token ids. Returns (...) float.
     Naive twin (same values, V times more memory):
         torch.log_softmax(logits, dim=-1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
-    Here: the chosen logit minus logsumexp over the vocabulary, computed a slice of rows at a time
-    (`row_chunks`; TRL's `selective_log_softmax` goes one row at a time). Half precision goes through
-    log_softmax a slice at a time, where logsumexp would lose too much.
+    Here: the same, a slice of rows at a time (`row_chunks`; TRL's `selective_log_softmax` goes one row at a
+    time), each slice's log-softmax dropped once its chosen entries are read.
     Its gradient, d log p_y / d logits = onehot(y) - softmax(logits), is written in one (..., V)
     tensor, a slice of rows at a time (`_SelectedLogSoftmax`), where autograd would build the gather's
-    and the logsumexp's gradients apart and add them: the same values, three fewer (..., V) temporaries.
+    and the log-softmax's gradients apart and add them: the same values, fewer (..., V) temporaries.
+    `selective_log_softmax_and_entropy` gives the entropy from the same pass.
     """
+    return _selected(logits, index, entropy=False)[0]
+
+
+def selective_log_softmax_and_entropy(logits: torch.Tensor, index: torch.Tensor):
+    """(selective_log_softmax(logits, index), the entropy of softmax(logits) without a graph), both (...),
+    from one pass over the logits: per slice of rows one log-softmax and one softmax, the softmax kept for
+    the backward (in place of the logits). For logging the entropy (no entropy bonus).
+
+    Naive twin: `selective_log_softmax(logits, index), entropy_from_logits(logits).detach()`, which pass over
+    the (..., V) logits three times more (a second log-softmax, `exp`, and the backward's softmax); tested
+    equal in tests/engine/test_lm_logprobs.py."""
+    return _selected(logits, index, entropy=True)
+
+
+def _selected(logits: torch.Tensor, index: torch.Tensor, entropy: bool):
     if logits.shape[:-1] != index.shape:
         raise ValueError(f"index shape {tuple(index.shape)} must equal the logits shape without the vocab dim, "
                          f"{tuple(logits.shape[:-1])}")
     if logits.dtype in (torch.float32, torch.float64):
         if logits.requires_grad and torch.is_grad_enabled() and logits.dim() > 1:
-            return _SelectedLogSoftmax.apply(logits, index)
-        selected, lse = _selected_and_logsumexp(logits, index)
-        return selected - lse
-    return torch.cat(
-        [torch.log_softmax(rows, dim=-1).gather(-1, idx.unsqueeze(-1)).squeeze(-1) for rows, idx in row_chunks(logits, index)]
-    )
+            selected, ent = _SelectedLogSoftmax.apply(logits, index, entropy)
+            return selected, (ent if entropy else None)
+        with torch.no_grad():
+            selected, ent, _ = _selected_and_entropy(logits, index, entropy)
+        return selected, ent
+    # half precision goes through log_softmax a slice at a time, where logsumexp would lose too much
+    selected = torch.cat([torch.log_softmax(rows, dim=-1).gather(-1, idx.unsqueeze(-1)).squeeze(-1)
+                          for rows, idx in row_chunks(logits, index)])
+    return selected, (_entropy(logits, grad=False) if entropy else None)
 
 
-def _selected_and_logsumexp(logits: torch.Tensor, index: torch.Tensor):
-    """(logits[..., index], logsumexp(logits)), both (...); the logsumexp a slice of rows at a time."""
-    selected = torch.gather(logits, dim=-1, index=index.unsqueeze(-1)).squeeze(-1)
-    return selected, torch.cat([torch.logsumexp(rows, dim=-1) for (rows,) in row_chunks(logits)])
+def _selected_and_entropy(logits: torch.Tensor, index: torch.Tensor, entropy: bool):
+    """(log_softmax(logits)[..., index] (...), the entropy (...) or None, softmax(logits) (..., V) or None), a
+    slice of rows at a time; the entropy -sum p log p from each slice's softmax and log-softmax (two vectorized
+    kernels; `exp` over the vocabulary is slower than either on a CPU)."""
+    probs = torch.empty_like(logits, memory_format=torch.contiguous_format) if entropy else None
+    if logits.shape[0] == 0:  # no rows (e.g. no completion token kept): empty results
+        return logits.new_zeros(index.shape), (logits.new_zeros(index.shape) if entropy else None), probs
+    selected, ents = [], []
+    for rows, idx, *p in row_chunks(logits, index, *([probs] if entropy else [])):
+        logp = torch.log_softmax(rows, dim=-1)  # (rows, ..., V), dropped after this slice
+        selected.append(logp.gather(-1, idx.unsqueeze(-1)).squeeze(-1))
+        if entropy:
+            torch.softmax(rows, dim=-1, out=p[0])
+            ents.append(-(p[0] * logp).sum(dim=-1))
+    return torch.cat(selected), (torch.cat(ents) if entropy else None), probs
 
 
 class _SelectedLogSoftmax(torch.autograd.Function):
-    """logits[..., y] - logsumexp(logits) (float32 / float64), whose backward writes grad * (onehot(y) -
-    softmax(logits)) straight into one tensor, a slice of leading rows at a time."""
+    """log_softmax(logits)[..., y] (float32 / float64), and with `entropy` the entropy (no gradient), whose
+    backward writes grad * (onehot(y) - softmax(logits)) straight into one tensor, a slice of leading rows at a
+    time (the softmax kept from the forward with `entropy`, else computed again from the logits)."""
 
     @staticmethod
-    def forward(ctx, logits, index):
-        selected, lse = _selected_and_logsumexp(logits, index)
-        ctx.save_for_backward(logits, index, lse)
-        return selected - lse
+    def forward(ctx, logits, index, entropy):
+        selected, ent, probs = _selected_and_entropy(logits, index, entropy)
+        ctx.kept_probs = entropy
+        ctx.save_for_backward(probs if entropy else logits, index)
+        if not entropy:
+            ent = selected.new_empty(0)
+        ctx.mark_non_differentiable(ent)
+        return selected, ent
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        logits, index, lse = ctx.saved_tensors
-        out = torch.empty_like(logits, memory_format=torch.contiguous_format)  # (..., V)
-        for o, rows, rows_lse, g in row_chunks(out, logits, lse, grad):
-            torch.sub(rows, rows_lse.unsqueeze(-1), out=o).exp_().mul_(g.unsqueeze(-1)).neg_()  # -g * softmax
+    def backward(ctx, grad, _):
+        kept, index = ctx.saved_tensors
+        out = torch.empty_like(kept, memory_format=torch.contiguous_format)  # (..., V)
+        for o, rows, g in row_chunks(out, kept, grad):
+            probs = rows if ctx.kept_probs else torch.softmax(rows, dim=-1)
+            torch.mul(probs, g.neg().unsqueeze(-1), out=o)  # -g * softmax
         out.scatter_add_(-1, index.unsqueeze(-1), grad.unsqueeze(-1).to(out.dtype))  # + g at the chosen token
-        return out, None
+        return out, None, None
 
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
@@ -131,19 +168,27 @@ def per_token_logps(
     kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
     if takes_argument(model, "use_cache", via_kwargs=True):  # a training forward needs no key/value cache (it costs time and memory)
         kwargs["use_cache"] = False
+    forward = forward_of(model)  # a GPT-2: plain tensor calls (gpt2.py)
     if takes_argument(model, "logits_to_keep"):
         # +1: the logit at the last prompt token predicts the first completion token
-        logits = model(**kwargs, logits_to_keep=logits_to_keep + 1).logits  # (B, T+1, V)
+        logits = forward(**kwargs, logits_to_keep=logits_to_keep + 1).logits  # (B, T+1, V)
     else:
-        logits = model(**kwargs).logits[:, -(logits_to_keep + 1):]  # (B, T+1, V)
+        logits = forward(**kwargs).logits[:, -(logits_to_keep + 1):]  # (B, T+1, V)
     logits = logits[:, :-1, :]  # (B, T, V): last position predicts nothing
     if temperature != 1.0:  # (x / 1.0 is x: skipping it saves a pass over the (B, T, V) logits)
         logits = logits / temperature
     completion_ids = input_ids[:, -logits_to_keep:]  # (B, T): the tokens those logits predict
-    logps = selective_log_softmax(logits, completion_ids)  # (B, T)
     if return_entropy:
-        return logps, _entropy(logits, entropy_grad)
-    return logps
+        return _logps_and_entropy(logits, completion_ids, entropy_grad)  # (B, T), (B, T)
+    return selective_log_softmax(logits, completion_ids)  # (B, T)
+
+
+def _logps_and_entropy(logits: torch.Tensor, index: torch.Tensor, entropy_grad: bool):
+    """(log-probs, entropies): the entropy with its graph (an entropy bonus), or for logging from the log-probs'
+    own pass (`selective_log_softmax_and_entropy`)."""
+    if entropy_grad:
+        return selective_log_softmax(logits, index), entropy_from_logits(logits)
+    return selective_log_softmax_and_entropy(logits, index)
 
 
 def _entropy(logits: torch.Tensor, grad: bool) -> torch.Tensor:
@@ -233,17 +278,27 @@ def per_token_logps_shared_prompt(
     position_ids = position_ids_from_mask(full_mask)  # (N, P+T): the positions of the one-pass forward
     # 3. the completions against the cache, all but the last token (its logit would predict nothing, and no
     #    later token reads its key and value)
-    pieces = [(last_prompt_logits, completion_ids[:, :1])]
+    pieces = [(last_prompt_logits, completion_ids[:, :1], None)]
     if T > 1:
-        logits = model(input_ids=completion_ids[:, :-1], attention_mask=full_mask[:, :-1],
-                       position_ids=position_ids[:, P:-1], use_cache=False, **{cache_kwarg(model): cache}).logits
-        pieces.append((logits, completion_ids[:, 1:]))
+        forward = forward_of(model)  # a GPT-2: plain tensor calls (gpt2.py), its LM head only where a log-prob counts
+        kept = completion_mask[:, 1:].bool() if isinstance(forward, GPT2Forward) else None  # (N, T - 1)
+        logits = forward(input_ids=completion_ids[:, :-1], attention_mask=full_mask[:, :-1],
+                         position_ids=position_ids[:, P:-1], use_cache=False, **{cache_kwarg(model): cache},
+                         **({"logits_rows": kept} if kept is not None else {})).logits  # (N, T - 1, V) or (kept, V)
+        pieces.append((logits, completion_ids[:, 1:] if kept is None else completion_ids[:, 1:][kept], kept))
     # the pieces of the (N, T, V) logits stay apart (no concatenated copy); log-probs row by row
     if temperature != 1.0:
-        pieces = [(piece / temperature, ids) for piece, ids in pieces]
-    logps = torch.cat([selective_log_softmax(piece, ids) for piece, ids in pieces], dim=1)  # (N, T)
+        pieces = [(piece / temperature, ids, kept) for piece, ids, kept in pieces]
     if return_entropy:
-        return logps, torch.cat([_entropy(piece, entropy_grad) for piece, _ in pieces], dim=1)
-    return logps
+        both = [(*_logps_and_entropy(piece, ids, entropy_grad), kept) for piece, ids, kept in pieces]
+        return (torch.cat([_unpack(lp, kept) for lp, _, kept in both], dim=1),
+                torch.cat([_unpack(ent, kept) for _, ent, kept in both], dim=1))  # (N, T) each
+    return torch.cat([_unpack(selective_log_softmax(piece, ids), kept) for piece, ids, kept in pieces], dim=1)
+
+
+def _unpack(values: torch.Tensor, kept: torch.Tensor | None) -> torch.Tensor:
+    """(N, T') values from those at the `kept` (N, T') positions only (0 elsewhere: after EOS, where the
+    completion mask is 0); None: `values` is already (N, T')."""
+    return values if kept is None else values.new_zeros(kept.shape).masked_scatter(kept, values)
 
 

@@ -13,7 +13,8 @@ a `RewardFunction`) into a matrix `rewards_per_func` (N, K), then combines it as
 
 A completion for which every reward returned None is unscorable: it is left out of its group's baseline and
 its advantage is 0 (`masked_advantages`). A reward model's own NaN is not None: it reaches the NaN guard.
-A run with one built-in reward never comes here (the trainer scores with `algorithm.score`, as before).
+A run with one built-in reward never comes here: the trainer scores with `score`, `algorithm.score` with a
+GPT-2 reward model's forward as plain tensor calls.
 """
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..lm import algorithm
 from ..lm.algorithm import lm_advantages
 from ..lm.reward_fns import RewardFunction, RewardFunctionError
 from ..lm.rewards import RewardModel
 
-__all__ = ["RewardSet", "AGGREGATIONS", "combine_rewards", "masked_advantages", "nanstd"]
+__all__ = ["RewardSet", "AGGREGATIONS", "combine_rewards", "masked_advantages", "nanstd", "score",
+           "classifier_score"]
 
 AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
 EPS = 1e-4  # TRL's and GDPO's guard against a zero std
@@ -198,7 +201,7 @@ def build_reward(cfg, device, reward=None) -> RewardModel:
     alone = members[0] if len(members) == 1 else None
     if alone is not None and not isinstance(alone, RewardFunction) and cfg.reward_weights is None \
             and getattr(alone, "reward_input", "completion") == "completion":
-        return alone  # scored by `algorithm.score`, exactly as the teaching step does
+        return alone  # scored by `score`: `algorithm.score`, as the teaching step does
     return RewardSet(members, cfg.reward_weights, cfg.reward_aggregation)
 
 
@@ -242,3 +245,43 @@ def score_batch(trainer, batch, step: int) -> Scored:
     return Scored(score=score_all[mine].to(batch.completion_ids.device), valid=None if bool(valid_all.all()) else valid,
                   logged=logged[valid_all], columns=rs.columns(matrix_all.cpu(), none_all.cpu())
                   if len(rs.rewards) > 1 else {}, matrix=matrix)
+
+
+def score(reward, batch) -> torch.Tensor:
+    """`algorithm.score(reward, batch)`, the (N,) float32 rewards of one reward, with a GPT-2 sequence classifier
+    (tiny-sentiment) run in plain tensor calls (`classifier_score`). Naive twin: `algorithm.score` (the reward's own
+    `score` and transformers' forward), the same values (tests/engine/test_gpt2_forward.py)."""
+    rewards = classifier_score(reward, batch.texts)
+    if rewards is None:
+        return algorithm.score(reward, batch)
+    return rewards.to(batch.completion_ids.device, torch.float32)
+
+
+def classifier_score(reward, texts: Sequence[str]) -> torch.Tensor | None:
+    """`HFClassifierReward.score(texts)` with its model's forward replaced by `gpt2.classifier_logits`, for a
+    reward that reads the completion only; None where that does not apply (another reward or model, texts
+    all empty). Naive twin: `reward.score(texts)`."""
+    from ..lm.rewards import HFClassifierReward
+    from .gpt2 import classifier_logits
+
+    if type(reward) is not HFClassifierReward or reward.needs_prompts:
+        return None
+    device = next(reward.model.parameters()).device
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), reward.batch_size):
+            enc = reward._encode(list(texts[start:start + reward.batch_size]), None)
+            if enc["input_ids"].shape[1] == 0 or set(enc) != {"input_ids", "attention_mask"}:
+                return None  # the reward's own padding of empty texts, or segment ids
+            logits = classifier_logits(reward.model, enc["input_ids"].to(device), enc["attention_mask"].to(device))
+            if logits is None:
+                return None
+            logits = logits.float()  # (B, num_labels), as HFClassifierReward.score reads them
+            if reward.single_output:
+                r = logits[:, 0]
+            elif reward.multi_label:
+                r = torch.sigmoid(logits[:, reward.index])
+            else:
+                r = torch.softmax(logits, dim=-1)[:, reward.index]
+            out.append(r.cpu())
+    return torch.cat(out) if out else torch.zeros(0)

@@ -3,8 +3,10 @@
 Naive twin: `pgcore.lm.algorithm.compute_loss` and its loop. `Trainer.compute_loss` gives the same loss and
 gradients on the same batch (tests/engine/test_engine_equals_algorithm.py), with the fast paths: a shared
 prompt forward (`sampling.generate_shared`, `logprobs.per_token_logps_shared_prompt`, the reference's
-`kv_cache.PromptCache`), `selective_log_softmax`'s backward, bf16 autocast, no reference forward when no KL
-is used, fused AdamW, and data-parallel hooks (`distributed.AccelerateTrainer`). A reused batch (mu > 1,
+`kv_cache.PromptCache`), a GPT-2's forwards and reward model as plain tensor calls (`gpt2.py`, `decode.py`,
+`rewards.classifier_score`), `selective_log_softmax`'s backward and the logged entropy from its pass, bf16
+autocast, no reference forward when no KL is used, fused AdamW, and data-parallel hooks
+(`distributed.AccelerateTrainer`). A reused batch (mu > 1,
 minibatches) runs `policy_loss.reuse_updates`, whose naive twin is `algorithm.reuse_batch`. Around the step,
 `run.TrainingRun` holds the loop, checkpoints, metrics files, resume, Ctrl-C / SIGTERM and the NaN guard.
 """
@@ -19,7 +21,6 @@ from typing import Any, Callable, Sequence
 import torch
 
 from .. import estimators as est
-from ..lm import algorithm
 from ..lm.algorithm import lm_advantages, step_prompt_indices, stream_seed
 from ..lm.sampling import generate
 from ..utils import get_device, set_seed
@@ -33,7 +34,7 @@ from .metrics import MetricsLogger, StepTimer
 from .policy_loss import backward_checked, ratio_columns, ratio_stats, reuse_updates, reuses_batch, update_loss
 from .prompt_data import PromptData, format_prompt_data, load_prompt_data, prompt_data_from_rows
 from .reporting import check_reporters
-from .rewards import RewardSet, build_reward, masked_advantages, score_batch
+from .rewards import RewardSet, build_reward, masked_advantages, score, score_batch
 from .run import PANELS, LMResult, Run, check_output_places, signals_deferred
 from .sampling import generate_shared
 
@@ -158,7 +159,7 @@ class Trainer:
             batch, prompt_state = self.sample(step)  # 1. sample this process's share of the step's prompts
         with timer("reward"):
             scored = score_batch(self, batch, step) if self.reward_set is not None else None  # several / functions
-            rew = algorithm.score(self.reward, batch) if scored is None else scored.score  # 2. score, (N,)
+            rew = score(self.reward, batch) if scored is None else scored.score  # 2. score, (N,)
         valid = scored.valid if scored is not None else None  # rows some reward applies to (None: all)
         if reuses_batch(cfg):  # mu x minibatches updates, applied and recorded together (in signals_deferred)
             loss_all, grad_norm, lr, parts = reuse_updates(self, batch, rew, step=step, timer=timer, valid=valid)

@@ -105,8 +105,9 @@ def test_the_comparison_can_fail(gpt2):
 
 
 FAST_PATHS = {"sampling": ("generate_shared", "sample_categorical"),
-              "logprobs": ("selective_log_softmax", "per_token_logps", "per_token_logps_shared_prompt"),
-              "kv_cache": ("prompt_forward", "PromptCache")}
+              "logprobs": ("selective_log_softmax", "selective_log_softmax_and_entropy", "per_token_logps",
+                           "per_token_logps_shared_prompt"),
+              "kv_cache": ("prompt_forward", "PromptCache"), "gpt2": ("GPT2Forward", "forward_of")}
 
 
 @pytest.mark.parametrize("module,name", [(m, n) for m, names in FAST_PATHS.items() for n in names])

@@ -249,7 +249,8 @@ def test_two_process_gradient_equals_the_single_process_gradient_on_the_whole_ba
         for g2, g1 in zip(r[prefix + "grads"], grads_1):
             assert torch.allclose(g2, g1, rtol=1e-4, atol=1e-7), (g2 - g1).abs().max()
         for key in ("loss", "reward_mean", "reward_std", "kl", "entropy", "completion_len", "tokens", "grad_norm"):
-            assert r[prefix + "row"][key] == pytest.approx(row_1[key], rel=1e-5, abs=1e-7), key  # the whole batch's
+            # the whole batch's; the KL of a policy that is still the reference is fp32 rounding (a few 1e-7)
+            assert r[prefix + "row"][key] == pytest.approx(row_1[key], rel=1e-5, abs=1e-6 if key == "kl" else 1e-7), key
 
 
 def test_an_error_on_one_rank_exits_2_on_every_rank_with_one_line(workers):

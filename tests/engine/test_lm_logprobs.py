@@ -209,6 +209,33 @@ def test_selective_log_softmax_gradient_equals_autograd_of_the_naive_twin(dtype)
     assert (g_fast[:, -1] == 0).all(), "the last position was sliced away: no gradient"
 
 
+@pytest.mark.parametrize("elements", [1, 1 << 22], ids=["a-row-a-slice", "one-slice"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_log_probs_and_entropy_from_one_pass_equal_the_naive_twin(dtype, elements, monkeypatch):
+    """`selective_log_softmax_and_entropy` against its naive twin, `selective_log_softmax` and
+    `entropy_from_logits`: the same log-probs, entropies (no graph) and gradient, also on a strided view
+    (as the one-pass forward passes it) and in slices of rows."""
+    monkeypatch.setattr(logprobs.row_chunks, "__kwdefaults__", {"elements": elements})
+    g = torch.Generator().manual_seed(3)
+    base = (4 * torch.randn(3, 8, 40, generator=g)).to(dtype).requires_grad_(True)
+    index = torch.randint(0, 40, (3, 7), generator=g)
+    weight = torch.randn(3, 7, generator=g).to(dtype)
+    logits = base[:, :-1]  # (3, 7, 40), not contiguous
+    fast, ent = logprobs.selective_log_softmax_and_entropy(logits, index)
+    naive = torch.log_softmax(logits.double(), dim=-1).gather(-1, index.unsqueeze(-1)).squeeze(-1)
+    assert not ent.requires_grad and fast.dtype == dtype and ent.dtype == (torch.float32 if dtype == torch.bfloat16 else dtype)
+    (g_fast,) = torch.autograd.grad((fast * weight).sum(), base)
+    (g_naive,) = torch.autograd.grad((selective_log_softmax(logits, index) * weight).sum(), base)
+    tol = {torch.float32: 1e-5, torch.float64: 1e-12, torch.bfloat16: 0.07}[dtype]
+    assert torch.allclose(fast.double(), naive, atol=tol, rtol=0)
+    naive_ent = torch.distributions.Categorical(logits=logits.detach().double()).entropy()
+    assert torch.allclose(ent.double(), naive_ent, atol=tol, rtol=0)
+    assert torch.allclose(g_fast.double(), g_naive.double(), atol=tol, rtol=0)
+    with torch.no_grad():
+        again, ent_again = logprobs.selective_log_softmax_and_entropy(logits, index)
+    assert torch.equal(again, fast.detach()) and torch.equal(ent_again, ent)
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_prompt_cache_equals_running_the_prompts(arch):
     """A frozen model's prompt caches kept across calls: the same log-probs as running the prompts

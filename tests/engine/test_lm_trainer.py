@@ -158,7 +158,8 @@ def test_training_moves_the_policy_toward_the_rewarded_letter(tmp_path):
     assert p_after > p_before + 0.05, f"P(token with 'e') {p_before:.3f} -> {p_after:.3f}"
     assert sum(r[-5:]) / 5 > sum(r[:5]) / 5 + 0.05
     kl = {row["step"]: row["kl"] for row in result.history if row["kl"] is not None}  # logged every 10 steps
-    assert list(kl) == [1, 11] and kl[1] == 0.0 and kl[11] > 0  # reference = starting policy
+    # reference = starting policy, up to fp32 rounding (the policy's prompts run batched, the reference's alone)
+    assert list(kl) == [1, 11] and abs(kl[1]) < 1e-6 and kl[11] > 0
     assert result.output_dir is None and result.model_path is None and result.last_checkpoint is None
 
 
