@@ -77,6 +77,7 @@ def test_stored_trl_tables_are_what_load_prints():
 
 @pytest.mark.parametrize("script,stored,heading", [
     ("reinforce_cartpole.py", "reinforce_cartpole.json", "### REINFORCE on CartPole-v1"),
+    ("reinforce_cartpole.py", "reinforce_cartpole_none.json", "### REINFORCE on CartPole-v1, baseline \"none\""),
     ("reinforce_cartpole.py", "reinforce_cartpole_before.json", "### REINFORCE on CartPole-v1, the old defaults"),
     ("reinforce_cartpole.py", "reinforce_cartpole_branch.json", "### REINFORCE on CartPole-v1, every check played"),
     ("lm.py", "lm_tiers.json", "### The LM tiers"),

@@ -76,6 +76,78 @@ def test_advantage_modes():
         compute_advantages(batch, w, baseline="value")
 
 
+def _episodes(batch):
+    """Brute force: the (row, column) of each episode's steps, walking each column in order."""
+    episodes = []
+    for n in range(batch.mask.shape[1]):
+        cur = []
+        for t in torch.nonzero(batch.mask[:, n]).flatten().tolist():
+            cur.append((t, n))
+            if batch.done[t, n]:
+                episodes.append(cur)
+                cur = []
+    return episodes
+
+
+def test_step_index_and_the_time_baseline_against_a_walk_of_the_episodes():
+    """step_index counts the steps of each episode; baseline="time" subtracts from G_t the mean, over the
+    batch's episodes, of their G at the same step (0 for an episode that has ended)."""
+    for per_env in (1, 3):
+        envs = make_env("CartPole-v1", num_envs=4, seed=2)
+        batch = collect_rollout(envs, MLPPolicy(4, 2), 4 * per_env, generator=torch.Generator().manual_seed(2))
+        index = rf.step_index(batch)
+        episodes = _episodes(batch)
+        assert len(episodes) == batch.num_episodes == 4 * per_env
+        for ep in episodes:
+            assert [int(index[t, n]) for t, n in ep] == list(range(len(ep)))
+        if per_env == 1:   # one episode per copy: the step is the row
+            rows = torch.arange(batch.mask.shape[0])[:, None].expand_as(index)
+            assert torch.equal(index[batch.mask], rows[batch.mask])
+        w = compute_weights(batch, 0.99, "reward_to_go")
+        b = np.zeros(max(len(ep) for ep in episodes))
+        for ep in episodes:
+            for i, (t, n) in enumerate(ep):
+                b[i] += float(w[t, n]) / len(episodes)
+        expected = torch.zeros_like(w)
+        for ep in episodes:
+            for i, (t, n) in enumerate(ep):
+                expected[t, n] = w[t, n] - b[i]
+        adv = compute_advantages(batch, w, baseline="time", normalize_adv=False)
+        assert torch.allclose(adv, expected[batch.mask], atol=1e-5)
+
+
+def _cut_off_batch(num_envs: int, limit: int, falls: dict) -> rf.Rollout:
+    """A CartPole-like batch by hand: one episode per column, reward 1 a step, cut off at `limit` steps
+    unless `falls` gives the column's last step (terminated there)."""
+    T = limit
+    lengths = [falls.get(n, limit) for n in range(num_envs)]
+    mask = torch.tensor([[t < lengths[n] for n in range(num_envs)] for t in range(T)])
+    done = torch.tensor([[t == lengths[n] - 1 for n in range(num_envs)] for t in range(T)])
+    terminated = done & torch.tensor([n in falls for n in range(num_envs)])
+    zeros = torch.zeros(T, num_envs)
+    return rf.Rollout(obs=torch.zeros(T, num_envs, 4), act=zeros.long(), rew=mask.float(), done=done,
+                      terminated=terminated, mask=mask, logp=zeros, next_obs=torch.zeros(T, num_envs, 4),
+                      ep_returns=np.array(lengths, dtype=np.float64), ep_lengths=np.array(lengths))
+
+
+def test_time_baseline_gives_cut_off_episodes_no_advantage_and_blames_a_fall():
+    """What baseline="time" is for: when every episode reaches the time limit, G_t depends on t alone and
+    the standardized advantages are exactly 0 (with the batch mean they would be unit-size noise in t);
+    with one fall, the steps before it are the ones blamed."""
+    batch = _cut_off_batch(8, 500, {})
+    w = compute_weights(batch, 0.99, "reward_to_go")
+    assert torch.equal(compute_advantages(batch, w, baseline="time"), torch.zeros(batch.num_steps))
+    noise = compute_advantages(batch, w, baseline="none")
+    assert abs(float(noise.std()) - 1) < 1e-4, "the batch mean baseline: a unit-size advantage that only says t"
+
+    batch = _cut_off_batch(8, 500, {3: 300})
+    w = compute_weights(batch, 0.99, "reward_to_go")
+    adv = torch.zeros(batch.mask.shape)
+    adv[batch.mask] = compute_advantages(batch, w, baseline="time", normalize_adv=False)
+    assert (adv[:300, 3] < 0).all() and (adv[:300, [0, 1, 2, 4, 5, 6, 7]] > 0).all()
+    assert adv[299, 3] < adv[200, 3] < adv[0, 3], "blamed most just before the fall"
+
+
 def test_reinforce_learns_the_short_corridor_optimum_from_a_bad_start():
     p_star, v_star = short_corridor_optimum()
     start = MLPPolicy(1, 2, hidden_sizes=())  # a linear softmax policy on the constant feature

@@ -29,7 +29,7 @@ class ActorCriticConfig(TrainConfig):
     # TrainConfig's fields with other defaults
     lr: float = 1e-2
     baseline: str = "value"
-    """subtracted from the Monte Carlo returns: "none", "mean" or "value" (the critic); "nstep"/"gae" need "value\""""
+    """subtracted from the Monte Carlo returns: "none", "mean", "time" or "value" (the critic); "nstep"/"gae" need "value\""""
     confirm_episodes: int = 20
     confirm_margin: float = 10.0
 

@@ -96,7 +96,7 @@ def rollout_advantages(
     """Steps 2-3 of `train`: advantages and the critic's regression targets for the valid steps.
 
     Monte Carlo ("total_return", "reward_to_go"): `pgcore.reinforce.compute_weights` and
-    `compute_advantages` (baseline none / mean / value), target G_t. Bootstrapped ("nstep",
+    `compute_advantages` (baseline none / mean / time / value), target G_t. Bootstrapped ("nstep",
     "gae"): the n-step advantage or GAE(lambda) from the critic, target A_t + V(s_t) (the n-step
     return, the lambda-return). Then standardized if `config.normalize_adv` with `adv_norm_scope="batch"`
     (with "minibatch", `ppo_update` standardizes each minibatch instead).

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from .config import BASELINES, WEIGHTINGS, ReinforceConfig
 from .loop import TrainResult, train
-from .rollout import Rollout, collect_rollout, compute_advantages, compute_weights, evaluate, sample_actions
+from .rollout import (Rollout, collect_rollout, compute_advantages, compute_weights, evaluate, sample_actions,
+                      step_index)
 
 __all__ = [
     "ReinforceConfig",
@@ -31,6 +32,7 @@ __all__ = [
     "compute_advantages",
     "evaluate",
     "sample_actions",
+    "step_index",
     "train",
     "WEIGHTINGS",
     "BASELINES",

@@ -239,6 +239,15 @@ def compute_weights(batch: Rollout, gamma: float, weighting: str = "reward_to_go
     raise ValueError(f"unknown weighting {weighting!r}; accepted: {', '.join(WEIGHTINGS)}")
 
 
+def step_index(batch: Rollout) -> torch.Tensor:
+    """(T, N) int64: each step's index within its episode, 0 on an episode's first step (any value at
+    masked steps). With one episode per env copy it is the row t."""
+    count = batch.mask.long().cumsum(0)                       # (T, N) real steps of the column up to t
+    ended = (count * batch.done).cummax(0).values             # the count at the last episode end up to t
+    before = torch.cat([torch.zeros_like(ended[:1]), ended[:-1]])   # ... strictly before t
+    return count - 1 - before
+
+
 def compute_advantages(
     batch: Rollout,
     weights: torch.Tensor,
@@ -248,9 +257,16 @@ def compute_advantages(
 ) -> torch.Tensor:
     """Step 3: advantages for the valid steps, a 1-D tensor (num_steps,) in `batch.mask` order.
 
-    adv = weights - b, with b = 0 ("none"), the batch mean of the weights ("mean"), or V(s_t)
-    from `value_net` ("value", evaluated without grad); then, if `normalize_adv`, standardized
-    over the batch (`pgcore.normalize`). `weights[batch.mask]` lines up with `batch.logp[batch.mask]`.
+    adv = weights - b, with b = 0 ("none"), the batch mean of the weights ("mean"), their mean over
+    the batch's episodes at the same step t of an episode, an episode that has ended counting 0
+    ("time"), or V(s_t) from `value_net` ("value", evaluated without grad); then, if `normalize_adv`,
+    standardized over the batch (`pgcore.normalize`). `weights[batch.mask]` lines up with
+    `batch.logp[batch.mask]`.
+
+    "time" is for tasks with a time limit: episodes cut off at the limit all have the same G_t at
+    step t, which says nothing about their actions; with b(t) their advantages are 0 (exactly: the
+    mean is taken in float64, or the standardization would blow rounding up into a random update),
+    and what is left is how each episode did against the others at the same step.
 
     Introduced in notebooks/02_reinforce_cartpole.ipynb.
     """
@@ -265,6 +281,10 @@ def compute_advantages(
         with torch.no_grad():
             v = value_net(batch.obs[batch.mask].to(policy_device(value_net))).cpu()
         adv = w - v
+    elif baseline == "time":
+        t = step_index(batch)[batch.mask]                                     # (S,) step within its episode
+        total = torch.zeros(int(t.max()) + 1, dtype=torch.float64).index_add_(0, t, w.double())
+        adv = w - (total / batch.num_episodes).float()[t]                    # b(t): mean over the episodes
     else:
         raise ValueError(f"unknown baseline {baseline!r}; accepted: {', '.join(BASELINES)}")
     if normalize_adv and adv.numel() >= 2:
