@@ -47,6 +47,14 @@ def _naive(monkeypatch):
     monkeypatch.setattr(GPT2Forward, "supports", staticmethod(lambda model: False))
 
 
+
+def _assert_same(fast, naive):
+    """(log-probs, entropies, {parameter: gradient}) of the fast path equal the naive twin's, to fp32 tolerance."""
+    torch.testing.assert_close(fast[0], naive[0], atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(fast[1], naive[1], atol=2e-5, rtol=1e-5)
+    for name in naive[2]:
+        torch.testing.assert_close(fast[2][name], naive[2][name], atol=1e-5, rtol=1e-4, msg=name)
+
 def _grads(model):
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -107,10 +115,7 @@ def test_engine_logprobs_equal_with_the_models_forward(policy, shared, monkeypat
     fast = run()
     _naive(monkeypatch)
     naive = run()
-    torch.testing.assert_close(fast[0], naive[0], atol=2e-5, rtol=1e-5)
-    torch.testing.assert_close(fast[1], naive[1], atol=2e-5, rtol=1e-5)
-    for name in naive[2]:
-        torch.testing.assert_close(fast[2][name], naive[2][name], atol=1e-5, rtol=1e-4, msg=name)
+    _assert_same(fast, naive)
 
 
 def test_prompt_forward_with_a_shared_prefix(policy, monkeypatch):
@@ -182,7 +187,4 @@ def test_shared_log_probs_when_every_completion_is_one_token(monkeypatch):
     fast = run()
     _naive(monkeypatch)
     naive = run()
-    torch.testing.assert_close(fast[0], naive[0], atol=2e-5, rtol=1e-5)
-    torch.testing.assert_close(fast[1], naive[1], atol=2e-5, rtol=1e-5)
-    for name in naive[2]:
-        torch.testing.assert_close(fast[2][name], naive[2][name], atol=1e-5, rtol=1e-4, msg=name)
+    _assert_same(fast, naive)
